@@ -1,0 +1,967 @@
+"""Onion packets: request/response layers, announce, data, and the onion data payloads.
+
+tox-protocol.md section 5 (c-toxcore 0.2.18 ``onion.c``, ``onion_announce.c``,
+``onion_client.c``, ``friend_requests.c``). Every decoder here raises only
+:class:`tunnel.errors.BadPacket` (or :class:`~tunnel.errors.DecryptError`).
+
+Request layers (client -> A -> B -> C -> D), one nonce ``n`` for all three boxes::
+
+    0x80 (to A)  [0x80][n: 24][sender DHT pk: 32][box(k1, n, IPP(B) | t2_pk | box2)]
+    0x81 (to B)  [0x81][n: 24][t2_pk: 32][box2 = box(k2, n, IPP(C) | t3_pk | box3)][ret1: 59]
+    0x82 (to C)  [0x82][n: 24][t3_pk: 32][box3 = box(k3, n, IPP(D) | payload)][ret2: 118]
+    to D         payload | ret3: 177          payload[0] is 0x83 or 0x85 (C drops anything else)
+    TCP 0x08     [0x08][n: 24][IPP(B): 19][t2_pk: 32][box2]   (the relay plays node A)
+
+Response layers (D -> C -> B -> A -> client)::
+
+    0x8c [ret3: 177][response]   0x8d [ret2: 118][response]   0x8e [ret1: 59][response]
+    response[0] is 0x84 or 0x86; A sends the bare response to the client (UDP, or TCP 0x09).
+
+Announce and data packets::
+
+    0x83 [0x83][nonce: 24][sender pk: 32][box(104 B: ping_id 32 | search pk 32 | data pk 32
+         | sendback 8)]                                       exactly 177 bytes
+    0x84 [0x84][sendback: 8][nonce: 24][box(is_stored 1 | ping_id or data pk 32 | 0..4 nodes)]
+    0x85 [0x85][dest real pk: 32][nonce: 24][temp pk: 32][box(temp sk, dest data pk, inner)]
+    0x86 [0x86][nonce: 24][temp pk: 32][box(...)]             the 0x85 minus the dest pk
+    inner = [sender real pk: 32][box(sender real sk, dest real pk, same nonce, payload)]
+
+Onion data payloads: DHT-PK ``[0x9c][no_replay u64 BE][DHT pk 32][0..4 packed nodes]`` and
+friend request ``[0x20][nospam 4][message 1..1016]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nacl.exceptions
+
+from tunnel.crypto import (
+    MAC_SIZE,
+    NONCE_SIZE,
+    PUBLIC_KEY_SIZE,
+    KeyPair,
+    Rng,
+    SharedKeyCache,
+    decrypt_untrusted,
+    encrypt,
+    random_nonce,
+    shared_key,
+)
+from tunnel.errors import BadPacket, DecryptError
+from tunnel.wire._reader import Reader
+from tunnel.wire.ip_port import (
+    ONION_IP_PORT_SIZE,
+    IPPort,
+    decode_onion_ip_port_untrusted,
+    encode_onion_ip_port,
+)
+from tunnel.wire.packed_node import PackedNode, decode_nodes_untrusted, encode_nodes
+
+# --- packet kinds (tox-protocol.md 3.2) ---------------------------------------------------
+PACKET_ONION_REQUEST_0 = 0x80
+PACKET_ONION_REQUEST_1 = 0x81
+PACKET_ONION_REQUEST_2 = 0x82
+PACKET_ANNOUNCE_REQUEST = 0x83
+PACKET_ANNOUNCE_RESPONSE = 0x84
+PACKET_ONION_DATA_REQUEST = 0x85
+PACKET_ONION_DATA_RESPONSE = 0x86
+PACKET_ONION_RESPONSE_3 = 0x8C
+PACKET_ONION_RESPONSE_2 = 0x8D
+PACKET_ONION_RESPONSE_1 = 0x8E
+TCP_PACKET_ONION_REQUEST = 0x08
+TCP_PACKET_ONION_RESPONSE = 0x09
+
+ONION_DATA_DHTPK = 0x9C
+ONION_DATA_FRIEND_REQUEST = 0x20
+
+# --- sizes (c-toxcore onion.h / onion_announce.h / onion_client.h) ------------------------
+ONION_MAX_PACKET_SIZE_BYTES = 1400
+ONION_RETURN_1_SIZE = NONCE_SIZE + ONION_IP_PORT_SIZE + MAC_SIZE  # 59
+ONION_RETURN_2_SIZE = NONCE_SIZE + ONION_IP_PORT_SIZE + MAC_SIZE + ONION_RETURN_1_SIZE  # 118
+ONION_RETURN_3_SIZE = NONCE_SIZE + ONION_IP_PORT_SIZE + MAC_SIZE + ONION_RETURN_2_SIZE  # 177
+ONION_SEND_BASE_SIZE = PUBLIC_KEY_SIZE + ONION_IP_PORT_SIZE + MAC_SIZE  # 67
+ONION_SEND_3_SIZE = NONCE_SIZE + ONION_SEND_BASE_SIZE + ONION_RETURN_2_SIZE  # 209
+ONION_SEND_2_SIZE = NONCE_SIZE + ONION_SEND_BASE_SIZE * 2 + ONION_RETURN_1_SIZE  # 217
+ONION_SEND_1_SIZE = NONCE_SIZE + ONION_SEND_BASE_SIZE * 3  # 225
+ONION_MAX_DATA_SIZE_BYTES = ONION_MAX_PACKET_SIZE_BYTES - (ONION_SEND_1_SIZE + 1)  # 1174
+ONION_RESPONSE_MAX_DATA_SIZE_BYTES = ONION_MAX_PACKET_SIZE_BYTES - (1 + ONION_RETURN_3_SIZE)
+TCP_ONION_REQUEST_MIN_SIZE_EXCLUSIVE = 1 + NONCE_SIZE + ONION_SEND_BASE_SIZE * 2  # 159
+
+ONION_PING_ID_SIZE = 32
+ONION_SENDBACK_SIZE = 8
+ANNOUNCE_REQUEST_PLAIN_SIZE = ONION_PING_ID_SIZE + 2 * PUBLIC_KEY_SIZE + ONION_SENDBACK_SIZE
+ANNOUNCE_REQUEST_SIZE = 1 + NONCE_SIZE + PUBLIC_KEY_SIZE + ANNOUNCE_REQUEST_PLAIN_SIZE + MAC_SIZE
+ANNOUNCE_RESPONSE_MIN_SIZE = 2 + ONION_SENDBACK_SIZE + NONCE_SIZE + ONION_PING_ID_SIZE + MAC_SIZE
+ANNOUNCE_RESPONSE_MAX_SIZE = ANNOUNCE_RESPONSE_MIN_SIZE + 136 * 4  # 626, toxcore's bound
+MAX_SENT_NODES = 4
+ANNOUNCE_IS_STORED_NO = 0
+ANNOUNCE_IS_STORED_OTHER = 1
+ANNOUNCE_IS_STORED_SELF = 2
+
+DATA_REQUEST_MIN_SIZE = 1 + PUBLIC_KEY_SIZE + NONCE_SIZE + PUBLIC_KEY_SIZE + MAC_SIZE  # 105
+DATA_RESPONSE_MIN_SIZE = 1 + NONCE_SIZE + PUBLIC_KEY_SIZE + MAC_SIZE  # 73
+DATA_IN_RESPONSE_MIN_SIZE = PUBLIC_KEY_SIZE + MAC_SIZE  # 48
+MAX_DATA_REQUEST_SIZE_BYTES = ONION_MAX_DATA_SIZE_BYTES - DATA_REQUEST_MIN_SIZE  # 1069
+ONION_CLIENT_MAX_DATA_SIZE_BYTES = MAX_DATA_REQUEST_SIZE_BYTES - DATA_IN_RESPONSE_MIN_SIZE  # 1021
+
+DHTPK_MIN_SIZE = 1 + 8 + PUBLIC_KEY_SIZE  # 41
+NOSPAM_SIZE = 4
+FRIEND_REQUEST_MAX_MESSAGE_BYTES = ONION_CLIENT_MAX_DATA_SIZE_BYTES - (1 + NOSPAM_SIZE)  # 1016
+
+_RESPONSE_KINDS = (PACKET_ANNOUNCE_RESPONSE, PACKET_ONION_DATA_RESPONSE)
+_EXIT_KINDS = (PACKET_ANNOUNCE_REQUEST, PACKET_ONION_DATA_REQUEST)
+
+
+def shared_key_untrusted(public_key: bytes, secret_key: bytes) -> bytes:
+    """``K(public_key, secret_key)`` for a public key taken from the network.
+
+    libsodium refuses low-order points (PyNaCl raises ``RuntimeError``); such a key can only
+    come from a forger, so it is reported as a decryption failure.
+
+    Raises:
+        DecryptError: the key is unusable.
+    """
+    try:
+        return shared_key(public_key, secret_key)
+    except (nacl.exceptions.CryptoError, ValueError) as exc:
+        raise DecryptError("unusable public key") from exc
+
+
+def cached_shared_key_untrusted(cache: SharedKeyCache, public_key: bytes) -> bytes:
+    """:func:`shared_key_untrusted` through a :class:`SharedKeyCache`.
+
+    Raises:
+        DecryptError: the key is unusable.
+    """
+    try:
+        return cache.get(public_key)
+    except (nacl.exceptions.CryptoError, ValueError) as exc:
+        raise DecryptError("unusable public key") from exc
+
+
+def _check_size(name: str, value: bytes, size: int) -> None:
+    if len(value) != size:
+        raise ValueError(f"{name} must be {size} bytes, got {len(value)}")
+
+
+def _expect_kind(data: bytes, kind: int) -> None:
+    if not data:
+        raise BadPacket("empty packet")
+    if data[0] != kind:
+        raise BadPacket(f"packet kind {data[0]:#04x}, expected {kind:#04x}")
+
+
+def _check_length(data: bytes, min_exclusive: int, max_inclusive: int) -> None:
+    if not min_exclusive < len(data) <= max_inclusive:
+        raise BadPacket(
+            f"length {len(data)} outside ({min_exclusive}, {max_inclusive}] for kind {data[0]:#04x}"
+        )
+
+
+# ==========================================================================================
+# Request layers
+# ==========================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class OnionRequest0:
+    """0x80: what the client sends to node A. ``public_key`` is the client's DHT pk.
+
+    Layout: ``[0x80][nonce 24][public_key 32][encrypted]``; 226 < length <= 1400.
+    """
+
+    nonce: bytes
+    public_key: bytes
+    encrypted: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("nonce", self.nonce, NONCE_SIZE)
+        _check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
+
+    def encode(self) -> bytes:
+        """The packet bytes."""
+        return bytes((PACKET_ONION_REQUEST_0,)) + self.nonce + self.public_key + self.encrypted
+
+    @classmethod
+    def decode(cls, data: bytes) -> OnionRequest0:
+        """Parse a 0x80 packet.
+
+        Raises:
+            BadPacket: wrong kind or length.
+        """
+        _expect_kind(data, PACKET_ONION_REQUEST_0)
+        _check_length(data, 1 + ONION_SEND_1_SIZE, ONION_MAX_PACKET_SIZE_BYTES)
+        return cls(data[1:25], data[25:57], data[57:])
+
+
+@dataclass(frozen=True, slots=True)
+class OnionRequest1:
+    """0x81: node A to node B. ``return_path`` is A's 59-byte return blob.
+
+    Layout: ``[0x81][nonce 24][temp pk 32][encrypted][ret1 59]``; 218 < length <= 1400.
+    """
+
+    nonce: bytes
+    public_key: bytes
+    encrypted: bytes
+    return_path: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("nonce", self.nonce, NONCE_SIZE)
+        _check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
+        _check_size("return_path", self.return_path, ONION_RETURN_1_SIZE)
+
+    def encode(self) -> bytes:
+        """The packet bytes."""
+        return (
+            bytes((PACKET_ONION_REQUEST_1,))
+            + self.nonce
+            + self.public_key
+            + self.encrypted
+            + self.return_path
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> OnionRequest1:
+        """Parse a 0x81 packet.
+
+        Raises:
+            BadPacket: wrong kind or length.
+        """
+        _expect_kind(data, PACKET_ONION_REQUEST_1)
+        _check_length(data, 1 + ONION_SEND_2_SIZE, ONION_MAX_PACKET_SIZE_BYTES)
+        split = len(data) - ONION_RETURN_1_SIZE
+        return cls(data[1:25], data[25:57], data[57:split], data[split:])
+
+
+@dataclass(frozen=True, slots=True)
+class OnionRequest2:
+    """0x82: node B to node C. ``return_path`` is B's 118-byte return blob.
+
+    Layout: ``[0x82][nonce 24][temp pk 32][encrypted][ret2 118]``; 210 < length <= 1400.
+    """
+
+    nonce: bytes
+    public_key: bytes
+    encrypted: bytes
+    return_path: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("nonce", self.nonce, NONCE_SIZE)
+        _check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
+        _check_size("return_path", self.return_path, ONION_RETURN_2_SIZE)
+
+    def encode(self) -> bytes:
+        """The packet bytes."""
+        return (
+            bytes((PACKET_ONION_REQUEST_2,))
+            + self.nonce
+            + self.public_key
+            + self.encrypted
+            + self.return_path
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> OnionRequest2:
+        """Parse a 0x82 packet.
+
+        Raises:
+            BadPacket: wrong kind or length.
+        """
+        _expect_kind(data, PACKET_ONION_REQUEST_2)
+        _check_length(data, 1 + ONION_SEND_3_SIZE, ONION_MAX_PACKET_SIZE_BYTES)
+        split = len(data) - ONION_RETURN_2_SIZE
+        return cls(data[1:25], data[25:57], data[57:split], data[split:])
+
+
+@dataclass(frozen=True, slots=True)
+class TcpOnionRequest:
+    """TCP relay packet 0x08: the relay plays node A, so the A layer is absent.
+
+    Layout: ``[0x08][nonce 24][IPP(B) 19][temp pk 32][encrypted]``; length > 159
+    (tox-protocol.md 5.9, c-toxcore ``TCP_server.c``).
+    """
+
+    nonce: bytes
+    ip_port: IPPort
+    public_key: bytes
+    encrypted: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("nonce", self.nonce, NONCE_SIZE)
+        _check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
+
+    def encode(self) -> bytes:
+        """The TCP packet plaintext, starting with 0x08."""
+        return (
+            bytes((TCP_PACKET_ONION_REQUEST,))
+            + self.nonce
+            + encode_onion_ip_port(self.ip_port)
+            + self.public_key
+            + self.encrypted
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> TcpOnionRequest:
+        """Parse a TCP 0x08 onion request.
+
+        Raises:
+            BadPacket: wrong kind, length or IP family.
+        """
+        _expect_kind(data, TCP_PACKET_ONION_REQUEST)
+        limit = ONION_MAX_PACKET_SIZE_BYTES + ONION_IP_PORT_SIZE - ONION_RETURN_1_SIZE
+        _check_length(data, TCP_ONION_REQUEST_MIN_SIZE_EXCLUSIVE, limit)
+        hop = decode_onion_hop_untrusted(data[1 + NONCE_SIZE :])
+        return cls(data[1:25], hop.ip_port, hop.public_key, hop.encrypted)
+
+
+@dataclass(frozen=True, slots=True)
+class OnionHop:
+    """What nodes A and B find inside their layer: ``IPP(next) || next temp pk || box``."""
+
+    ip_port: IPPort
+    public_key: bytes
+    encrypted: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
+
+    def encode(self) -> bytes:
+        """The layer plaintext."""
+        return encode_onion_ip_port(self.ip_port) + self.public_key + self.encrypted
+
+
+def decode_onion_hop_untrusted(plain: bytes) -> OnionHop:
+    """Parse a decrypted A/B layer; the forward IP family must be 2 or 10.
+
+    Raises:
+        BadPacket: too short to hold an IPP, a key and a box, or a bad family.
+    """
+    if len(plain) <= ONION_IP_PORT_SIZE + PUBLIC_KEY_SIZE + MAC_SIZE:
+        raise BadPacket(f"onion layer of {len(plain)} bytes is too short")
+    ip_port = decode_onion_ip_port_untrusted(plain[:ONION_IP_PORT_SIZE])
+    end_pk = ONION_IP_PORT_SIZE + PUBLIC_KEY_SIZE
+    return OnionHop(ip_port, plain[ONION_IP_PORT_SIZE:end_pk], plain[end_pk:])
+
+
+@dataclass(frozen=True, slots=True)
+class OnionExit:
+    """What node C finds inside its layer: ``IPP(D) || payload`` (payload kind 0x83/0x85)."""
+
+    ip_port: IPPort
+    payload: bytes
+
+    def encode(self) -> bytes:
+        """The layer plaintext."""
+        return encode_onion_ip_port(self.ip_port) + self.payload
+
+
+def decode_onion_exit_untrusted(plain: bytes) -> OnionExit:
+    """Parse node C's decrypted layer; the payload must be an 0x83 or 0x85 packet.
+
+    Raises:
+        BadPacket: too short, a payload of another kind (0x87 included), or a bad family.
+    """
+    if len(plain) <= ONION_IP_PORT_SIZE:
+        raise BadPacket("exit layer carries no payload")
+    if plain[ONION_IP_PORT_SIZE] not in _EXIT_KINDS:
+        raise BadPacket(f"exit payload kind {plain[ONION_IP_PORT_SIZE]:#04x} not forwarded")
+    ip_port = decode_onion_ip_port_untrusted(plain[:ONION_IP_PORT_SIZE])
+    return OnionExit(ip_port, plain[ONION_IP_PORT_SIZE:])
+
+
+def seal_onion_request(
+    nonce: bytes,
+    hop_keys: Sequence[tuple[bytes, bytes]],
+    hop_addresses: Sequence[IPPort],
+    destination: IPPort,
+    payload: bytes,
+) -> OnionRequest0:
+    """Build the 0x80 packet for a 3-hop path (tox-protocol.md 5.2).
+
+    Args:
+        nonce: the one random nonce used by all three layers.
+        hop_keys: ``[(k1, pk1), (k2, t2_pk), (k3, t3_pk)]`` where ``k1 = K(our DHT sk, A)``,
+            ``pk1`` our DHT pk, ``k2 = K(t2_sk, B)``, ``k3 = K(t3_sk, C)``.
+        hop_addresses: ``[B, C]`` (node A is where the packet is sent).
+        destination: node D.
+        payload: an 0x83 or 0x85 packet, 1..1174 bytes.
+
+    Raises:
+        ValueError: payload empty or too long, or wrong hop counts (a bug on our side).
+    """
+    if not 0 < len(payload) <= ONION_MAX_DATA_SIZE_BYTES:
+        raise ValueError(f"onion payload must be 1..{ONION_MAX_DATA_SIZE_BYTES} bytes")
+    if len(hop_keys) != 3 or len(hop_addresses) != 2:
+        raise ValueError("an onion path has three hops")
+    (k1, pk1), (k2, pk2), (k3, pk3) = hop_keys
+    step2 = OnionHop(
+        hop_addresses[1], pk3, encrypt(k3, nonce, OnionExit(destination, payload).encode())
+    )
+    step3 = OnionHop(hop_addresses[0], pk2, encrypt(k2, nonce, step2.encode()))
+    return OnionRequest0(nonce, pk1, encrypt(k1, nonce, step3.encode()))
+
+
+def seal_tcp_onion_request(
+    nonce: bytes,
+    hop_keys: Sequence[tuple[bytes, bytes]],
+    hop_addresses: Sequence[IPPort],
+    destination: IPPort,
+    payload: bytes,
+) -> TcpOnionRequest:
+    """Build the TCP 0x08 packet: like :func:`seal_onion_request` minus node A's layer.
+
+    ``hop_keys`` is ``[(k2, t2_pk), (k3, t3_pk)]`` and ``hop_addresses`` is ``[B, C]``.
+
+    Raises:
+        ValueError: payload empty or too long, or wrong hop counts.
+    """
+    if not 0 < len(payload) <= ONION_MAX_DATA_SIZE_BYTES:
+        raise ValueError(f"onion payload must be 1..{ONION_MAX_DATA_SIZE_BYTES} bytes")
+    if len(hop_keys) != 2 or len(hop_addresses) != 2:
+        raise ValueError("a TCP onion request has two encrypted hops")
+    (k2, pk2), (k3, pk3) = hop_keys
+    step2 = OnionHop(
+        hop_addresses[1], pk3, encrypt(k3, nonce, OnionExit(destination, payload).encode())
+    )
+    return TcpOnionRequest(nonce, hop_addresses[0], pk2, encrypt(k2, nonce, step2.encode()))
+
+
+# ==========================================================================================
+# Response layers
+# ==========================================================================================
+
+
+def _decode_response(data: bytes, kind: int, ret_size: int) -> tuple[bytes, bytes]:
+    _expect_kind(data, kind)
+    _check_length(data, 1 + ret_size, ONION_MAX_PACKET_SIZE_BYTES)
+    if data[1 + ret_size] not in _RESPONSE_KINDS:
+        raise BadPacket(f"onion response carries kind {data[1 + ret_size]:#04x}")
+    return data[1 : 1 + ret_size], data[1 + ret_size :]
+
+
+@dataclass(frozen=True, slots=True)
+class OnionResponse3:
+    """0x8c: node D to node C, ``[0x8c][ret3 177][0x84 or 0x86 packet]``."""
+
+    return_path: bytes
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("return_path", self.return_path, ONION_RETURN_3_SIZE)
+
+    def encode(self) -> bytes:
+        """The packet bytes."""
+        return bytes((PACKET_ONION_RESPONSE_3,)) + self.return_path + self.payload
+
+    @classmethod
+    def decode(cls, data: bytes) -> OnionResponse3:
+        """Parse an 0x8c packet.
+
+        Raises:
+            BadPacket: wrong kind, length or inner kind.
+        """
+        return cls(*_decode_response(data, PACKET_ONION_RESPONSE_3, ONION_RETURN_3_SIZE))
+
+
+@dataclass(frozen=True, slots=True)
+class OnionResponse2:
+    """0x8d: node C to node B, ``[0x8d][ret2 118][0x84 or 0x86 packet]``."""
+
+    return_path: bytes
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("return_path", self.return_path, ONION_RETURN_2_SIZE)
+
+    def encode(self) -> bytes:
+        """The packet bytes."""
+        return bytes((PACKET_ONION_RESPONSE_2,)) + self.return_path + self.payload
+
+    @classmethod
+    def decode(cls, data: bytes) -> OnionResponse2:
+        """Parse an 0x8d packet.
+
+        Raises:
+            BadPacket: wrong kind, length or inner kind.
+        """
+        return cls(*_decode_response(data, PACKET_ONION_RESPONSE_2, ONION_RETURN_2_SIZE))
+
+
+@dataclass(frozen=True, slots=True)
+class OnionResponse1:
+    """0x8e: node B to node A, ``[0x8e][ret1 59][0x84 or 0x86 packet]``."""
+
+    return_path: bytes
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("return_path", self.return_path, ONION_RETURN_1_SIZE)
+
+    def encode(self) -> bytes:
+        """The packet bytes."""
+        return bytes((PACKET_ONION_RESPONSE_1,)) + self.return_path + self.payload
+
+    @classmethod
+    def decode(cls, data: bytes) -> OnionResponse1:
+        """Parse an 0x8e packet.
+
+        Raises:
+            BadPacket: wrong kind, length or inner kind.
+        """
+        return cls(*_decode_response(data, PACKET_ONION_RESPONSE_1, ONION_RETURN_1_SIZE))
+
+
+# ==========================================================================================
+# Announce request / response (0x83 / 0x84)
+# ==========================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceRequestPayload:
+    """The 104-byte plaintext of an 0x83: ``ping_id | search pk | data pk | sendback``."""
+
+    ping_id: bytes
+    search_public_key: bytes
+    data_public_key: bytes
+    sendback: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("ping_id", self.ping_id, ONION_PING_ID_SIZE)
+        _check_size("search_public_key", self.search_public_key, PUBLIC_KEY_SIZE)
+        _check_size("data_public_key", self.data_public_key, PUBLIC_KEY_SIZE)
+        _check_size("sendback", self.sendback, ONION_SENDBACK_SIZE)
+
+    def encode(self) -> bytes:
+        """The plaintext bytes."""
+        return self.ping_id + self.search_public_key + self.data_public_key + self.sendback
+
+    @classmethod
+    def decode(cls, data: bytes) -> AnnounceRequestPayload:
+        """Parse the plaintext.
+
+        Raises:
+            BadPacket: not exactly 104 bytes.
+        """
+        if len(data) != ANNOUNCE_REQUEST_PLAIN_SIZE:
+            raise BadPacket(f"announce request plaintext must be 104 bytes, got {len(data)}")
+        return cls(data[:32], data[32:64], data[64:96], data[96:104])
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceRequest:
+    """0x83, exactly 177 bytes: ``[0x83][nonce 24][sender pk 32][box 120]``."""
+
+    nonce: bytes
+    public_key: bytes
+    encrypted: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("nonce", self.nonce, NONCE_SIZE)
+        _check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
+        _check_size("encrypted", self.encrypted, ANNOUNCE_REQUEST_PLAIN_SIZE + MAC_SIZE)
+
+    def encode(self) -> bytes:
+        """The packet bytes."""
+        return bytes((PACKET_ANNOUNCE_REQUEST,)) + self.nonce + self.public_key + self.encrypted
+
+    @classmethod
+    def decode(cls, data: bytes) -> AnnounceRequest:
+        """Parse an 0x83 packet (without the trailing return path).
+
+        Raises:
+            BadPacket: wrong kind or not exactly 177 bytes.
+        """
+        _expect_kind(data, PACKET_ANNOUNCE_REQUEST)
+        if len(data) != ANNOUNCE_REQUEST_SIZE:
+            raise BadPacket(f"announce request must be {ANNOUNCE_REQUEST_SIZE} bytes")
+        return cls(data[1:25], data[25:57], data[57:])
+
+    @classmethod
+    def seal(
+        cls,
+        rng: Rng,
+        sender: KeyPair,
+        destination_public_key: bytes,
+        payload: AnnounceRequestPayload,
+    ) -> AnnounceRequest:
+        """Encrypt ``payload`` from ``sender`` to node D's DHT key with a random nonce."""
+        nonce = random_nonce(rng)
+        key = shared_key_untrusted(destination_public_key, sender.secret_key)
+        return cls(nonce, sender.public_key, encrypt(key, nonce, payload.encode()))
+
+    def open(self, key: bytes) -> AnnounceRequestPayload:
+        """Decrypt with ``K(D's DHT sk, sender pk)``.
+
+        Raises:
+            DecryptError: the box does not open.
+        """
+        return AnnounceRequestPayload.decode(decrypt_untrusted(key, self.nonce, self.encrypted))
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceResponsePayload:
+    """Plaintext of an 0x84: ``[is_stored 1][ping_id or data pk 32][0..4 UDP packed nodes]``."""
+
+    is_stored: int
+    ping_id_or_data_public_key: bytes
+    nodes: tuple[PackedNode, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_size("ping_id_or_data_public_key", self.ping_id_or_data_public_key, 32)
+        if not 0 <= self.is_stored <= 255:
+            raise ValueError("is_stored is one byte")
+        if len(self.nodes) > MAX_SENT_NODES or any(n.tcp for n in self.nodes):
+            raise ValueError("at most 4 UDP nodes")
+
+    def encode(self) -> bytes:
+        """The plaintext bytes."""
+        return bytes((self.is_stored,)) + self.ping_id_or_data_public_key + encode_nodes(self.nodes)
+
+    @classmethod
+    def decode(cls, data: bytes) -> AnnounceResponsePayload:
+        """Parse the plaintext (TCP node types are rejected, as toxcore does here).
+
+        Raises:
+            BadPacket: too short, malformed nodes or more than 4 of them.
+        """
+        if len(data) < 1 + ONION_PING_ID_SIZE:
+            raise BadPacket("announce response plaintext too short")
+        nodes = decode_nodes_untrusted(data[33:], allow_tcp=False, max_nodes=MAX_SENT_NODES)
+        return cls(data[0], data[1:33], tuple(nodes))
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceResponse:
+    """0x84: ``[0x84][sendback 8][nonce 24][box]``, 82..626 bytes."""
+
+    sendback: bytes
+    nonce: bytes
+    encrypted: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("sendback", self.sendback, ONION_SENDBACK_SIZE)
+        _check_size("nonce", self.nonce, NONCE_SIZE)
+
+    def encode(self) -> bytes:
+        """The packet bytes."""
+        return bytes((PACKET_ANNOUNCE_RESPONSE,)) + self.sendback + self.nonce + self.encrypted
+
+    @classmethod
+    def decode(cls, data: bytes) -> AnnounceResponse:
+        """Parse an 0x84 packet.
+
+        Raises:
+            BadPacket: wrong kind or length outside 82..626.
+        """
+        _expect_kind(data, PACKET_ANNOUNCE_RESPONSE)
+        if not ANNOUNCE_RESPONSE_MIN_SIZE <= len(data) <= ANNOUNCE_RESPONSE_MAX_SIZE:
+            raise BadPacket(f"announce response of {len(data)} bytes")
+        return cls(data[1:9], data[9:33], data[33:])
+
+    @classmethod
+    def seal(
+        cls, rng: Rng, key: bytes, sendback: bytes, payload: AnnounceResponsePayload
+    ) -> AnnounceResponse:
+        """Encrypt with the key the request was opened with and a fresh random nonce."""
+        nonce = random_nonce(rng)
+        return cls(sendback, nonce, encrypt(key, nonce, payload.encode()))
+
+    def open(self, key: bytes) -> AnnounceResponsePayload:
+        """Decrypt with ``K(request sk, D's DHT pk)``.
+
+        Raises:
+            DecryptError: the box does not open.
+            BadPacket: the plaintext is malformed.
+        """
+        return AnnounceResponsePayload.decode(decrypt_untrusted(key, self.nonce, self.encrypted))
+
+
+# ==========================================================================================
+# Onion data request / response (0x85 / 0x86)
+# ==========================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class DataRequest:
+    """0x85: ``[0x85][dest real pk 32][nonce 24][temp pk 32][box]``, 105 < length <= 1174."""
+
+    destination_public_key: bytes
+    nonce: bytes
+    temp_public_key: bytes
+    encrypted: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("destination_public_key", self.destination_public_key, PUBLIC_KEY_SIZE)
+        _check_size("nonce", self.nonce, NONCE_SIZE)
+        _check_size("temp_public_key", self.temp_public_key, PUBLIC_KEY_SIZE)
+
+    def encode(self) -> bytes:
+        """The packet bytes."""
+        return (
+            bytes((PACKET_ONION_DATA_REQUEST,))
+            + self.destination_public_key
+            + self.nonce
+            + self.temp_public_key
+            + self.encrypted
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, *, max_size: int = ONION_MAX_DATA_SIZE_BYTES) -> DataRequest:
+        """Parse an 0x85 packet. Node D receives up to 1223 bytes (1400 minus ret3).
+
+        Raises:
+            BadPacket: wrong kind or length.
+        """
+        _expect_kind(data, PACKET_ONION_DATA_REQUEST)
+        _check_length(data, DATA_REQUEST_MIN_SIZE, max_size)
+        return cls(data[1:33], data[33:57], data[57:89], data[89:])
+
+    def to_response(self) -> DataResponse:
+        """The 0x86 node D forwards: this packet minus the destination key."""
+        return DataResponse(self.nonce, self.temp_public_key, self.encrypted)
+
+
+@dataclass(frozen=True, slots=True)
+class DataResponse:
+    """0x86: ``[0x86][nonce 24][temp pk 32][box]``; the receiver accepts 121 < length <= 1069."""
+
+    nonce: bytes
+    temp_public_key: bytes
+    encrypted: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("nonce", self.nonce, NONCE_SIZE)
+        _check_size("temp_public_key", self.temp_public_key, PUBLIC_KEY_SIZE)
+
+    def encode(self) -> bytes:
+        """The packet bytes."""
+        return (
+            bytes((PACKET_ONION_DATA_RESPONSE,))
+            + self.nonce
+            + self.temp_public_key
+            + self.encrypted
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> DataResponse:
+        """Parse an 0x86 packet.
+
+        Raises:
+            BadPacket: wrong kind or length.
+        """
+        _expect_kind(data, PACKET_ONION_DATA_RESPONSE)
+        _check_length(
+            data, DATA_RESPONSE_MIN_SIZE + DATA_IN_RESPONSE_MIN_SIZE, MAX_DATA_REQUEST_SIZE_BYTES
+        )
+        return cls(data[1:25], data[25:57], data[57:])
+
+
+def seal_data_request(
+    rng: Rng,
+    nonce: bytes,
+    destination_real_public_key: bytes,
+    destination_data_public_key: bytes,
+    inner: bytes,
+) -> DataRequest:
+    """Wrap ``inner`` (from :func:`seal_onion_data_inner`) for one announce node.
+
+    A fresh temporary key pair is drawn from ``rng`` for every packet (toxcore
+    ``create_data_request``).
+
+    Raises:
+        ValueError: the packet would exceed 1174 bytes.
+    """
+    if DATA_REQUEST_MIN_SIZE + len(inner) > ONION_MAX_DATA_SIZE_BYTES or not inner:
+        raise ValueError("onion data too long")
+    temp = KeyPair.generate(rng)
+    key = shared_key_untrusted(destination_data_public_key, temp.secret_key)
+    return DataRequest(
+        destination_real_public_key, nonce, temp.public_key, encrypt(key, nonce, inner)
+    )
+
+
+def seal_onion_data_inner(
+    sender: KeyPair, destination_real_public_key: bytes, nonce: bytes, payload: bytes
+) -> bytes:
+    """``[sender real pk][box(K(sender, dest), nonce, payload)]``; payload 1..1021 bytes.
+
+    Raises:
+        ValueError: payload empty or longer than 1021 bytes.
+    """
+    if not 0 < len(payload) <= ONION_CLIENT_MAX_DATA_SIZE_BYTES:
+        raise ValueError(f"onion data payload must be 1..{ONION_CLIENT_MAX_DATA_SIZE_BYTES} bytes")
+    key = shared_key(destination_real_public_key, sender.secret_key)
+    return sender.public_key + encrypt(key, nonce, payload)
+
+
+def open_data_response(
+    response: DataResponse, data_secret_key: bytes, real_secret_key: bytes
+) -> tuple[bytes, bytes]:
+    """Open an 0x86 sent to us; returns ``(sender real pk, payload)``.
+
+    Raises:
+        DecryptError: either box does not open (forged, or not for us).
+        BadPacket: the inner layer is too short.
+    """
+    outer_key = shared_key_untrusted(response.temp_public_key, data_secret_key)
+    inner = decrypt_untrusted(outer_key, response.nonce, response.encrypted)
+    if len(inner) <= DATA_IN_RESPONSE_MIN_SIZE:
+        raise BadPacket("onion data inner layer too short")
+    sender = inner[:PUBLIC_KEY_SIZE]
+    inner_key = shared_key_untrusted(sender, real_secret_key)
+    payload = decrypt_untrusted(inner_key, response.nonce, inner[PUBLIC_KEY_SIZE:])
+    return sender, payload
+
+
+# ==========================================================================================
+# Onion data payloads
+# ==========================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class DhtPkPayload:
+    """0x9c DHT-PK announcement: ``[0x9c][no_replay u64][DHT pk 32][0..4 packed nodes]``.
+
+    Nodes may be TCP relays (ip_type 130/138) or UDP DHT nodes.
+    """
+
+    no_replay: int
+    dht_public_key: bytes
+    nodes: tuple[PackedNode, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_size("dht_public_key", self.dht_public_key, PUBLIC_KEY_SIZE)
+        if not 0 <= self.no_replay < 1 << 64:
+            raise ValueError("no_replay is an unsigned 64-bit number")
+        if len(self.nodes) > MAX_SENT_NODES:
+            raise ValueError("at most 4 nodes")
+
+    def encode(self) -> bytes:
+        """The payload bytes, starting with 0x9c."""
+        return (
+            bytes((ONION_DATA_DHTPK,))
+            + self.no_replay.to_bytes(8, "big")
+            + self.dht_public_key
+            + encode_nodes(self.nodes)
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> DhtPkPayload:
+        """Parse a DHT-PK payload.
+
+        Raises:
+            BadPacket: wrong type, too short, malformed nodes or more than 4.
+        """
+        _expect_kind(data, ONION_DATA_DHTPK)
+        reader = Reader(data, 1)
+        no_replay = reader.u64()
+        dht_pk = reader.read(PUBLIC_KEY_SIZE)
+        nodes = decode_nodes_untrusted(reader.rest(), allow_tcp=True, max_nodes=MAX_SENT_NODES)
+        return cls(no_replay, dht_pk, tuple(nodes))
+
+
+@dataclass(frozen=True, slots=True)
+class FriendRequestPayload:
+    """0x20 friend request: ``[0x20][nospam 4][message 1..1016]`` (tox-protocol.md 2.2)."""
+
+    nospam: bytes
+    message: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("nospam", self.nospam, NOSPAM_SIZE)
+        if not 0 < len(self.message) <= FRIEND_REQUEST_MAX_MESSAGE_BYTES:
+            raise ValueError(f"message must be 1..{FRIEND_REQUEST_MAX_MESSAGE_BYTES} bytes")
+
+    def encode(self) -> bytes:
+        """The payload bytes, starting with 0x20."""
+        return bytes((ONION_DATA_FRIEND_REQUEST,)) + self.nospam + self.message
+
+    @classmethod
+    def decode(cls, data: bytes) -> FriendRequestPayload:
+        """Parse a friend request payload (6..1021 bytes, as ``friendreq_handlepacket``).
+
+        Raises:
+            BadPacket: wrong type or length.
+        """
+        _expect_kind(data, ONION_DATA_FRIEND_REQUEST)
+        if not 1 + NOSPAM_SIZE < len(data) <= ONION_CLIENT_MAX_DATA_SIZE_BYTES:
+            raise BadPacket(f"friend request payload of {len(data)} bytes")
+        return cls(data[1:5], data[5:])
+
+
+OnionDataPayload = DhtPkPayload | FriendRequestPayload
+
+
+def decode_onion_data_payload_untrusted(data: bytes) -> OnionDataPayload:
+    """Dispatch on the first byte of a decrypted onion data payload.
+
+    Raises:
+        BadPacket: unknown type or malformed payload.
+    """
+    if not data:
+        raise BadPacket("empty onion data payload")
+    if data[0] == ONION_DATA_DHTPK:
+        return DhtPkPayload.decode(data)
+    if data[0] == ONION_DATA_FRIEND_REQUEST:
+        return FriendRequestPayload.decode(data)
+    raise BadPacket(f"unknown onion data type {data[0]:#04x}")
+
+
+@dataclass(frozen=True, slots=True)
+class DhtPkViaDht:
+    """The DHT-routed DHT-PK announcement: the data after request id 0x9c in a 0x20 packet.
+
+    Layout: ``[sender real pk 32][nonce 24][box(K(sender real, friend real), nonce, 0x9c...)]``;
+    113..317 bytes (tox-protocol.md 5.8.1, c-toxcore ``handle_dht_dhtpk``).
+    """
+
+    sender_public_key: bytes
+    nonce: bytes
+    encrypted: bytes
+
+    def __post_init__(self) -> None:
+        _check_size("sender_public_key", self.sender_public_key, PUBLIC_KEY_SIZE)
+        _check_size("nonce", self.nonce, NONCE_SIZE)
+
+    def encode(self) -> bytes:
+        """The bytes after the request id."""
+        return self.sender_public_key + self.nonce + self.encrypted
+
+    @classmethod
+    def decode(cls, data: bytes) -> DhtPkViaDht:
+        """Parse the data after the request id.
+
+        Raises:
+            BadPacket: length outside 113..317.
+        """
+        overhead = PUBLIC_KEY_SIZE + NONCE_SIZE + MAC_SIZE
+        max_nodes_bytes = MAX_SENT_NODES * 51
+        if (
+            not overhead + DHTPK_MIN_SIZE
+            <= len(data)
+            <= overhead + DHTPK_MIN_SIZE + max_nodes_bytes
+        ):
+            raise BadPacket(f"DHT-routed DHT-PK of {len(data)} bytes")
+        return cls(data[:32], data[32:56], data[56:])
+
+    @classmethod
+    def seal(
+        cls, rng: Rng, sender: KeyPair, friend_real_public_key: bytes, payload: DhtPkPayload
+    ) -> DhtPkViaDht:
+        """Encrypt ``payload`` from our real key to the friend's real key."""
+        nonce = random_nonce(rng)
+        key = shared_key(friend_real_public_key, sender.secret_key)
+        return cls(sender.public_key, nonce, encrypt(key, nonce, payload.encode()))
+
+    def open(self, real_secret_key: bytes) -> DhtPkPayload:
+        """Decrypt with our real secret key.
+
+        Raises:
+            DecryptError: the box does not open.
+            BadPacket: the payload is not a DHT-PK announcement.
+        """
+        key = shared_key_untrusted(self.sender_public_key, real_secret_key)
+        return DhtPkPayload.decode(decrypt_untrusted(key, self.nonce, self.encrypted))
