@@ -1,0 +1,764 @@
+"""DhtCore: the Tox DHT of c-toxcore 0.2.18 as a sans-IO :class:`tunnel.core.DatagramCore`.
+
+tox-protocol.md section 4. Theory of operation:
+
+* Every node answers well-formed ping (0x00) and nodes (0x02) requests, then considers the
+  requester for its close list (``ping_add``: queue it, ping the queue every 2 s).
+* Requests we send carry ids from a :class:`PingArray` bound to ``(pk, ip_port)``; a response is
+  accepted once, within 5 s, only from exactly that key and address. Only accepted responses
+  put nodes into lists (``addto_lists``).
+* Once a second (``do_dht``): for the close list (base = our key) and every DHT friend's list
+  (base = friend key): query queued candidates, re-query every live node every 60 s, and query
+  one random good node every 20 s (every second for the first 5 times). Nodes returned by a
+  nodes response that could enter a list are queued ("to_bootstrap"): the iterative lookup.
+* Bootstrap nodes given by the user are queried until we have a good node, retried every 5 s.
+* DHT requests (0x20) for us are decrypted (NAT pings handled here, others become events);
+  those for a node in our close list are forwarded unchanged.
+* Malformed, forged, unsolicited packets are dropped and counted in :class:`DhtStats`.
+
+``now`` is seconds on the driver clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+from tunnel.crypto import KeyPair, SharedKeyCache, random_nonce
+from tunnel.dht.close_list import (
+    BAD_NODE_TIMEOUT_S,
+    MAX_FRIEND_CLIENTS,
+    PING_INTERVAL_S,
+    Assoc,
+    ClientEntry,
+    CloseList,
+    FriendClientList,
+)
+from tunnel.dht.distance import key_int
+from tunnel.dht.events import DhtEvent, DhtRequestReceived, DhtStatistics, DhtStats, FriendIpFound
+from tunnel.dht.hole_punch import PUNCH_INTERVAL_S, NatState, common_ip, guess_ports
+from tunnel.dht.ping_ids import PingArray
+from tunnel.errors import BadPacket, DecryptError
+from tunnel.wire.dht import (
+    KIND_BOOTSTRAP_INFO,
+    KIND_DHT_REQUEST,
+    KIND_LAN_DISCOVERY,
+    KIND_NODES_REQUEST,
+    KIND_NODES_RESPONSE,
+    KIND_PING_REQUEST,
+    KIND_PING_RESPONSE,
+    MAX_SENT_NODES,
+    REQUEST_ID_NAT_PING,
+    BootstrapInfo,
+    DhtPacket,
+    DhtRequest,
+    LanDiscovery,
+    NatPing,
+    NodesRequestPayload,
+    NodesResponsePayload,
+    PingPayload,
+    is_bootstrap_info_request,
+    seal_dht_packet,
+)
+from tunnel.wire.ip_port import Addr, IPPort, ip_is_lan
+from tunnel.wire.packed_node import PackedNode
+
+TICK_INTERVAL_S = 1.0
+GET_NODE_INTERVAL_S = 20.0
+MAX_BOOTSTRAP_TIMES = 5
+MAX_CLOSE_TO_BOOTSTRAP_NODES = 8
+MAX_FRIEND_TO_BOOTSTRAP_NODES = MAX_SENT_NODES
+MAX_TO_PING = 32
+TIME_TO_PING_S = 2.0
+BOOTSTRAP_RETRY_INTERVAL_S = 5.0
+MAX_BOOTSTRAP_RETRY_NODES = 8
+DHT_FAKE_FRIEND_NUMBER = 2
+LAN_DISCOVERY_INTERVAL_S = 10.0
+LAN_DISCOVERY_PORT = 33445
+LAN_DISCOVERY_PORT_RANGE = 100  # 33446..33545, 10 per round
+LAN_DISCOVERY_PORTS_PER_ROUND = 10
+LAN_DISCOVERY_BROADCASTS: tuple[str, ...] = ("255.255.255.255",)
+LAN_DISCOVERY_BROADCASTS_V6: tuple[str, ...] = ("ff02::1",)
+BOOTSTRAP_INFO_VERSION = 2018  # our daemon version number in 0xf0 replies
+
+PACKET_KINDS = frozenset(
+    {
+        KIND_PING_REQUEST,
+        KIND_PING_RESPONSE,
+        KIND_NODES_REQUEST,
+        KIND_NODES_RESPONSE,
+        KIND_DHT_REQUEST,
+        KIND_LAN_DISCOVERY,
+        KIND_BOOTSTRAP_INFO,
+    }
+)
+"""First bytes :class:`DhtCore` handles (for a dispatcher)."""
+
+_Candidate = tuple[int, bytes, IPPort]  # (distance, pk, ip_port)
+
+
+@dataclass(slots=True)
+class _ListWork:
+    """Per-list periodic state (toxcore keeps it in DHT / DHT_Friend)."""
+
+    last_get_node: float = float("-inf")
+    bootstrap_times: int = 0
+    to_bootstrap: list[_Candidate] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DhtFriend:
+    """A tracked DHT key: its own client list, lookup queue and NAT state."""
+
+    public_key: bytes
+    clients: FriendClientList
+    work: _ListWork = field(default_factory=_ListWork)
+    nat: NatState = field(default_factory=NatState)
+    lock_count: int = 0
+    fake: bool = False
+
+
+def _add_candidate(queue: list[_Candidate], limit: int, candidate: _Candidate) -> None:
+    """Keep the ``limit`` candidates closest to the list base (toxcore ``add_to_list``)."""
+    if any(c[1] == candidate[1] for c in queue):
+        return
+    queue.append(candidate)
+    if len(queue) > limit:
+        queue.sort(key=lambda c: c[0])
+        del queue[limit:]
+
+
+class DhtCore:
+    """A DHT node. Implements :class:`tunnel.core.DatagramCore`."""
+
+    def __init__(
+        self,
+        keypair: KeyPair,
+        rng: Callable[[int], bytes],
+        *,
+        lan_discovery: bool = False,
+        lan_discovery_ipv6: bool = False,
+        lan_discovery_ports: tuple[int, int] = (LAN_DISCOVERY_PORT, LAN_DISCOVERY_PORT_RANGE),
+        hole_punching: bool = True,
+        bootstrap_info: bytes | None = None,
+        bootstrap_info_version: int = BOOTSTRAP_INFO_VERSION,
+        fake_friends: int = DHT_FAKE_FRIEND_NUMBER,
+        now: float = 0.0,
+    ) -> None:
+        self.keypair = keypair
+        self.public_key = keypair.public_key
+        self._rng = rng
+        self._keys = SharedKeyCache(keypair.secret_key)
+        self.close = CloseList(self.public_key)
+        self._close_work = _ListWork()
+        self.friends: dict[bytes, DhtFriend] = {}
+        self._ping_ids: PingArray[tuple[bytes, IPPort]] = PingArray(rng)
+        self._nodes_ids: PingArray[tuple[bytes, IPPort]] = PingArray(rng)
+        self._to_ping: list[_Candidate] = []
+        self._last_to_ping = float("-inf")
+        self._bootstrap_nodes: list[tuple[bytes, IPPort]] = []
+        self._bootstrap_index = 0
+        self._last_bootstrap = float("-inf")
+        self._lan_discovery = lan_discovery
+        self._lan_ipv6 = lan_discovery_ipv6
+        self._lan_port, self._lan_range = lan_discovery_ports
+        self._lan_window = 0
+        self._last_lan = float("-inf")
+        self._hole_punching = hole_punching
+        self._bootstrap_info = (
+            BootstrapInfo(bootstrap_info_version, bootstrap_info).encode()
+            if bootstrap_info is not None
+            else None
+        )
+        self._out: list[tuple[Addr, bytes]] = []
+        self._events: deque[DhtEvent] = deque()
+        self.stats = DhtStats()
+        self._last_tick = float("-inf")
+        self._start = now
+        self._handlers: dict[int, Callable[[bytes, IPPort, float], None]] = {
+            KIND_PING_REQUEST: self._handle_ping_request,
+            KIND_PING_RESPONSE: self._handle_ping_response,
+            KIND_NODES_REQUEST: self._handle_nodes_request,
+            KIND_NODES_RESPONSE: self._handle_nodes_response,
+            KIND_DHT_REQUEST: self._handle_dht_request,
+            KIND_LAN_DISCOVERY: self._handle_lan_discovery,
+            KIND_BOOTSTRAP_INFO: self._handle_bootstrap_info,
+        }
+        for _ in range(fake_friends):
+            fake = self.add_friend(self._rng(32), now=now)
+            fake.fake = True
+
+    # ------------------------------------------------------------------ DatagramCore
+
+    def receive(self, data: bytes, addr: Addr, now: float) -> None:
+        """Feed one datagram from ``addr``; bad input is dropped and counted."""
+        self.stats.packets_received += 1
+        handler = self._handlers.get(data[0]) if data else None
+        if handler is None:
+            self.stats.dropped_unknown_kind += 1
+            return
+        try:
+            source = IPPort.from_addr(addr)
+        except (ValueError, TypeError, IndexError):
+            self.stats.dropped_malformed += 1
+            return
+        try:
+            handler(data, source, now)
+        except DecryptError:
+            self.stats.dropped_decrypt += 1
+        except BadPacket:
+            self.stats.dropped_malformed += 1
+
+    def datagrams_to_send(self) -> list[tuple[Addr, bytes]]:
+        """Drain the datagrams to send."""
+        out, self._out = self._out, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        """toxcore runs ``do_dht`` once per second."""
+        return self._last_tick + TICK_INTERVAL_S if self._last_tick > float("-inf") else 0.0
+
+    def handle_timer(self, now: float) -> None:
+        """Run the periodic DHT work if a second has passed since the last run."""
+        if now < self._last_tick + TICK_INTERVAL_S:
+            return
+        self._last_tick = now
+        self._do_close(now)
+        for friend in list(self.friends.values()):
+            self._do_friend(friend, now)
+        if self._hole_punching:
+            for friend in list(self.friends.values()):
+                if not friend.fake:
+                    self._do_nat(friend, now)
+        self._ping_iterate(now)
+        self._bootstrap_retry(now)
+        self._lan_discovery_send(now)
+
+    def next_event(self) -> DhtEvent | None:
+        """The next event, or None."""
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ public API
+
+    def statistics(self) -> DhtStatistics:
+        """A frozen snapshot of the counters and list sizes."""
+        s = self.stats
+        computed = {"dropped", "close_nodes", "good_close_nodes", "friends"}
+        values = {
+            f.name: getattr(s, f.name) for f in fields(DhtStatistics) if f.name not in computed
+        }
+        return DhtStatistics(
+            **values,
+            dropped=s.dropped,
+            close_nodes=len(self.close),
+            good_close_nodes=self.close.good_count(self._last_tick),
+            friends=sum(1 for f in self.friends.values() if not f.fake),
+        )
+
+    def bootstrap(self, public_key: bytes, addr: Addr | IPPort, now: float) -> None:
+        """Add a bootstrap node (retried until the DHT is connected) and query it now."""
+        ip_port = addr if isinstance(addr, IPPort) else IPPort.from_addr(addr)
+        if (public_key, ip_port) not in self._bootstrap_nodes:
+            self._bootstrap_nodes.append((public_key, ip_port))
+        self._send_nodes_request(ip_port, public_key, self.public_key, now)
+
+    def is_connected(self, now: float) -> bool:
+        """At least one good close-list node (toxcore ``dht_isconnected``)."""
+        return any(not entry.is_bad(now) for entry in self.close)
+
+    def is_non_lan_connected(self, now: float) -> bool:
+        """At least one good close-list node on a non-LAN address."""
+        for entry in self.close:
+            for assoc in entry.assocs():
+                if assoc.ip_port and not assoc.is_bad(now) and not ip_is_lan(assoc.ip_port.ip):
+                    return True
+        return False
+
+    def get_close_nodes(
+        self,
+        public_key: bytes,
+        count: int = MAX_SENT_NODES,
+        for_lan: bool = False,
+        now: float | None = None,
+    ) -> list[PackedNode]:
+        """Up to ``count`` good nodes closest to ``public_key`` from the close list and every
+        friend list (LAN addresses only if ``for_lan``). toxcore ``get_close_nodes``."""
+        if now is None:
+            now = self._last_tick
+        target = key_int(public_key)
+        seen: dict[bytes, tuple[int, PackedNode]] = {}
+        for entry in self._all_entries():
+            if entry.public_key in seen:
+                continue
+            assoc = entry.newest_assoc()
+            if assoc.ip_port is None or assoc.is_bad(now):
+                continue
+            if not for_lan and ip_is_lan(assoc.ip_port.ip):
+                continue
+            seen[entry.public_key] = (
+                entry.pk_int ^ target,
+                PackedNode(assoc.ip_port, entry.public_key),
+            )
+        best = heapq.nsmallest(count, seen.values(), key=lambda item: item[0])
+        return [node for _, node in best]
+
+    def random_good_nodes(self, count: int, now: float) -> list[PackedNode]:
+        """Up to ``count`` distinct random good nodes (onion path material)."""
+        pool: list[PackedNode] = []
+        seen: set[bytes] = set()
+        for entry in self._all_entries():
+            assoc = entry.newest_assoc()
+            if entry.public_key in seen or assoc.ip_port is None or assoc.is_bad(now):
+                continue
+            seen.add(entry.public_key)
+            pool.append(PackedNode(assoc.ip_port, entry.public_key))
+        chosen: list[PackedNode] = []
+        while pool and len(chosen) < count:
+            index = int.from_bytes(self._rng(4), "big") % len(pool)
+            chosen.append(pool.pop(index))
+        return chosen
+
+    def add_friend(self, dht_pk: bytes, now: float = 0.0) -> DhtFriend:
+        """Track ``dht_pk`` (lock counted). Seeds its lookup with our closest known nodes."""
+        friend = self.friends.get(dht_pk)
+        if friend is None:
+            friend = DhtFriend(dht_pk, FriendClientList(dht_pk))
+            friend.nat.nat_ping_id = self._rng(8)
+            base = key_int(dht_pk)
+            for node in self.get_close_nodes(dht_pk, MAX_SENT_NODES, True, now):
+                friend.work.to_bootstrap.append(
+                    (key_int(node.public_key) ^ base, node.public_key, node.ip_port)
+                )
+            self.friends[dht_pk] = friend
+        friend.lock_count += 1
+        return friend
+
+    def remove_friend(self, dht_pk: bytes) -> None:
+        """Drop one lock on ``dht_pk``; forget it when no lock is left."""
+        friend = self.friends.get(dht_pk)
+        if friend is None:
+            return
+        friend.lock_count -= 1
+        if friend.lock_count <= 0:
+            del self.friends[dht_pk]
+
+    def friend_ip_port(self, dht_pk: bytes, now: float | None = None) -> IPPort | None:
+        """The friend's own direct address if it is good (IPv6 first). toxcore
+        ``dht_getfriendip``."""
+        if now is None:
+            now = self._last_tick
+        friend = self.friends.get(dht_pk)
+        if friend is None:
+            return None
+        entry = friend.clients.get(dht_pk)
+        if entry is None:
+            return None
+        for assoc in (entry.assoc6, entry.assoc4):
+            if assoc.ip_port is not None and not assoc.is_bad(now):
+                return assoc.ip_port
+        return None
+
+    def send_dht_request(self, receiver_pk: bytes, request_id: int, data: bytes) -> bytes:
+        """A sealed DHT request (0x20) to ``receiver_pk``; route it with ``route_to_friend``."""
+        key = self._keys.get(receiver_pk)
+        return DhtRequest.seal(
+            receiver_pk, self.public_key, key, random_nonce(self._rng), request_id, data
+        ).encode()
+
+    def route_to_friend(self, dht_pk: bytes, packet: bytes, now: float) -> int:
+        """Send ``packet`` through every node that reported the friend's address (needs at
+        least 2). Returns how many copies were sent. toxcore ``route_to_friend``."""
+        routes = self._friend_routes(dht_pk, now)
+        if len(routes) < MAX_FRIEND_CLIENTS // 4:
+            return 0
+        for ip_port in routes:
+            self._send(ip_port, packet)
+        return len(routes)
+
+    def routeone_to_friend(self, dht_pk: bytes, packet: bytes, now: float) -> bool:
+        """Send ``packet`` through one random node that reported the friend's address."""
+        routes = self._friend_routes(dht_pk, now)
+        if not routes:
+            return False
+        self._send(routes[int.from_bytes(self._rng(4), "big") % len(routes)], packet)
+        return True
+
+    # ------------------------------------------------------------------ sending
+
+    def _send(self, ip_port: IPPort, data: bytes) -> None:
+        self.stats.packets_sent += 1
+        self._out.append((ip_port.to_addr(), data))
+
+    def _seal(self, kind: int, peer_pk: bytes, plain: bytes) -> bytes:
+        return seal_dht_packet(
+            kind, self.public_key, self._keys.get(peer_pk), random_nonce(self._rng), plain
+        )
+
+    def _send_ping_request(self, ip_port: IPPort, peer_pk: bytes, now: float) -> None:
+        if peer_pk == self.public_key:
+            return
+        ping_id = self._ping_ids.add((peer_pk, ip_port), now).to_bytes(8, "big")
+        plain = PingPayload(KIND_PING_REQUEST, ping_id).encode()
+        self.stats.pings_sent += 1
+        self._send(ip_port, self._seal(KIND_PING_REQUEST, peer_pk, plain))
+
+    def _send_nodes_request(
+        self, ip_port: IPPort, peer_pk: bytes, wanted_pk: bytes, now: float
+    ) -> None:
+        if peer_pk == self.public_key:
+            return
+        ping_id = self._nodes_ids.add((peer_pk, ip_port), now).to_bytes(8, "big")
+        plain = NodesRequestPayload(wanted_pk, ping_id).encode()
+        self.stats.nodes_requests_sent += 1
+        self._send(ip_port, self._seal(KIND_NODES_REQUEST, peer_pk, plain))
+
+    # ------------------------------------------------------------------ handlers
+
+    def _open(self, data: bytes, kind: int) -> tuple[DhtPacket, bytes] | None:
+        packet = DhtPacket.decode_kind(data, kind)
+        if packet.sender_pk == self.public_key:
+            self.stats.dropped_from_self += 1
+            return None
+        return packet, packet.open_untrusted(self._keys.get(packet.sender_pk))
+
+    def _handle_ping_request(self, data: bytes, source: IPPort, now: float) -> None:
+        opened = self._open(data, KIND_PING_REQUEST)
+        if opened is None:
+            return
+        packet, plain = opened
+        ping = PingPayload.decode(plain, KIND_PING_REQUEST)
+        reply = PingPayload(KIND_PING_RESPONSE, ping.ping_id).encode()
+        self.stats.pings_answered += 1
+        self._send(source, self._seal(KIND_PING_RESPONSE, packet.sender_pk, reply))
+        self._ping_add(packet.sender_pk, source, now)
+
+    def _handle_ping_response(self, data: bytes, source: IPPort, now: float) -> None:
+        opened = self._open(data, KIND_PING_RESPONSE)
+        if opened is None:
+            return
+        packet, plain = opened
+        ping = PingPayload.decode(plain, KIND_PING_RESPONSE)
+        sent = self._ping_ids.check(int.from_bytes(ping.ping_id, "big"), now)
+        if sent is None or sent != (packet.sender_pk, source):
+            self.stats.dropped_unsolicited += 1
+            return
+        self.stats.responses_accepted += 1
+        self._addto_lists(packet.sender_pk, source, now)
+
+    def _handle_nodes_request(self, data: bytes, source: IPPort, now: float) -> None:
+        opened = self._open(data, KIND_NODES_REQUEST)
+        if opened is None:
+            return
+        packet, plain = opened
+        request = NodesRequestPayload.decode(plain)
+        nodes = self.get_close_nodes(
+            request.requested_pk, MAX_SENT_NODES, ip_is_lan(source.ip), now
+        )
+        if nodes:
+            reply = NodesResponsePayload(tuple(nodes), request.ping_id).encode()
+            self.stats.nodes_answered += 1
+            self._send(source, self._seal(KIND_NODES_RESPONSE, packet.sender_pk, reply))
+        else:
+            # toxcore sends a 0-node response, which toxcore receivers reject: send nothing.
+            self.stats.nodes_requests_without_answer += 1
+        self._ping_add(packet.sender_pk, source, now)
+
+    def _handle_nodes_response(self, data: bytes, source: IPPort, now: float) -> None:
+        opened = self._open(data, KIND_NODES_RESPONSE)
+        if opened is None:
+            return
+        packet, plain = opened
+        response = NodesResponsePayload.decode(plain)
+        sent = self._nodes_ids.check(int.from_bytes(response.ping_id, "big"), now)
+        if sent is None or sent != (packet.sender_pk, source):
+            self.stats.dropped_unsolicited += 1
+            return
+        self.stats.responses_accepted += 1
+        self._addto_lists(packet.sender_pk, source, now)
+        for node in response.nodes:
+            self._consider_returned_node(node.public_key, node.ip_port, now)
+            self._returned_ip_port(node.public_key, node.ip_port, packet.sender_pk, now)
+
+    def _handle_dht_request(self, data: bytes, source: IPPort, now: float) -> None:
+        request = DhtRequest.decode(data)
+        if request.receiver_pk != self.public_key:
+            entry = self.close.get(request.receiver_pk)
+            target = None
+            if entry is not None:
+                target = entry.assoc6.ip_port or entry.assoc4.ip_port
+            if target is None:
+                self.stats.dropped_unroutable += 1
+                return
+            self.stats.dht_requests_forwarded += 1
+            self._send(target, data)
+            return
+        if request.sender_pk == self.public_key:
+            self.stats.dropped_from_self += 1
+            return
+        request_id, body = request.open_untrusted(self._keys.get(request.sender_pk))
+        if request_id == REQUEST_ID_NAT_PING:
+            self._handle_nat_ping(request.sender_pk, NatPing.decode(body), now)
+            return
+        self._events.append(DhtRequestReceived(request.sender_pk, request_id, body, source))
+
+    def _handle_lan_discovery(self, data: bytes, source: IPPort, now: float) -> None:
+        packet = LanDiscovery.decode(data)
+        if not self._lan_discovery or not ip_is_lan(source.ip):
+            self.stats.dropped_lan_discovery += 1
+            return
+        if packet.public_key == self.public_key:
+            self.stats.dropped_from_self += 1
+            return
+        self._send_nodes_request(source, packet.public_key, self.public_key, now)
+
+    def _handle_bootstrap_info(self, data: bytes, source: IPPort, now: float) -> None:
+        if self._bootstrap_info is None or not is_bootstrap_info_request(data):
+            raise BadPacket("unexpected bootstrap info packet")
+        self.stats.bootstrap_info_answered += 1
+        self._send(source, self._bootstrap_info)
+
+    # ------------------------------------------------------------------ list maintenance
+
+    def _all_entries(self) -> list[ClientEntry]:
+        entries = list(self.close)
+        for friend in self.friends.values():
+            entries.extend(friend.clients)
+        return entries
+
+    def _addto_lists(self, public_key: bytes, ip_port: IPPort, now: float) -> None:
+        """toxcore ``addto_lists``: a node proved alive; store it wherever it fits."""
+        if public_key == self.public_key:
+            return
+        self.close.add_or_update(public_key, ip_port, now)
+        for friend in self.friends.values():
+            friend.clients.add_or_update(public_key, ip_port, now)
+            if public_key == friend.public_key and not friend.fake:
+                self._events.append(FriendIpFound(public_key, ip_port))
+
+    def _ping_add(self, public_key: bytes, ip_port: IPPort, now: float) -> None:
+        """toxcore ``ping_add``: a requester may become a close-list node once it answers."""
+        if public_key == self.public_key or not self.close.can_add(public_key, now):
+            return
+        if self.close.has_good(public_key, ip_port, now):
+            return
+        friend = self.friends.get(public_key)
+        if friend is not None and self.friend_ip_port(public_key, now) is None:
+            self._send_ping_request(ip_port, public_key, now)
+            return
+        for i, (_, pk, _) in enumerate(self._to_ping):
+            if pk == public_key:
+                self._to_ping[i] = (self._to_ping[i][0], pk, ip_port)
+                return
+        _add_candidate(
+            self._to_ping,
+            MAX_TO_PING,
+            (key_int(public_key) ^ self.close.base_int, public_key, ip_port),
+        )
+
+    def _ping_iterate(self, now: float) -> None:
+        if not self._to_ping or now < self._last_to_ping + TIME_TO_PING_S:
+            return
+        for _, pk, ip_port in self._to_ping:
+            if self.close.can_add(pk, now):
+                self._send_ping_request(ip_port, pk, now)
+        self._to_ping = []
+        self._last_to_ping = now
+
+    def _consider_returned_node(self, public_key: bytes, ip_port: IPPort, now: float) -> None:
+        """toxcore ``ping_node_from_getnodes_ok``: queue lookups toward list bases."""
+        if public_key == self.public_key:
+            return
+        pk_int = key_int(public_key)
+        if self.close.get(public_key) is None and self.close.can_add(public_key, now):
+            _add_candidate(
+                self._close_work.to_bootstrap,
+                MAX_CLOSE_TO_BOOTSTRAP_NODES,
+                (pk_int ^ self.close.base_int, public_key, ip_port),
+            )
+        for friend in self.friends.values():
+            if friend.clients.can_add(public_key, now):
+                _add_candidate(
+                    friend.work.to_bootstrap,
+                    MAX_FRIEND_TO_BOOTSTRAP_NODES,
+                    (pk_int ^ friend.clients.base_int, public_key, ip_port),
+                )
+
+    def _returned_ip_port(
+        self, public_key: bytes, ip_port: IPPort, responder_pk: bytes, now: float
+    ) -> None:
+        """toxcore ``returnedip_ports``: remember where a node says we / a friend can be found."""
+        if public_key == self.public_key:
+            entry = self.close.get(responder_pk)
+            if entry is not None:
+                assoc = entry.assoc_for(ip_port)
+                assoc.ret_ip_port = ip_port
+                assoc.ret_timestamp = now
+                assoc.ret_ip_self = True
+            return
+        friend = self.friends.get(public_key)
+        if friend is None:
+            return
+        entry = friend.clients.get(responder_pk)
+        if entry is not None:
+            assoc = entry.assoc_for(ip_port)
+            assoc.ret_ip_port = ip_port
+            assoc.ret_timestamp = now
+            assoc.ret_ip_self = False
+
+    def _do_list(self, entries: list[ClientEntry], base: bytes, work: _ListWork, now: float) -> int:
+        """toxcore ``do_ping_and_sendnode_requests``; returns how many associations live."""
+        for _, pk, ip_port in work.to_bootstrap:
+            self._send_nodes_request(ip_port, pk, base, now)
+        work.to_bootstrap = []
+        alive = 0
+        good: list[tuple[ClientEntry, Assoc]] = []
+        for entry in entries:
+            for assoc in entry.assocs():
+                if assoc.ip_port is None or assoc.is_killed(now):
+                    continue
+                alive += 1
+                if assoc.last_pinged + PING_INTERVAL_S <= now:
+                    self._send_nodes_request(assoc.ip_port, entry.public_key, base, now)
+                    assoc.last_pinged = now
+                if not assoc.is_bad(now):
+                    good.append((entry, assoc))
+        if good and (
+            work.last_get_node + GET_NODE_INTERVAL_S <= now
+            or work.bootstrap_times < MAX_BOOTSTRAP_TIMES
+        ):
+            entry, assoc = good[int.from_bytes(self._rng(4), "big") % len(good)]
+            assert assoc.ip_port is not None
+            self._send_nodes_request(assoc.ip_port, entry.public_key, base, now)
+            work.last_get_node = now
+            work.bootstrap_times += 1
+        return alive
+
+    def _do_close(self, now: float) -> None:
+        entries = list(self.close)
+        alive = self._do_list(entries, self.public_key, self._close_work, now)
+        if alive == 0 and entries:
+            # Every node is past the kill timeout: make them "bad but pingable" again.
+            for entry in entries:
+                for assoc in entry.assocs():
+                    if assoc.timestamp != float("-inf"):
+                        assoc.timestamp = now - BAD_NODE_TIMEOUT_S
+
+    def _do_friend(self, friend: DhtFriend, now: float) -> None:
+        self._do_list(list(friend.clients), friend.public_key, friend.work, now)
+        friend.clients.sort(now)
+
+    def _bootstrap_retry(self, now: float) -> None:
+        if not self._bootstrap_nodes or self.is_connected(now):
+            return
+        if now < self._last_bootstrap + BOOTSTRAP_RETRY_INTERVAL_S:
+            return
+        self._last_bootstrap = now
+        count = min(MAX_BOOTSTRAP_RETRY_NODES, len(self._bootstrap_nodes))
+        for _ in range(count):
+            pk, ip_port = self._bootstrap_nodes[self._bootstrap_index % len(self._bootstrap_nodes)]
+            self._bootstrap_index += 1
+            self._send_nodes_request(ip_port, pk, self.public_key, now)
+
+    def _lan_discovery_send(self, now: float) -> None:
+        if not self._lan_discovery or now <= self._last_lan + LAN_DISCOVERY_INTERVAL_S:
+            return
+        self._last_lan = now
+        packet = LanDiscovery(self.public_key).encode()
+        ports = [self._lan_port]
+        if self._lan_range > 0:
+            start = self._lan_window % self._lan_range
+            ports += [
+                self._lan_port + 1 + (start + i) % self._lan_range
+                for i in range(min(LAN_DISCOVERY_PORTS_PER_ROUND, self._lan_range))
+            ]
+            self._lan_window += LAN_DISCOVERY_PORTS_PER_ROUND
+        hosts = list(LAN_DISCOVERY_BROADCASTS)
+        if self._lan_ipv6:
+            hosts += LAN_DISCOVERY_BROADCASTS_V6
+        for host in hosts:
+            for port in ports:
+                self.stats.packets_sent += 1
+                self._out.append(((host, port), packet))
+
+    # ------------------------------------------------------------------ NAT traversal
+
+    def _friend_routes(self, dht_pk: bytes, now: float) -> list[IPPort]:
+        """Addresses of nodes in the friend's list that reported the friend's address."""
+        friend = self.friends.get(dht_pk)
+        if friend is None:
+            return []
+        routes: list[IPPort] = []
+        for entry in friend.clients:
+            for assoc in (entry.assoc4, entry.assoc6):
+                if (
+                    assoc.ip_port is not None
+                    and assoc.ret_ip_port is not None
+                    and assoc.ret_timestamp + BAD_NODE_TIMEOUT_S > now
+                    and not assoc.is_bad(now)
+                ):
+                    routes.append(assoc.ip_port)
+                    break
+        return routes
+
+    def _friend_iplist(self, friend: DhtFriend, now: float) -> list[IPPort]:
+        """toxcore ``friend_iplist``: addresses nodes reported for the friend; empty if we
+        already have a good direct entry for it."""
+        if self.friend_ip_port(friend.public_key, now) is not None:
+            return []
+        addresses: list[IPPort] = []
+        for entry in friend.clients:
+            for assoc in (entry.assoc4, entry.assoc6):
+                if assoc.ret_ip_port is not None and assoc.ret_timestamp + BAD_NODE_TIMEOUT_S > now:
+                    addresses.append(assoc.ret_ip_port)
+                    break
+        return addresses
+
+    def _send_nat_ping(
+        self, friend: DhtFriend, is_response: bool, ping_id: bytes, now: float
+    ) -> bool:
+        data = NatPing(is_response, ping_id).encode()
+        packet = self.send_dht_request(friend.public_key, REQUEST_ID_NAT_PING, data)
+        if is_response:
+            return self.routeone_to_friend(friend.public_key, packet, now)
+        return self.route_to_friend(friend.public_key, packet, now) > 0
+
+    def _handle_nat_ping(self, sender_pk: bytes, ping: NatPing, now: float) -> None:
+        friend = self.friends.get(sender_pk)
+        if friend is None or friend.fake:
+            self.stats.dropped_not_friend += 1
+            return
+        if not ping.is_response:
+            self._send_nat_ping(friend, True, ping.ping_id, now)
+            friend.nat.recv_nat_ping_timestamp = now
+            return
+        if ping.ping_id == friend.nat.nat_ping_id:
+            friend.nat.nat_ping_id = self._rng(8)
+            friend.nat.hole_punching = True
+        else:
+            self.stats.dropped_unsolicited += 1
+
+    def _do_nat(self, friend: DhtFriend, now: float) -> None:
+        """toxcore ``do_NAT`` for one friend."""
+        addresses = self._friend_iplist(friend, now)
+        if len(addresses) < MAX_FRIEND_CLIENTS // 2:
+            return
+        nat = friend.nat
+        if nat.nat_ping_timestamp + PUNCH_INTERVAL_S < now:
+            self._send_nat_ping(friend, False, nat.nat_ping_id, now)
+            nat.nat_ping_timestamp = now
+        if (
+            nat.hole_punching
+            and nat.punching_timestamp + PUNCH_INTERVAL_S < now
+            and nat.recv_nat_ping_timestamp + PUNCH_INTERVAL_S * 2 >= now
+        ):
+            ip = common_ip(addresses, MAX_FRIEND_CLIENTS // 2)
+            if ip is None:
+                return
+            ports = [a.port for a in addresses if a.ip == ip]
+            for port in guess_ports(ports, nat, now):
+                self.stats.hole_punch_pings_sent += 1
+                self._send_ping_request(IPPort(ip, port), friend.public_key, now)
+            nat.punching_timestamp = now
+            nat.hole_punching = False
