@@ -10,7 +10,7 @@ from tunnel.dht.events import DhtRequestReceived, FriendIpFound
 from tunnel.dht.ping_ids import PingArray
 from tunnel.testing.rng import SeededRng
 from tunnel.testing.sim import SimNetwork
-from tunnel.wire.dht import KIND_NODES_REQUEST, KIND_PING_REQUEST, DhtPacket
+from tunnel.wire.dht import KIND_NODES_REQUEST, KIND_PING_REQUEST
 from tunnel.wire.ip_port import Addr, IPPort
 
 A_ADDR: Addr = ("11.0.0.1", 33445)
@@ -43,7 +43,8 @@ def deliver(
 def test_ping_array_ids_are_single_use_and_expire() -> None:
     array: PingArray[str] = PingArray(SeededRng(1), size=4, timeout_s=5.0)
     first = array.add("a", 0.0)
-    assert first % 4 == 0 and first != 0
+    assert first % 4 == 0
+    assert first != 0
     assert array.check(first + 4, 1.0) is None  # wrong id in the same slot
     assert array.check(first, 1.0) == "a"
     assert array.check(first, 1.0) is None  # replay
@@ -66,15 +67,19 @@ def test_pair_bootstrap_puts_each_in_the_others_close_list() -> None:
         now += 0.5
     assert a.close.get(b.public_key) is not None
     assert b.close.get(a.public_key) is not None
-    assert a.is_connected(now) and b.is_connected(now)
-    assert a.stats.dropped == 0 and b.stats.dropped == 0
+    assert a.is_connected(now)
+    assert b.is_connected(now)
+    assert a.stats.dropped == 0
+    assert b.stats.dropped == 0
     assert b.stats.nodes_requests_without_answer >= 1  # b knew nobody: no 0-node response
 
 
 def _ping_from(sender: DhtCore, receiver: DhtCore, addr: Addr, now: float) -> bytes:
     sender._send_ping_request(IPPort.from_addr(addr), receiver.public_key, now)
     ((dst, data),) = sender.datagrams_to_send()
-    assert dst == addr and data[0] == KIND_PING_REQUEST and len(data) == 82
+    assert dst == addr
+    assert data[0] == KIND_PING_REQUEST
+    assert len(data) == 82
     return data
 
 
@@ -92,7 +97,8 @@ def test_ping_response_forged_replayed_or_misaddressed_is_dropped() -> None:
     b.receive(request, A_ADDR, 2.0)
     ((_, response),) = b.datagrams_to_send()
     a.receive(response, B_ADDR, 2.1)
-    assert a.stats.responses_accepted == 1 and a.close.get(b.public_key) is not None
+    assert a.stats.responses_accepted == 1
+    assert a.close.get(b.public_key) is not None
     a.receive(response, B_ADDR, 2.2)  # replay
     assert a.stats.dropped_unsolicited == 2
     # Late response (ids live 5 s).
@@ -111,7 +117,9 @@ def test_ping_response_forged_replayed_or_misaddressed_is_dropped() -> None:
     a.receive(b"", B_ADDR, 9.0)
     a.receive(b"\x77junk", B_ADDR, 9.0)
     s = a.stats
-    assert s.dropped_decrypt == 1 and s.dropped_from_self == 1 and s.dropped_unknown_kind == 2
+    assert s.dropped_decrypt == 1
+    assert s.dropped_from_self == 1
+    assert s.dropped_unknown_kind == 2
 
 
 def test_unsolicited_nodes_response_does_not_insert_nodes() -> None:
@@ -120,7 +128,8 @@ def test_unsolicited_nodes_response_does_not_insert_nodes() -> None:
     b.close.add_or_update(c.public_key, IPPort.parse("11.0.0.3", 1), 0.0)
     a._send_nodes_request(IPPort.from_addr(B_ADDR), b.public_key, a.public_key, 0.0)
     ((_, request),) = a.datagrams_to_send()
-    assert request[0] == KIND_NODES_REQUEST and len(request) == 113
+    assert request[0] == KIND_NODES_REQUEST
+    assert len(request) == 113
     b.receive(request, A_ADDR, 0.0)
     ((_, response),) = b.datagrams_to_send()
     a.receive(response, B_ADDR, 0.5)
@@ -154,7 +163,8 @@ def test_close_list_matches_bucket_oracle() -> None:
     # Once a whole bucket is bad, newcomers replace its entries in order.
     later = BAD_NODE_TIMEOUT_S + 1
     key = next(k for k in (rng(32) for _ in range(100)) if bucket_index(base, k) == 0)
-    assert close.can_add(key, later) and not close.can_add(key, 1.0)
+    assert close.can_add(key, later)
+    assert not close.can_add(key, 1.0)
     close.add_or_update(key, IPPort.parse("11.2.0.1", 1), later)
     assert close.bucket(0)[0].public_key == key
 
@@ -167,7 +177,8 @@ def test_close_list_same_address_new_key_wipes_that_association() -> None:
     close.add_or_update(new, addr, 1.0)
     assert close.get(old) is None
     entry = close.get(new)
-    assert entry is not None and entry.assoc4.ip_port is None  # needs re-confirmation
+    assert entry is not None
+    assert entry.assoc4.ip_port is None
 
 
 def test_lan_address_does_not_overwrite_wan() -> None:
@@ -176,7 +187,8 @@ def test_lan_address_does_not_overwrite_wan() -> None:
     close.add_or_update(pk, IPPort.parse("11.0.0.5", 5), 0.0)
     close.add_or_update(pk, IPPort.parse("192.168.1.5", 5), 1.0)
     entry = close.get(pk)
-    assert entry is not None and str(entry.assoc4.ip_port) == "11.0.0.5:5"
+    assert entry is not None
+    assert str(entry.assoc4.ip_port) == "11.0.0.5:5"
 
 
 def _cluster(n: int, seed: int, **kwargs: object) -> tuple[SimNetwork, list[DhtCore]]:

@@ -76,7 +76,9 @@ def test_dht_request_and_nat_ping_layout() -> None:
     )
     wire = req.encode()
     assert len(wire) == 115
-    assert wire[0] == 0x20 and wire[1:33] == BOB.public_key and wire[33:65] == ALICE.public_key
+    assert wire[0] == 0x20
+    assert wire[1:33] == BOB.public_key
+    assert wire[33:65] == ALICE.public_key
     assert _nacl_open(wire, 89) == b"\xfe\x00" + PING_ID
     back = DhtRequest.decode(wire)
     assert back.open_untrusted(shared_key(ALICE.public_key, BOB.secret_key)) == (
