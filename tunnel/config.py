@@ -1,0 +1,686 @@
+"""YAML configuration: a small validation toolkit and the ``node`` and ``bootstrapd`` roles.
+
+Files are parsed with ``yaml.safe_load`` into frozen dataclasses. Every problem is a
+:class:`~tunnel.errors.ConfigError` whose message starts with the key path, e.g.
+``friends[2].public_key: expected 64 hex characters`` or ``udp.prot: unknown key``; a file that
+cannot be read or is not YAML gives one line naming the file.
+
+The toolkit (:class:`Section` and the ``check_*`` functions) is meant for later roles too:
+wrap a mapping in a :class:`Section`, read each key with a typed getter (a missing key or a
+``null`` value gives the default), then call :meth:`Section.finish` to reject unknown keys.
+
+Relative paths in a file are resolved against the file's directory; ``~`` is expanded.
+"""
+
+from __future__ import annotations
+
+import binascii
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeVar
+from urllib.parse import quote, unquote, urlsplit
+
+import yaml
+
+from tunnel.crypto.keys import PUBLIC_KEY_SIZE, public_key_valid
+from tunnel.errors import ConfigError
+from tunnel.toxid import TOX_ID_HEX_LENGTH, ToxId, ToxIdError
+
+DEFAULT_UDP_PORT_START = 33445
+"""toxcore's default UDP port range (``TOX_PORTRANGE_FROM``..``TOX_PORTRANGE_TO``)."""
+DEFAULT_UDP_PORT_END = 33545
+DEFAULT_BOOTSTRAPD_PORT = 33445
+DEFAULT_BOOTSTRAPD_TCP_RELAY_PORTS: tuple[int, ...] = (33445,)
+DEFAULT_BOOTSTRAPD_MOTD = "tunnel bootstrapd"
+MAX_MOTD_LENGTH_BYTES = 256
+"""toxcore ``MAX_MOTD_LENGTH`` (bootstrap info, 0xF0)."""
+MAX_FRIEND_NAME_LENGTH_BYTES = 128
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_LOG_LEVEL = "info"
+ROLES = ("node", "bootstrapd")
+PUBLIC_KEY_HEX_LENGTH = 2 * PUBLIC_KEY_SIZE
+
+ProxyKind = Literal["socks5", "http"]
+PROXY_KINDS: tuple[ProxyKind, ...] = ("socks5", "http")
+
+_HOSTNAME_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}\.?$){_HOSTNAME_LABEL}(?:\.{_HOSTNAME_LABEL})*\.?$")
+
+T = TypeVar("T")
+
+
+class _Missing:
+    """Marker for an absent key."""
+
+
+MISSING = _Missing()
+
+
+# --- default locations ------------------------------------------------------------------------
+
+
+def config_dir() -> Path:
+    """``$XDG_CONFIG_HOME/tunnel`` (default ``~/.config/tunnel``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or ""
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
+    return root / "tunnel"
+
+
+def default_profile_path() -> Path:
+    """Where the identity lives unless configured: ``<config dir>/profile.tox``."""
+    return config_dir() / "profile.tox"
+
+
+def default_control_socket_path() -> Path:
+    """``$XDG_RUNTIME_DIR/tunnel/control.sock``, else ``<config dir>/control.sock``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or ""
+    if os.path.isabs(runtime):
+        return Path(runtime) / "tunnel" / "control.sock"
+    return config_dir() / "control.sock"
+
+
+def default_bootstrapd_keys_path() -> Path:
+    """``<config dir>/bootstrapd.keys``."""
+    return config_dir() / "bootstrapd.keys"
+
+
+# --- the validation toolkit -------------------------------------------------------------------
+
+
+def join_path(parent: str, key: str | int) -> str:
+    """The key path of ``key`` inside ``parent``: ``a.b``, ``a[3]`` (``key`` alone at the top)."""
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if parent else key
+
+
+def describe(value: object) -> str:
+    """A short ``repr`` of a user's value for error messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_int(value: object, path: str, min_value: int, max_value: int) -> int:
+    """An integer in ``[min_value, max_value]`` (booleans are not integers here)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (min_value <= value <= max_value)
+    ):
+        raise ConfigError(
+            f"{path}: expected an integer {min_value}-{max_value}, got {describe(value)}"
+        )
+    return value
+
+
+def check_port(value: object, path: str) -> int:
+    """A TCP/UDP port 1-65535."""
+    return check_int(value, path, 1, 65535)
+
+
+def check_bool(value: object, path: str) -> bool:
+    """``true`` or ``false``."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: expected true or false, got {describe(value)}")
+    return value
+
+
+def check_str(
+    value: object, path: str, *, max_bytes: int | None = None, allow_empty: bool = True
+) -> str:
+    """A string, optionally non-empty and at most ``max_bytes`` bytes of UTF-8."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: expected a string, got {describe(value)}")
+    if not allow_empty and not value:
+        raise ConfigError(f"{path}: expected a non-empty string")
+    if max_bytes is not None and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ConfigError(f"{path}: expected at most {max_bytes} bytes of UTF-8, got longer")
+    return value
+
+
+def check_choice(value: object, path: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (case-insensitive; returned in lower case)."""
+    if isinstance(value, str) and value.lower() in choices:
+        return value.lower()
+    wanted = ", ".join(choices)
+    raise ConfigError(f"{path}: expected one of {wanted}, got {describe(value)}")
+
+
+def check_hex_key(value: object, path: str) -> bytes:
+    """A 32-byte key as 64 hex characters."""
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) == PUBLIC_KEY_HEX_LENGTH:
+            try:
+                return binascii.unhexlify(text)
+            except (binascii.Error, ValueError):
+                pass
+    raise ConfigError(
+        f"{path}: expected {PUBLIC_KEY_HEX_LENGTH} hex characters, got {describe(value)}"
+    )
+
+
+def check_friend_key(value: object, path: str) -> bytes:
+    """A friend's long-term public key: 64 hex characters, or a 76-character Tox ID."""
+    if isinstance(value, str) and len(value.strip()) == TOX_ID_HEX_LENGTH:
+        try:
+            return ToxId.parse(value).public_key
+        except ToxIdError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(value, str) or len(value.strip()) != PUBLIC_KEY_HEX_LENGTH:
+        raise ConfigError(
+            f"{path}: expected {PUBLIC_KEY_HEX_LENGTH} hex characters (public key) or "
+            f"{TOX_ID_HEX_LENGTH} (Tox ID), got {describe(value)}"
+        )
+    key = check_hex_key(value, path)
+    if not public_key_valid(key):
+        raise ConfigError(f"{path}: not a valid public key (last byte >= 0x80)")
+    return key
+
+
+def check_host(value: object, path: str) -> str:
+    """A host name or an IP address (``[v6]`` brackets are stripped)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            if _HOSTNAME_RE.match(text):
+                return text
+    raise ConfigError(f"{path}: expected a host name or IP address, got {describe(value)}")
+
+
+def check_path(value: object, path: str, base_dir: Path | None) -> Path:
+    """A file system path; ``~`` expanded, relative paths taken from ``base_dir``."""
+    text = check_str(value, path, allow_empty=False)
+    result = Path(text).expanduser()
+    if not result.is_absolute() and base_dir is not None:
+        result = base_dir / result
+    return result
+
+
+def check_list(value: object, path: str) -> list[object]:
+    """A YAML sequence (``null`` counts as empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: expected a list, got {describe(value)}")
+    return value
+
+
+class Section:
+    """A mapping under validation, at key path ``path``.
+
+    Getters mark keys as used; :meth:`finish` raises for the first key nobody asked for. A key
+    that is absent or ``null`` gives the getter's ``default``; without a default it is required.
+    """
+
+    __slots__ = ("_data", "_used", "base_dir", "path")
+
+    def __init__(self, data: object, path: str = "", base_dir: Path | None = None) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            where = path or "top level"
+            raise ConfigError(
+                f"{where}: expected a mapping of keys to values, got {describe(data)}"
+            )
+        self._data: dict[str, object] = {str(key): value for key, value in data.items()}
+        self._used: set[str] = set()
+        self.path = path
+        self.base_dir = base_dir
+
+    def key_path(self, key: str | int) -> str:
+        """The full key path of ``key`` in this section."""
+        return join_path(self.path, key)
+
+    def raw(self, key: str) -> object:
+        """The value of ``key`` (:data:`MISSING` when absent or null); marks it used."""
+        self._used.add(key)
+        value = self._data.get(key)
+        return MISSING if value is None else value
+
+    def _get(self, key: str, default: T | _Missing, check: Callable[[object, str], T]) -> T:
+        value = self.raw(key)
+        if isinstance(value, _Missing):
+            if isinstance(default, _Missing):
+                raise ConfigError(f"{self.key_path(key)}: required key is missing")
+            return default
+        return check(value, self.key_path(key))
+
+    def get_int(
+        self, key: str, default: int | _Missing = MISSING, *, min_value: int, max_value: int
+    ) -> int:
+        """An integer in range."""
+        return self._get(key, default, lambda v, p: check_int(v, p, min_value, max_value))
+
+    def get_port(self, key: str, default: int | _Missing = MISSING) -> int:
+        """A port 1-65535."""
+        return self._get(key, default, check_port)
+
+    def get_bool(self, key: str, default: bool | _Missing = MISSING) -> bool:
+        """A boolean."""
+        return self._get(key, default, check_bool)
+
+    def get_str(
+        self,
+        key: str,
+        default: str | _Missing = MISSING,
+        *,
+        max_bytes: int | None = None,
+        allow_empty: bool = True,
+    ) -> str:
+        """A string."""
+        return self._get(
+            key, default, lambda v, p: check_str(v, p, max_bytes=max_bytes, allow_empty=allow_empty)
+        )
+
+    def get_choice(
+        self, key: str, choices: tuple[str, ...], default: str | _Missing = MISSING
+    ) -> str:
+        """One of ``choices``."""
+        return self._get(key, default, lambda v, p: check_choice(v, p, choices))
+
+    def get_hex_key(self, key: str, default: bytes | _Missing = MISSING) -> bytes:
+        """A 32-byte key given as 64 hex characters."""
+        return self._get(key, default, check_hex_key)
+
+    def get_host(self, key: str, default: str | _Missing = MISSING) -> str:
+        """A host name or IP address."""
+        return self._get(key, default, check_host)
+
+    def get_path(self, key: str, default: Path | _Missing = MISSING) -> Path:
+        """A path (relative ones are taken from the config file's directory)."""
+        return self._get(key, default, lambda v, p: check_path(v, p, self.base_dir))
+
+    def get_list(self, key: str) -> list[tuple[str, object]]:
+        """The items of a list as ``(key path, value)`` pairs (absent: empty)."""
+        items = check_list(self.raw(key) if key in self._data else None, self.key_path(key))
+        return [(join_path(self.key_path(key), i), item) for i, item in enumerate(items)]
+
+    def get_section(self, key: str) -> Section:
+        """A nested mapping (absent: an empty one)."""
+        value = self.raw(key)
+        return Section(
+            None if isinstance(value, _Missing) else value, self.key_path(key), self.base_dir
+        )
+
+    def get_sections(self, key: str) -> list[Section]:
+        """A list of mappings."""
+        return [Section(item, path, self.base_dir) for path, item in self.get_list(key)]
+
+    def get_port_list(self, key: str, default: tuple[int, ...] = ()) -> tuple[int, ...]:
+        """A list of ports (absent: ``default``)."""
+        if key not in self._data or self._data[key] is None:
+            self._used.add(key)
+            return default
+        return tuple(check_port(item, path) for path, item in self.get_list(key))
+
+    def finish(self) -> None:
+        """Raise for the first key that no getter read."""
+        for key in self._data:
+            if key not in self._used:
+                raise ConfigError(f"{self.key_path(key)}: unknown key")
+
+
+# --- the data -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapNode:
+    """A DHT node to bootstrap from; ``tcp_ports`` are its TCP relay ports (may be empty)."""
+
+    host: str
+    port: int
+    public_key: bytes
+    tcp_ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TcpRelayConfig:
+    """A TCP relay to connect to."""
+
+    host: str
+    port: int
+    public_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """An outgoing proxy for TCP connections (``socks5://user:pass@host:port``)."""
+
+    kind: ProxyKind
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    def to_url(self) -> str:
+        """The URL form, as written in config files."""
+        auth = ""
+        if self.username is not None:
+            auth = quote(self.username, safe="")
+            if self.password is not None:
+                auth += ":" + quote(self.password, safe="")
+            auth += "@"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.kind}://{auth}{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class FriendConfig:
+    """A friend: long-term public key and a local name."""
+
+    public_key: bytes
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UdpConfig:
+    """The UDP socket: ``port_start..port_end`` are tried in order, as toxcore does."""
+
+    enabled: bool = True
+    ipv6: bool = True
+    port_start: int = DEFAULT_UDP_PORT_START
+    port_end: int = DEFAULT_UDP_PORT_END
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """``role: node`` (the default): one Tox identity on the network."""
+
+    profile: Path
+    control_socket: Path
+    log_level: str = DEFAULT_LOG_LEVEL
+    udp: UdpConfig = UdpConfig()
+    lan_discovery: bool = False
+    hole_punching: bool = True
+    proxy: ProxyConfig | None = None
+    bootstrap: tuple[BootstrapNode, ...] = ()
+    tcp_relays: tuple[TcpRelayConfig, ...] = ()
+    friends: tuple[FriendConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapdConfig:
+    """``role: bootstrapd``: a DHT bootstrap node with optional TCP relay, like tox-bootstrapd."""
+
+    keys_file: Path
+    """64 bytes ``public key || secret key``, as tox-bootstrapd's keys file."""
+    port: int = DEFAULT_BOOTSTRAPD_PORT
+    ipv6: bool = True
+    motd: str = DEFAULT_BOOTSTRAPD_MOTD
+    bootstrap_nodes: tuple[BootstrapNode, ...] = ()
+    tcp_relay_ports: tuple[int, ...] = DEFAULT_BOOTSTRAPD_TCP_RELAY_PORTS
+    lan_discovery: bool = False
+    onion: bool = True
+    log_level: str = DEFAULT_LOG_LEVEL
+
+
+Config = NodeConfig | BootstrapdConfig
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+def parse_proxy_url(value: object, path: str) -> ProxyConfig:
+    """``socks5://[user[:password]@]host:port`` or ``http://[user[:password]@]host:port``."""
+    expected = f"{path}: expected a URL like socks5://[user:pass@]host:port or http://host:port"
+    if not isinstance(value, str):
+        raise ConfigError(f"{expected}, got {describe(value)}")
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{expected}, got {describe(value)} ({exc})") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in PROXY_KINDS:
+        raise ConfigError(f"{expected}, got scheme {describe(parts.scheme)}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"{expected}, got a path or query in {describe(value)}")
+    if not parts.hostname or port is None or port == 0:
+        raise ConfigError(f"{expected}, got no host or port in {describe(value)}")
+    kind: ProxyKind = "socks5" if scheme == "socks5" else "http"
+    return ProxyConfig(
+        kind=kind,
+        host=check_host(parts.hostname, path),
+        port=port,
+        username=None if parts.username is None else unquote(parts.username),
+        password=None if parts.password is None else unquote(parts.password),
+    )
+
+
+def _parse_bootstrap_node(section: Section) -> BootstrapNode:
+    node = BootstrapNode(
+        host=section.get_host("host"),
+        port=section.get_port("port"),
+        public_key=section.get_hex_key("public_key"),
+        tcp_ports=section.get_port_list("tcp_ports"),
+    )
+    section.finish()
+    return node
+
+
+def _parse_tcp_relay(section: Section) -> TcpRelayConfig:
+    relay = TcpRelayConfig(
+        host=section.get_host("host"),
+        port=section.get_port("port"),
+        public_key=section.get_hex_key("public_key"),
+    )
+    section.finish()
+    return relay
+
+
+def _parse_friend(section: Section) -> FriendConfig:
+    key = section.raw("public_key")
+    if isinstance(key, _Missing):
+        raise ConfigError(f"{section.key_path('public_key')}: required key is missing")
+    friend = FriendConfig(
+        public_key=check_friend_key(key, section.key_path("public_key")),
+        name=section.get_str("name", "", max_bytes=MAX_FRIEND_NAME_LENGTH_BYTES),
+    )
+    section.finish()
+    return friend
+
+
+def _parse_udp(section: Section) -> UdpConfig:
+    port_start = section.get_port("port_start", DEFAULT_UDP_PORT_START)
+    default_end = (
+        DEFAULT_UDP_PORT_END
+        if port_start <= DEFAULT_UDP_PORT_END
+        else min(port_start + DEFAULT_UDP_PORT_END - DEFAULT_UDP_PORT_START, 65535)
+    )
+    port_end = section.get_port("port_end", default_end)
+    if port_end < port_start:
+        raise ConfigError(
+            f"{section.key_path('port_end')}: expected an integer {port_start}-65535 "
+            f"(not below port_start), got {port_end}"
+        )
+    udp = UdpConfig(
+        enabled=section.get_bool("enabled", True),
+        ipv6=section.get_bool("ipv6", True),
+        port_start=port_start,
+        port_end=port_end,
+    )
+    section.finish()
+    return udp
+
+
+def _check_role(top: Section, expected: str) -> None:
+    role = top.get_choice("role", ROLES, expected)
+    if role != expected:
+        raise ConfigError(f"role: expected {expected!r} here, got {role!r}")
+
+
+def _top(mapping: object, base_dir: Path | None) -> Section:
+    return Section(mapping, "", base_dir)
+
+
+def parse_node_config(mapping: object, base_dir: Path | None = None) -> NodeConfig:
+    """A :class:`NodeConfig` from parsed YAML (``None`` means all defaults).
+
+    Raises:
+        ConfigError: the first invalid or unknown key.
+    """
+    top = _top(mapping, base_dir)
+    _check_role(top, "node")
+    proxy_value = top.raw("proxy")
+    config = NodeConfig(
+        profile=top.get_path("profile", default_profile_path()),
+        control_socket=top.get_path("control_socket", default_control_socket_path()),
+        log_level=top.get_choice("log_level", LOG_LEVELS, DEFAULT_LOG_LEVEL),
+        udp=_parse_udp(top.get_section("udp")),
+        lan_discovery=top.get_bool("lan_discovery", False),
+        hole_punching=top.get_bool("hole_punching", True),
+        proxy=None if isinstance(proxy_value, _Missing) else parse_proxy_url(proxy_value, "proxy"),
+        bootstrap=tuple(_parse_bootstrap_node(s) for s in top.get_sections("bootstrap")),
+        tcp_relays=tuple(_parse_tcp_relay(s) for s in top.get_sections("tcp_relays")),
+        friends=tuple(_parse_friend(s) for s in top.get_sections("friends")),
+    )
+    top.finish()
+    return config
+
+
+def parse_bootstrapd_config(mapping: object, base_dir: Path | None = None) -> BootstrapdConfig:
+    """A :class:`BootstrapdConfig` from parsed YAML.
+
+    Raises:
+        ConfigError: the first invalid or unknown key.
+    """
+    top = _top(mapping, base_dir)
+    _check_role(top, "bootstrapd")
+    config = BootstrapdConfig(
+        keys_file=top.get_path("keys_file", default_bootstrapd_keys_path()),
+        port=top.get_port("port", DEFAULT_BOOTSTRAPD_PORT),
+        ipv6=top.get_bool("ipv6", True),
+        motd=top.get_str("motd", DEFAULT_BOOTSTRAPD_MOTD, max_bytes=MAX_MOTD_LENGTH_BYTES),
+        bootstrap_nodes=tuple(
+            _parse_bootstrap_node(s) for s in top.get_sections("bootstrap_nodes")
+        ),
+        tcp_relay_ports=top.get_port_list("tcp_relay_ports", DEFAULT_BOOTSTRAPD_TCP_RELAY_PORTS),
+        lan_discovery=top.get_bool("lan_discovery", False),
+        onion=top.get_bool("onion", True),
+        log_level=top.get_choice("log_level", LOG_LEVELS, DEFAULT_LOG_LEVEL),
+    )
+    top.finish()
+    return config
+
+
+def parse_config(mapping: object, base_dir: Path | None = None) -> Config:
+    """Either role, chosen by the top-level ``role:`` key (default ``node``)."""
+    if isinstance(mapping, Mapping):
+        role = mapping.get("role")
+        if role is not None and check_choice(role, "role", ROLES) == "bootstrapd":
+            return parse_bootstrapd_config(mapping, base_dir)
+    return parse_node_config(mapping, base_dir)
+
+
+def read_yaml_file(path: str | os.PathLike[str]) -> object:
+    """``yaml.safe_load`` of a file, with one-line errors naming the file.
+
+    Raises:
+        ConfigError: unreadable, not UTF-8, or not YAML.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from exc
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: YAML syntax error: {detail}") from exc
+
+
+def _base_dir(path: str | os.PathLike[str]) -> Path:
+    return Path(path).expanduser().absolute().parent
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Load a config file of either role."""
+    return parse_config(read_yaml_file(path), _base_dir(path))
+
+
+def load_node_config(path: str | os.PathLike[str]) -> NodeConfig:
+    """Load a ``role: node`` config file."""
+    return parse_node_config(read_yaml_file(path), _base_dir(path))
+
+
+def load_bootstrapd_config(path: str | os.PathLike[str]) -> BootstrapdConfig:
+    """Load a ``role: bootstrapd`` config file."""
+    return parse_bootstrapd_config(read_yaml_file(path), _base_dir(path))
+
+
+# --- dumping ----------------------------------------------------------------------------------
+
+
+def _node_dict(node: BootstrapNode) -> dict[str, object]:
+    return {
+        "host": node.host,
+        "port": node.port,
+        "public_key": node.public_key.hex().upper(),
+        "tcp_ports": list(node.tcp_ports),
+    }
+
+
+def config_to_dict(cfg: Config) -> dict[str, object]:
+    """The normalised mapping that :func:`parse_config` turns back into ``cfg``."""
+    if isinstance(cfg, BootstrapdConfig):
+        return {
+            "role": "bootstrapd",
+            "keys_file": str(cfg.keys_file),
+            "port": cfg.port,
+            "ipv6": cfg.ipv6,
+            "motd": cfg.motd,
+            "bootstrap_nodes": [_node_dict(n) for n in cfg.bootstrap_nodes],
+            "tcp_relay_ports": list(cfg.tcp_relay_ports),
+            "lan_discovery": cfg.lan_discovery,
+            "onion": cfg.onion,
+            "log_level": cfg.log_level,
+        }
+    return {
+        "role": "node",
+        "profile": str(cfg.profile),
+        "control_socket": str(cfg.control_socket),
+        "log_level": cfg.log_level,
+        "udp": {
+            "enabled": cfg.udp.enabled,
+            "ipv6": cfg.udp.ipv6,
+            "port_start": cfg.udp.port_start,
+            "port_end": cfg.udp.port_end,
+        },
+        "lan_discovery": cfg.lan_discovery,
+        "hole_punching": cfg.hole_punching,
+        "proxy": None if cfg.proxy is None else cfg.proxy.to_url(),
+        "bootstrap": [_node_dict(n) for n in cfg.bootstrap],
+        "tcp_relays": [
+            {"host": r.host, "port": r.port, "public_key": r.public_key.hex().upper()}
+            for r in cfg.tcp_relays
+        ],
+        "friends": [
+            {"public_key": f.public_key.hex().upper(), "name": f.name} for f in cfg.friends
+        ],
+    }
+
+
+def dump_config(cfg: Config) -> str:
+    """Normalised YAML (every key, defaults filled in, keys as hex) for ``check-config``."""
+    return yaml.safe_dump(
+        config_to_dict(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
