@@ -1,0 +1,781 @@
+"""Real c-toxcore 0.2.18 peers for interop tests: :class:`ToxPeer` drives one Tox instance.
+
+toxcore-test-peers.md sections 3, 7 and 8. A :class:`ToxPeer` owns one ``Tox *`` created from
+explicit options (explicit ports, LAN discovery off, hole punching off by default), iterates it
+on its own background thread following ``tox_iteration_interval``, serialises every API call
+with a lock, and records what its callbacks report into a thread-safe event log.
+
+Waiting, without sleeping in a loop:
+
+* sync tests: ``peer.wait_for(predicate, timeout)``, ``peer.wait_event(FriendMessage, timeout)``,
+  ``peer.wait_friend_connected(n, timeout)``; they wake after every ``tox_iterate``;
+* Trio tests: the same as ``await peer.await_for(...)``, ``await peer.await_event(...)``,
+  ``await peer.await_friend_connected(...)``, which run the sync wait in a worker thread
+  (``trio.to_thread.run_sync(..., abandon_on_cancel=True)``).
+
+Timings to expect on loopback: self status after ~7.5 s, a friend request ~7.7 s after
+``friend_add``, the friend connection ~9-10 s; use timeouts of 30 s or more.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import functools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import trio
+
+from tunnel.testing import libtoxcore as _c
+from tunnel.testing.bootstrapd import Bootstrapd
+from tunnel.testing.libtoxcore import (
+    TOX_ADDRESS_SIZE,
+    TOX_PUBLIC_KEY_SIZE,
+    TOX_SECRET_KEY_SIZE,
+    Connection,
+    LogLevel,
+    MessageType,
+    SavedataType,
+    load_libtoxcore,
+)
+from tunnel.testing.ports import PortPool
+from tunnel.testing.toxcore_events import (
+    FriendConnectionStatus,
+    FriendLosslessPacket,
+    FriendLossyPacket,
+    FriendMessage,
+    FriendName,
+    FriendReadReceipt,
+    FriendRequest,
+    LogRecord,
+    SelfConnectionStatus,
+    ToxError,
+    ToxEvent,
+    ToxPeerStats,
+)
+
+__all__ = [
+    "Connection",
+    "FriendConnectionStatus",
+    "FriendLosslessPacket",
+    "FriendLossyPacket",
+    "FriendMessage",
+    "FriendName",
+    "FriendReadReceipt",
+    "FriendRequest",
+    "LogLevel",
+    "LogRecord",
+    "MessageType",
+    "SelfConnectionStatus",
+    "ToxError",
+    "ToxEvent",
+    "ToxPeer",
+    "ToxPeerFactory",
+    "ToxPeerStats",
+]
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound="ToxEvent")
+
+LOG_RECORDS_KEPT = 5000
+KILL_JOIN_TIMEOUT_S = 10.0
+
+
+def _buf(n: int) -> ctypes.Array[ctypes.c_char]:
+    return ctypes.create_string_buffer(n)
+
+
+def _check_key(public_key: bytes) -> None:
+    if len(public_key) != TOX_PUBLIC_KEY_SIZE:
+        raise ValueError(f"a public key is {TOX_PUBLIC_KEY_SIZE} bytes, got {len(public_key)}")
+
+
+# ---------------------------------------------------------------------------- the peer
+
+
+class ToxPeer:
+    """One real libtoxcore instance iterated on a background thread.
+
+    ``start_port``/``end_port`` give the UDP port range (explicit ports are required with UDP
+    on; ``end_port`` defaults to ``start_port``). ``tcp_port`` > 0 runs a TCP relay server.
+    ``savedata`` loads a ``tox_get_savedata`` blob (``TOX_SAVEDATA_TYPE_TOX_SAVE``);
+    ``secret_key`` instead loads just a secret key. With ``auto_accept`` every friend request
+    is accepted (``tox_friend_add_norequest``) from the callback. With ``record_packets``
+    off, custom packets are only counted (for throughput tests).
+    """
+
+    def __init__(
+        self,
+        name: str = "tox",
+        *,
+        start_port: int = 0,
+        end_port: int | None = None,
+        tcp_port: int = 0,
+        udp: bool = True,
+        ipv6: bool = False,
+        local_discovery: bool = False,
+        hole_punching: bool = False,
+        dht_announcements: bool = True,
+        savedata: bytes | None = None,
+        secret_key: bytes | None = None,
+        auto_accept: bool = True,
+        record_packets: bool = True,
+        start: bool = True,
+    ) -> None:
+        if udp and start_port <= 0:
+            raise ValueError("give explicit UDP ports (start_port): never toxcore's 33445 default")
+        if savedata is not None and secret_key is not None:
+            raise ValueError("give savedata or secret_key, not both")
+        self.name = name
+        self.auto_accept = auto_accept
+        self.record_packets = record_packets
+        self._lib = load_libtoxcore()
+        self._api = threading.RLock()
+        self._cond = threading.Condition()
+        self._events: list[ToxEvent] = []
+        self._pending: list[ToxEvent] = []
+        self._seq = 0
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._log: collections.deque[LogRecord] = collections.deque(maxlen=LOG_RECORDS_KEPT)
+        self._iterations = 0
+        self._lossless = [0, 0]
+        self._lossy = [0, 0]
+        self._callbacks: list[Any] = []  # keeps the CFUNCTYPE objects alive
+        self._tox: int | None = self._create(
+            start_port=start_port,
+            end_port=start_port if end_port is None else end_port,
+            tcp_port=tcp_port,
+            udp=udp,
+            ipv6=ipv6,
+            local_discovery=local_discovery,
+            hole_punching=hole_punching,
+            dht_announcements=dht_announcements,
+            savedata=savedata,
+            secret_key=secret_key,
+        )
+        self._register_callbacks()
+        if start:
+            self.start()
+
+    # ------------------------------------------------------------------ creation
+
+    def _create(
+        self,
+        *,
+        start_port: int,
+        end_port: int,
+        tcp_port: int,
+        udp: bool,
+        ipv6: bool,
+        local_discovery: bool,
+        hole_punching: bool,
+        dht_announcements: bool,
+        savedata: bytes | None,
+        secret_key: bytes | None,
+    ) -> int:
+        lib = self._lib
+        err = ctypes.c_int(0)
+        opts = lib.tox_options_new(ctypes.byref(err))
+        if not opts:
+            raise ToxError("tox_options_new", err.value, _c.err_name(_c.ERR_OPTIONS_NEW, err.value))
+        try:
+            lib.tox_options_set_ipv6_enabled(opts, ipv6)
+            lib.tox_options_set_udp_enabled(opts, udp)
+            lib.tox_options_set_local_discovery_enabled(opts, local_discovery)
+            lib.tox_options_set_dht_announcements_enabled(opts, dht_announcements)
+            lib.tox_options_set_hole_punching_enabled(opts, hole_punching)
+            lib.tox_options_set_start_port(opts, start_port)
+            lib.tox_options_set_end_port(opts, end_port)
+            lib.tox_options_set_tcp_port(opts, tcp_port)
+            log_cb = _c.LOG_CB(self._on_log)
+            self._callbacks.append(log_cb)
+            lib.tox_options_set_log_callback(opts, log_cb)
+            data: bytes | None = None
+            if savedata is not None:
+                data = bytes(savedata)
+                lib.tox_options_set_savedata_type(opts, SavedataType.TOX_SAVE)
+            elif secret_key is not None:
+                if len(secret_key) != TOX_SECRET_KEY_SIZE:
+                    raise ValueError("secret_key must be 32 bytes")
+                data = bytes(secret_key)
+                lib.tox_options_set_savedata_type(opts, SavedataType.SECRET_KEY)
+            if data is not None:
+                lib.tox_options_set_savedata_data(opts, data, len(data))
+            tox = lib.tox_new(opts, ctypes.byref(err))
+        finally:
+            lib.tox_options_free(opts)
+        if not tox:
+            raise ToxError(
+                "tox_new",
+                err.value,
+                _c.err_name(_c.ERR_NEW, err.value),
+                f"{self.name}, UDP ports {start_port}-{end_port}, tcp_port {tcp_port}",
+            )
+        return int(tox)
+
+    def _register_callbacks(self) -> None:
+        lib = self._lib
+        pairs: list[tuple[str, Any]] = [
+            ("tox_callback_self_connection_status", _c.SELF_CONNECTION_STATUS_CB(self._on_self)),
+            ("tox_callback_friend_request", _c.FRIEND_REQUEST_CB(self._on_request)),
+            (
+                "tox_callback_friend_connection_status",
+                _c.FRIEND_CONNECTION_STATUS_CB(self._on_friend_status),
+            ),
+            ("tox_callback_friend_message", _c.FRIEND_MESSAGE_CB(self._on_message)),
+            ("tox_callback_friend_read_receipt", _c.FRIEND_READ_RECEIPT_CB(self._on_receipt)),
+            ("tox_callback_friend_lossless_packet", _c.FRIEND_PACKET_CB(self._on_lossless)),
+            ("tox_callback_friend_lossy_packet", _c.FRIEND_PACKET_CB(self._on_lossy)),
+            ("tox_callback_friend_name", _c.FRIEND_PACKET_CB(self._on_name)),
+        ]
+        for func_name, cb in pairs:
+            self._callbacks.append(cb)
+            getattr(lib, func_name)(self._tox, cb)
+
+    # ------------------------------------------------------------------ callbacks
+    # They run inside tox_iterate on the iteration thread with the API lock held. They only
+    # append to self._pending; the loop publishes the batch after releasing the API lock.
+
+    def _on_log(
+        self,
+        _tox: int | None,
+        level: int,
+        file: bytes | None,
+        line: int,
+        func: bytes | None,
+        message: bytes | None,
+        _user: int | None,
+    ) -> None:
+        self._log.append(
+            LogRecord(
+                LogLevel(level) if 0 <= level <= LogLevel.ERROR else LogLevel.ERROR,
+                (file or b"").decode("utf-8", "replace"),
+                line,
+                (func or b"").decode("utf-8", "replace"),
+                (message or b"").decode("utf-8", "replace"),
+            )
+        )
+
+    def _on_self(self, _tox: int | None, status: int, _user: int | None) -> None:
+        self._pending.append(SelfConnectionStatus(Connection(status), time.monotonic()))
+
+    def _on_request(
+        self, _tox: int | None, pk: int | None, msg: int | None, length: int, _user: int | None
+    ) -> None:
+        public_key = ctypes.string_at(pk or 0, TOX_PUBLIC_KEY_SIZE)
+        message = ctypes.string_at(msg, length) if msg and length else b""
+        self._pending.append(FriendRequest(public_key, message, time.monotonic()))
+        if self.auto_accept:
+            err = ctypes.c_int(0)
+            self._lib.tox_friend_add_norequest(self._tox, public_key, ctypes.byref(err))
+
+    def _on_friend_status(
+        self, _tox: int | None, friend: int, status: int, _user: int | None
+    ) -> None:
+        self._pending.append(FriendConnectionStatus(friend, Connection(status), time.monotonic()))
+
+    def _on_message(
+        self,
+        _tox: int | None,
+        friend: int,
+        kind: int,
+        msg: int | None,
+        length: int,
+        _user: int | None,
+    ) -> None:
+        text = ctypes.string_at(msg, length) if msg and length else b""
+        self._pending.append(FriendMessage(friend, MessageType(kind), text, time.monotonic()))
+
+    def _on_receipt(
+        self, _tox: int | None, friend: int, message_id: int, _user: int | None
+    ) -> None:
+        self._pending.append(FriendReadReceipt(friend, message_id, time.monotonic()))
+
+    def _on_lossless(
+        self, _tox: int | None, friend: int, data: int | None, length: int, _user: int | None
+    ) -> None:
+        self._lossless[0] += 1
+        self._lossless[1] += length
+        if self.record_packets:
+            payload = ctypes.string_at(data, length) if data and length else b""
+            self._pending.append(FriendLosslessPacket(friend, payload, time.monotonic()))
+
+    def _on_lossy(
+        self, _tox: int | None, friend: int, data: int | None, length: int, _user: int | None
+    ) -> None:
+        self._lossy[0] += 1
+        self._lossy[1] += length
+        if self.record_packets:
+            payload = ctypes.string_at(data, length) if data and length else b""
+            self._pending.append(FriendLossyPacket(friend, payload, time.monotonic()))
+
+    def _on_name(
+        self, _tox: int | None, friend: int, name: int | None, length: int, _user: int | None
+    ) -> None:
+        text = ctypes.string_at(name, length) if name and length else b""
+        self._pending.append(FriendName(friend, text, time.monotonic()))
+
+    # ------------------------------------------------------------------ iteration thread
+
+    def start(self) -> None:
+        """Start the iteration thread (done by the constructor unless ``start=False``)."""
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        self._thread = threading.Thread(target=self._run, name=f"tox-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        lib = self._lib
+        try:
+            while not self._stop.is_set():
+                with self._api:
+                    if self._tox is None:
+                        break
+                    lib.tox_iterate(self._tox, None)
+                    interval_ms = int(lib.tox_iteration_interval(self._tox))
+                    batch, self._pending = self._pending, []
+                    self._iterations += 1
+                with self._cond:
+                    self._events.extend(batch)
+                    self._seq += 1
+                    self._cond.notify_all()
+                self._stop.wait(interval_ms / 1000.0)
+        except BaseException as exc:  # pragma: no cover - reported to waiters
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+            raise
+        finally:
+            with self._cond:
+                self._seq += 1
+                self._cond.notify_all()
+
+    def _handle(self) -> int:
+        if self._tox is None:
+            raise RuntimeError(f"ToxPeer {self.name} has been killed")
+        return self._tox
+
+    def kill(self) -> None:
+        """Stop iterating and ``tox_kill`` the instance. Idempotent."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(KILL_JOIN_TIMEOUT_S)
+        with self._api:
+            if self._tox is not None:
+                self._lib.tox_kill(self._tox)
+                self._tox = None
+        with self._cond:
+            self._seq += 1
+            self._cond.notify_all()
+
+    @property
+    def alive(self) -> bool:
+        """False once :meth:`kill` ran."""
+        return self._tox is not None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill()
+
+    def __repr__(self) -> str:
+        state = "alive" if self.alive else "killed"
+        return f"ToxPeer({self.name!r}, {state})"
+
+    # ------------------------------------------------------------------ self info
+
+    def _get_bytes(self, func_name: str, size: int) -> bytes:
+        buf = _buf(size)
+        with self._api:
+            getattr(self._lib, func_name)(self._handle(), buf)
+        return buf.raw[:size]
+
+    @property
+    def address(self) -> bytes:
+        """The 38-byte Tox ID (``tox_self_get_address``)."""
+        return self._get_bytes("tox_self_get_address", TOX_ADDRESS_SIZE)
+
+    @property
+    def public_key(self) -> bytes:
+        """The long-term public key."""
+        return self._get_bytes("tox_self_get_public_key", TOX_PUBLIC_KEY_SIZE)
+
+    @property
+    def secret_key(self) -> bytes:
+        """The long-term secret key."""
+        return self._get_bytes("tox_self_get_secret_key", TOX_SECRET_KEY_SIZE)
+
+    @property
+    def dht_id(self) -> bytes:
+        """The (temporary, per-instance) DHT public key."""
+        return self._get_bytes("tox_self_get_dht_id", TOX_PUBLIC_KEY_SIZE)
+
+    @property
+    def nospam(self) -> bytes:
+        """The 4 nospam bytes as they appear in the address."""
+        with self._api:
+            value = int(self._lib.tox_self_get_nospam(self._handle()))
+        return value.to_bytes(4, "big")
+
+    def set_nospam(self, nospam: bytes | int) -> None:
+        """Set nospam: 4 bytes as in the address, or the host-order ``uint32`` toxcore takes."""
+        value = int.from_bytes(nospam, "big") if isinstance(nospam, bytes) else nospam
+        with self._api:
+            self._lib.tox_self_set_nospam(self._handle(), value)
+
+    def _checked(self, func_name: str, errors: tuple[str, ...], *args: Any) -> Any:
+        """Call ``func_name(tox, *args, &error)``; raise :class:`ToxError` unless error is OK."""
+        err = ctypes.c_int(0)
+        with self._api:
+            result = getattr(self._lib, func_name)(self._handle(), *args, ctypes.byref(err))
+        if err.value:
+            raise ToxError(func_name, err.value, _c.err_name(errors, err.value))
+        return result
+
+    @property
+    def udp_port(self) -> int:
+        """The bound UDP port (raises :class:`ToxError` when UDP is off)."""
+        return int(self._checked("tox_self_get_udp_port", _c.ERR_GET_PORT))
+
+    @property
+    def tcp_port(self) -> int:
+        """The TCP relay server port (raises :class:`ToxError` without one)."""
+        return int(self._checked("tox_self_get_tcp_port", _c.ERR_GET_PORT))
+
+    def self_connection_status(self) -> Connection:
+        """``tox_self_get_connection_status`` (TCP on an all-LAN DHT even when UDP works)."""
+        with self._api:
+            return Connection(int(self._lib.tox_self_get_connection_status(self._handle())))
+
+    def set_name(self, name: bytes | str) -> None:
+        """``tox_self_set_name``."""
+        data = name.encode() if isinstance(name, str) else bytes(name)
+        self._checked("tox_self_set_name", _c.ERR_SET_INFO, data, len(data))
+
+    @property
+    def name_bytes(self) -> bytes:
+        """Our own name."""
+        with self._api:
+            size = int(self._lib.tox_self_get_name_size(self._handle()))
+            buf = _buf(max(size, 1))
+            self._lib.tox_self_get_name(self._handle(), buf)
+        return buf.raw[:size]
+
+    def set_status_message(self, message: bytes | str) -> None:
+        """``tox_self_set_status_message``."""
+        data = message.encode() if isinstance(message, str) else bytes(message)
+        self._checked("tox_self_set_status_message", _c.ERR_SET_INFO, data, len(data))
+
+    def get_savedata(self) -> bytes:
+        """``tox_get_savedata``: the whole state as toxcore saves it."""
+        with self._api:
+            size = int(self._lib.tox_get_savedata_size(self._handle()))
+            buf = _buf(size)
+            self._lib.tox_get_savedata(self._handle(), buf)
+        return buf.raw[:size]
+
+    # ------------------------------------------------------------------ network
+
+    def bootstrap(self, host: str, port: int, public_key: bytes) -> None:
+        """``tox_bootstrap`` off a DHT node (UDP ``host:port``, its DHT public key)."""
+        _check_key(public_key)
+        self._checked("tox_bootstrap", _c.ERR_BOOTSTRAP, host.encode(), port, bytes(public_key))
+
+    def add_tcp_relay(self, host: str, port: int, public_key: bytes) -> None:
+        """``tox_add_tcp_relay`` (a tox-bootstrapd relay uses its DHT key)."""
+        _check_key(public_key)
+        self._checked("tox_add_tcp_relay", _c.ERR_BOOTSTRAP, host.encode(), port, bytes(public_key))
+
+    # ------------------------------------------------------------------ friends
+
+    def friend_add(self, address: bytes, message: bytes | str) -> int:
+        """``tox_friend_add``: send a friend request; returns the friend number.
+
+        Raises :class:`ToxError` with the ``TOX_ERR_FRIEND_ADD_*`` name on failure.
+        """
+        if len(address) != TOX_ADDRESS_SIZE:
+            raise ValueError(f"a Tox address is {TOX_ADDRESS_SIZE} bytes, got {len(address)}")
+        msg = message.encode() if isinstance(message, str) else bytes(message)
+        return int(
+            self._checked("tox_friend_add", _c.ERR_FRIEND_ADD, bytes(address), msg, len(msg))
+        )
+
+    def friend_add_norequest(self, public_key: bytes) -> int:
+        """``tox_friend_add_norequest``: add a friend without a request; the friend number."""
+        _check_key(public_key)
+        return int(self._checked("tox_friend_add_norequest", _c.ERR_FRIEND_ADD, bytes(public_key)))
+
+    def friend_delete(self, friend: int) -> None:
+        """``tox_friend_delete``."""
+        self._checked("tox_friend_delete", _c.ERR_FRIEND_DELETE, friend)
+
+    def friend_by_public_key(self, public_key: bytes) -> int:
+        """The friend number of ``public_key``."""
+        _check_key(public_key)
+        return int(
+            self._checked(
+                "tox_friend_by_public_key", _c.ERR_FRIEND_BY_PUBLIC_KEY, bytes(public_key)
+            )
+        )
+
+    def friend_public_key(self, friend: int) -> bytes:
+        """The long-term public key of ``friend``."""
+        buf = _buf(TOX_PUBLIC_KEY_SIZE)
+        self._checked("tox_friend_get_public_key", _c.ERR_FRIEND_GET_PUBLIC_KEY, friend, buf)
+        return buf.raw[:TOX_PUBLIC_KEY_SIZE]
+
+    def friend_list(self) -> list[int]:
+        """All friend numbers."""
+        with self._api:
+            size = int(self._lib.tox_self_get_friend_list_size(self._handle()))
+            array = (ctypes.c_uint32 * max(size, 1))()
+            self._lib.tox_self_get_friend_list(self._handle(), array)
+        return [int(array[i]) for i in range(size)]
+
+    def friend_connection_status(self, friend: int) -> Connection:
+        """``tox_friend_get_connection_status``."""
+        status = self._checked("tox_friend_get_connection_status", _c.ERR_FRIEND_QUERY, friend)
+        return Connection(int(status))
+
+    def send_message(self, friend: int, text: bytes | str, *, action: bool = False) -> int:
+        """``tox_friend_send_message``; returns the message id (see :class:`FriendReadReceipt`)."""
+        data = text.encode() if isinstance(text, str) else bytes(text)
+        kind = MessageType.ACTION if action else MessageType.NORMAL
+        return int(
+            self._checked(
+                "tox_friend_send_message", _c.ERR_FRIEND_SEND_MESSAGE, friend, kind, data, len(data)
+            )
+        )
+
+    def send_lossless(self, friend: int, data: bytes) -> None:
+        """``tox_friend_send_lossless_packet``: ``data[0]`` in 160-191, at most 1373 bytes.
+
+        Raises :class:`ToxError` (``code_name`` ``..._SENDQ`` when the queue is full).
+        """
+        self._checked(
+            "tox_friend_send_lossless_packet",
+            _c.ERR_FRIEND_CUSTOM_PACKET,
+            friend,
+            bytes(data),
+            len(data),
+        )
+
+    def send_lossy(self, friend: int, data: bytes) -> None:
+        """``tox_friend_send_lossy_packet``: ``data[0]`` in 200-254, at most 1373 bytes."""
+        self._checked(
+            "tox_friend_send_lossy_packet",
+            _c.ERR_FRIEND_CUSTOM_PACKET,
+            friend,
+            bytes(data),
+            len(data),
+        )
+
+    # ------------------------------------------------------------------ event log
+
+    def events(self, kind: type[_E] | None = None) -> list[Any]:
+        """A snapshot of the recorded events (optionally only those of one class)."""
+        with self._cond:
+            if kind is None:
+                return list(self._events)
+            return [e for e in self._events if isinstance(e, kind)]
+
+    def event_count(self) -> int:
+        """How many events are recorded; pass it as ``since`` to wait for newer ones."""
+        with self._cond:
+            return len(self._events)
+
+    def log_records(self, min_level: LogLevel = LogLevel.TRACE) -> list[LogRecord]:
+        """toxcore's recent log messages at ``min_level`` or above."""
+        return [r for r in list(self._log) if r.level >= min_level]
+
+    def stats(self) -> ToxPeerStats:
+        """Iteration and custom-packet counters."""
+        with self._api:
+            return ToxPeerStats(
+                self._iterations, self._lossless[0], self._lossless[1], *self._lossy
+            )
+
+    # ------------------------------------------------------------------ waiting (sync)
+
+    def wait_for(self, predicate: Callable[[], _T | None], timeout: float, what: str = "") -> _T:
+        """Block until ``predicate()`` returns something truthy; return it.
+
+        The predicate is re-evaluated after every ``tox_iterate`` (and when events arrive),
+        never while any lock is held, so it may call this peer's API. Raises
+        ``TimeoutError`` after ``timeout`` seconds and ``RuntimeError`` if the peer is
+        killed or its iteration thread failed.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                seq = self._seq
+            result = predicate()
+            if result:
+                return result
+            with self._cond:
+                while self._seq == seq:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(self._timeout_message(what or repr(predicate), timeout))
+                    self._cond.wait(remaining)
+                if self._error is not None:
+                    raise RuntimeError(f"{self.name}: iteration thread failed") from self._error
+                if self._tox is None:
+                    raise RuntimeError(f"{self.name} was killed while waiting for {what}")
+
+    def _timeout_message(self, what: str, timeout: float) -> str:
+        recent = self.events()[-8:]
+        shown = "\n  ".join(repr(e)[:200] for e in recent) or "(none)"
+        return f"{self.name}: {what} not reached within {timeout} s; last events:\n  {shown}"
+
+    def find_event(
+        self, kind: type[_E], match: Callable[[_E], bool] | None = None, since: int = 0
+    ) -> _E | None:
+        """The first recorded event of ``kind`` (index >= ``since``) that ``match`` accepts."""
+        with self._cond:
+            candidates = self._events[since:]
+        for event in candidates:
+            if isinstance(event, kind) and (match is None or match(event)):
+                return event
+        return None
+
+    def wait_event(
+        self,
+        kind: type[_E],
+        timeout: float,
+        match: Callable[[_E], bool] | None = None,
+        since: int = 0,
+    ) -> _E:
+        """Wait for (or find already recorded) an event of ``kind`` accepted by ``match``."""
+        return self.wait_for(
+            lambda: self.find_event(kind, match, since), timeout, f"a {kind.__name__} event"
+        )
+
+    def wait_self_connected(self, timeout: float) -> Connection:
+        """Wait until ``tox_self_get_connection_status`` is not NONE; return it."""
+        return self.wait_for(
+            lambda: self.self_connection_status() or None, timeout, "self connection"
+        )
+
+    def wait_friend_connected(
+        self, friend: int, timeout: float, via: Connection | None = None
+    ) -> Connection:
+        """Wait until ``friend`` is connected (over ``via`` if given); return the transport."""
+
+        def connected() -> Connection | None:
+            status = self.friend_connection_status(friend)
+            if status is Connection.NONE or (via is not None and status is not via):
+                return None
+            return status
+
+        what = f"friend {friend} connected" + (f" over {via.name}" if via else "")
+        return self.wait_for(connected, timeout, what)
+
+    # ------------------------------------------------------------------ waiting (Trio)
+
+    async def await_for(
+        self,
+        predicate: Callable[[], _T | None],
+        timeout: float,  # noqa: ASYNC109 - also bounds the worker thread
+        what: str = "",
+    ) -> _T:
+        """:meth:`wait_for` for Trio code (runs in a worker thread, abandoned on cancel)."""
+        return await trio.to_thread.run_sync(
+            functools.partial(self.wait_for, predicate, timeout, what), abandon_on_cancel=True
+        )
+
+    async def await_event(
+        self,
+        kind: type[_E],
+        timeout: float,  # noqa: ASYNC109
+        match: Callable[[_E], bool] | None = None,
+        since: int = 0,
+    ) -> _E:
+        """:meth:`wait_event` for Trio code."""
+        return await trio.to_thread.run_sync(
+            functools.partial(self.wait_event, kind, timeout, match, since),
+            abandon_on_cancel=True,
+        )
+
+    async def await_friend_connected(
+        self,
+        friend: int,
+        timeout: float,  # noqa: ASYNC109
+        via: Connection | None = None,
+    ) -> Connection:
+        """:meth:`wait_friend_connected` for Trio code."""
+        return await trio.to_thread.run_sync(
+            functools.partial(self.wait_friend_connected, friend, timeout, via),
+            abandon_on_cancel=True,
+        )
+
+    async def await_self_connected(self, timeout: float) -> Connection:  # noqa: ASYNC109
+        """:meth:`wait_self_connected` for Trio code."""
+        return await trio.to_thread.run_sync(
+            functools.partial(self.wait_self_connected, timeout), abandon_on_cancel=True
+        )
+
+
+# ---------------------------------------------------------------------------- factory
+
+
+class ToxPeerFactory:
+    """Creates :class:`ToxPeer` objects on ports from a :class:`PortPool` and kills them all.
+
+    ``factory("a", bootstrap=bsd)`` bootstraps the new peer off ``bsd`` (a
+    :class:`~tunnel.testing.bootstrapd.Bootstrapd`, or several) and adds its TCP relays.
+    Other keyword arguments go to :class:`ToxPeer`. With ``tcp_server=True`` the peer also
+    runs a TCP relay server on a pool port.
+    """
+
+    def __init__(self, port_pool: PortPool, ports_per_peer: int = 3) -> None:
+        self.port_pool = port_pool
+        self.ports_per_peer = ports_per_peer
+        self.peers: list[ToxPeer] = []
+
+    def __call__(
+        self,
+        name: str = "tox",
+        *,
+        bootstrap: Bootstrapd | Sequence[Bootstrapd] | None = None,
+        tcp_relays: bool = True,
+        tcp_server: bool = False,
+        **kwargs: Any,
+    ) -> ToxPeer:
+        if kwargs.get("udp", True) and "start_port" not in kwargs:
+            ports = self.port_pool.allocate(self.ports_per_peer)
+            kwargs["start_port"], kwargs["end_port"] = ports[0], ports[-1]
+        if tcp_server:
+            kwargs["tcp_port"] = self.port_pool.allocate_one()
+        peer = ToxPeer(name, **kwargs)
+        self.peers.append(peer)
+        if bootstrap is None:
+            nodes: Sequence[Bootstrapd] = ()
+        elif isinstance(bootstrap, Bootstrapd):
+            nodes = (bootstrap,)
+        else:
+            nodes = bootstrap
+        for bsd in nodes:
+            peer.bootstrap(bsd.host, bsd.udp_port, bsd.public_key)
+            if tcp_relays:
+                for port in bsd.tcp_ports:
+                    peer.add_tcp_relay(bsd.host, port, bsd.public_key)
+        return peer
+
+    def kill_all(self) -> None:
+        """Kill every peer made so far (idempotent)."""
+        for peer in self.peers:
+            peer.kill()
