@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -46,6 +49,38 @@ def test_same_seed_same_trace_different_seed_different() -> None:
     h3 = _scenario(43).trace_hash()
     assert h1 == h2
     assert h1 != h3
+
+
+_HASH_SCRIPT = """
+from tunnel.testing.sim import LinkParams, NatKind, SimNat, SimNetwork
+net = SimNetwork(5, default_link=LinkParams(latency_s=0.02, jitter_s=0.01, loss=0.1))
+nats = [SimNat(f"11.0.9.{i}", kind) for i, kind in enumerate(NatKind, 1)]
+socks = [net.add_host(None, nat=nat).bind(1) for nat in nats]
+socks += [net.add_host().bind(1) for _ in range(4)]
+for i, s in enumerate(socks):
+    for j, t in enumerate(socks):
+        if t.host.nat is None:
+            net.call_at(net.now + (i * j) % 7 / 10, lambda s=s, t=t: s.sendto(b"x", t.addr))
+net.run_for(5)
+print(net.trace_hash())
+"""
+
+
+def test_trace_independent_of_pythonhashseed() -> None:
+    hashes = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        proc = subprocess.run(
+            [sys.executable, "-c", _HASH_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        hashes.add(proc.stdout.strip())
+    [digest] = hashes
+    assert len(digest) == 32
 
 
 def test_trace_list_is_bounded_and_matches_hash_mode() -> None:
