@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tunnel.core import DatagramCore
-from tunnel.testing.sim import START_TIME_S, LinkParams, SimNetwork
+from tunnel.testing.sim import START_TIME_S, LinkParams, NatKind, SimNat, SimNetwork
 from tunnel.wire.ip_port import Addr
 
 
@@ -266,3 +266,26 @@ def test_many_nodes_smoke() -> None:
     first = run()
     assert first[1] == 500 * 5 * 2
     assert run() == first
+
+
+def test_remove_host_and_public_ip() -> None:
+    net = SimNetwork(1)
+    nat = SimNat("11.0.0.200", NatKind.FULL_CONE)
+    inner = net.add_host(None, nat=nat, ip6="2001:db8::7")
+    assert inner.public_ip == "11.0.0.200"
+    a, b = net.add_host(), net.add_host()
+    assert a.public_ip == a.ip
+    ping = PingCore((b.ip, 1), net.now + 1, 1.0, 100)
+    net.attach(ping, a, 1)
+    net.attach(PingCore(("0.0.0.0", 1), 0.0, 1.0, 0), b, 1)
+    net.run_for(3.5)
+    assert len(ping.rtts) == 3
+    net.remove_host(b)
+    net.run_for(3.0)
+    assert len(ping.rtts) == 3
+    assert net.drops == {"no_route": 3}
+    net.remove_host(inner)
+    assert net.hosts == [a]
+    assert net.endpoints[0].core is ping
+    # the address can be reused
+    assert net.add_host(b.ip).ip == b.ip

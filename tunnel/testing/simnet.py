@@ -202,6 +202,16 @@ class SimHost:
         behind = f" behind {self.nat.public_ip}" if self.nat is not None else ""
         return f"SimHost({self.name}: {self.ip}{behind})"
 
+    @property
+    def public_ip(self) -> str:
+        """The IPv4 address others see (the outermost NAT's), or the IPv6 address."""
+        nat = self.nat
+        if nat is None:
+            return self.ip
+        while nat.outer is not None:
+            nat = nat.outer
+        return nat.public_ip
+
     def bind(self, port: int = 0, handler: Handler | None = None) -> SimSocket:
         """Bind a UDP port (0: the next free ephemeral port) on all of the host's addresses."""
         if port == 0:
@@ -437,6 +447,22 @@ class SimNetwork:
             self._internet[ip6] = host
         self.hosts.append(host)
         return host
+
+    def remove_host(self, host: SimHost) -> None:
+        """Take a host off the network (churn): its cores stop, packets to it are ``no_route``.
+
+        Packets already in flight from it are still delivered.
+        """
+        for endpoint in [ep for ep in self.endpoints if ep.host is host]:
+            endpoint.detach()
+        for sock in list(host.sockets.values()):
+            sock.close()
+        realm = host.nat.inside if host.nat is not None else self._internet
+        if host.ip4 is not None and realm.get(host.ip4) is host:
+            del realm[host.ip4]
+        if host.ip6 is not None and self._internet.get(host.ip6) is host:
+            del self._internet[host.ip6]
+        self.hosts.remove(host)
 
     def attach(self, core: DatagramCore, host: SimHost, port: int = 0) -> SimEndpoint:
         """Drive ``core`` from a socket bound on ``host:port`` (see the module docstring)."""
