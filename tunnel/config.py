@@ -150,6 +150,17 @@ def check_choice(value: object, path: str, choices: tuple[str, ...]) -> str:
     raise ConfigError(f"{path}: expected one of {wanted}, got {describe(value)}")
 
 
+def _describe_key_text(value: object) -> str:
+    if not isinstance(value, str):
+        return describe(value)
+    text = value.strip()
+    try:
+        binascii.unhexlify(text if len(text) % 2 == 0 else text + "0")
+    except (binascii.Error, ValueError):
+        return f"{len(text)} characters, not all hex"
+    return f"{len(text)} characters"
+
+
 def check_hex_key(value: object, path: str) -> bytes:
     """A 32-byte key as 64 hex characters."""
     if isinstance(value, str):
@@ -160,7 +171,7 @@ def check_hex_key(value: object, path: str) -> bytes:
             except (binascii.Error, ValueError):
                 pass
     raise ConfigError(
-        f"{path}: expected {PUBLIC_KEY_HEX_LENGTH} hex characters, got {describe(value)}"
+        f"{path}: expected {PUBLIC_KEY_HEX_LENGTH} hex characters, got {_describe_key_text(value)}"
     )
 
 
@@ -174,7 +185,7 @@ def check_friend_key(value: object, path: str) -> bytes:
     if not isinstance(value, str) or len(value.strip()) != PUBLIC_KEY_HEX_LENGTH:
         raise ConfigError(
             f"{path}: expected {PUBLIC_KEY_HEX_LENGTH} hex characters (public key) or "
-            f"{TOX_ID_HEX_LENGTH} (Tox ID), got {describe(value)}"
+            f"{TOX_ID_HEX_LENGTH} (Tox ID), got {_describe_key_text(value)}"
         )
     key = check_hex_key(value, path)
     if not public_key_valid(key):
