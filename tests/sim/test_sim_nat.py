@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import pytest
 
@@ -253,16 +254,23 @@ def test_nested_nat() -> None:
 # -- hole punching --------------------------------------------------------------------------
 
 
-def _punch(kind_a: NatKind, kind_b: NatKind, seed: int = 3) -> tuple[bool, bool]:
+def _punch(
+    kind_a: NatKind,
+    kind_b: NatKind,
+    seed: int = 3,
+    allocation: PortAllocation = PortAllocation.RANDOM,
+    guesses: int = 0,
+) -> tuple[bool, bool]:
     """Rendezvous through a public server, then both sides punch at the same instant.
 
     Each side sends 3 punches 0.2 s apart to the other's address as the server saw it and
-    answers every punch it receives with an ack to its source. Returns whether A and B heard
-    from the other.
+    answers every punch it receives with an ack to its source. With ``guesses`` it first
+    tries the ``guesses`` ports above the observed one, in order (toxcore's DHT guesses ports
+    around the reported ones, tox-protocol.md 4.9). Returns whether A and B heard from the other.
     """
     net = SimNetwork(seed, default_link=LinkParams(latency_s=0.03, jitter_s=0.01))
-    nat_a = SimNat("11.0.1.1", kind_a, port_allocation=PortAllocation.RANDOM)
-    nat_b = SimNat("11.0.2.1", kind_b, port_allocation=PortAllocation.RANDOM)
+    nat_a = SimNat("11.0.1.1", kind_a, port_allocation=allocation)
+    nat_b = SimNat("11.0.2.1", kind_b, port_allocation=allocation)
     observed: dict[str, Addr] = {}
     rendezvous = net.add_host(S1).bind(3478)
     heard: dict[str, list[Addr]] = {"a": [], "b": []}
@@ -288,6 +296,11 @@ def _punch(kind_a: NatKind, kind_b: NatKind, seed: int = 3) -> tuple[bool, bool]
     for data, addr in rendezvous.inbox:
         observed[data.decode()[-1]] = addr
     t0 = net.now + 1.0
+    for g in range(1, guesses + 1):
+        ip_a, port_a = observed["a"]
+        ip_b, port_b = observed["b"]
+        net.call_at(t0, partial(sa.sendto, b"punch", (ip_b, port_b + g)))
+        net.call_at(t0, partial(sb.sendto, b"punch", (ip_a, port_a + g)))
     for i in range(3):
         net.call_at(t0 + 0.2 * i, lambda: sa.sendto(b"punch", observed["b"]))
         net.call_at(t0 + 0.2 * i, lambda: sb.sendto(b"punch", observed["a"]))
@@ -329,3 +342,19 @@ def test_nat_validation() -> None:
         net.add_host(NAT_IP)
     with pytest.raises(ValueError, match="not NATed"):
         net.add_host("2001:db8::1", nat=nat)
+
+
+@pytest.mark.parametrize(
+    ("allocation", "guesses", "expected"),
+    [
+        (PortAllocation.SEQUENTIAL, 0, False),
+        (PortAllocation.SEQUENTIAL, 3, True),
+        (PortAllocation.RANDOM, 3, False),
+    ],
+)
+def test_symmetric_port_prediction(
+    allocation: PortAllocation, guesses: int, expected: bool
+) -> None:
+    """Two sequential symmetric NATs can be punched by guessing the next ports; random cannot."""
+    result = _punch(NatKind.SYMMETRIC, NatKind.SYMMETRIC, allocation=allocation, guesses=guesses)
+    assert result == (expected, expected)
