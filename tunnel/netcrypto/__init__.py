@@ -1,0 +1,1 @@
+"""net_crypto: the friend-to-friend secure transport, sans-IO (tox-protocol.md section 6)."""

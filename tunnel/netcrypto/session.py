@@ -1,0 +1,709 @@
+"""One net_crypto connection to one peer, sans-IO (tox-protocol.md 6.3-6.8).
+
+Theory of operation::
+
+    initiate() --> CookieRequesting --cookie response--> HandshakeSent --peer handshake--+
+                        |                                                              v
+                        +-------------peer handshake (their cookie)-------------> NotConfirmed
+    accept() (peer's handshake arrived first) -------------------------------> NotConfirmed
+    NotConfirmed --first valid data packet--> Established --kill / close / timeout--> Closed
+
+* The "temp packet" (cookie request, then our handshake) is built once and resent verbatim
+  every ``SEND_PACKET_INTERVAL_S``; after ``MAX_NUM_SENDPACKET_TRIES`` sends the connection
+  dies. Established connections have no timeout here (friend_connection's ALIVE does that).
+* Data packets use ``sent_nonce`` (incremented per packet of any kind) and the receive nonce is
+  rebuilt from the 2-byte tail (``DATA_NUM_THRESHOLD`` rule). On top of toxcore we keep a
+  replay window over reconstructed nonces, so a replayed or very old packet is dropped and
+  counted instead of being delivered twice.
+* Lossless packets get 32-bit packet numbers; internally they are unbounded ints (the wire
+  carries ``n mod 2**32``). The send array holds ``[send_start, send_end)``: packets below
+  ``_next_new`` have been transmitted at least once; resends come from ``_resend``. The peer
+  acknowledges with ``buffer_start`` in every data packet and reports holes with request
+  packets (id 1), which we answer by resending packets sent more than ``resend_delay`` ago.
+* Our own request packets go out at least every second in NotConfirmed/Established (that is
+  what confirms the connection for toxcore) and every ``REQUEST_FAST_INTERVAL_S`` while data
+  is arriving, sooner when a hole appears.
+
+Bad input (undecryptable, malformed, out of window, replayed) is dropped and counted in
+``counters``; :class:`~tunnel.errors.BadPacket` never leaves :meth:`Session.handle_data`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from heapq import heappop, heappush
+
+from tunnel.crypto import (
+    KeyPair,
+    decrypt_untrusted,
+    encrypt,
+    random_nonce,
+    sha512,
+    shared_key,
+)
+from tunnel.errors import BadPacket
+from tunnel.netcrypto.congestion import Congestion
+from tunnel.netcrypto.cookies import Identity
+from tunnel.wire.netcrypto import (
+    MAX_CRYPTO_DATA_SIZE_BYTES,
+    PACKET_ID_KILL,
+    PACKET_ID_LOSSLESS_END,
+    PACKET_ID_LOSSLESS_START,
+    PACKET_ID_LOSSY_END,
+    PACKET_ID_LOSSY_START,
+    PACKET_ID_REQUEST,
+    CookieRequest,
+    CookieRequestPlain,
+    CookieResponse,
+    CookieResponsePlain,
+    DataPacket,
+    DataPlain,
+    Handshake,
+    HandshakePlain,
+    decode_request_untrusted,
+    encode_request,
+)
+
+SEND_PACKET_INTERVAL_S = 1.0
+MAX_NUM_SENDPACKET_TRIES = 8
+REQUEST_MAX_INTERVAL_S = 1.0
+REQUEST_FAST_INTERVAL_S = 0.02
+REQUEST_HOLE_DELAY_S = 0.005
+PACKET_BUFFER_SIZE = 32768
+DATA_NUM_THRESHOLD = 21845
+MAX_SEND_BUFFER_PKTS = PACKET_BUFFER_SIZE - 1
+MIN_SEND_QUEUE_PKTS = 128
+SEND_QUEUE_S = 0.25
+REPLAY_WINDOW_PKTS = 8192
+MAX_REQUEST_HOLES = MAX_CRYPTO_DATA_SIZE_BYTES - 1
+
+_U32 = 0xFFFFFFFF
+_NONCE_MOD = 1 << 192
+
+
+class SendQueueFull(Exception):
+    """The lossless send queue is full; wait for :meth:`Session.send_capacity` to rise."""
+
+
+class NotConnected(Exception):
+    """The session is not established (or is closed)."""
+
+
+# ----------------------------------------------------------------------------- states
+
+
+@dataclass(frozen=True, slots=True)
+class CookieRequesting:
+    """Waiting for a cookie response to our (resent) cookie request."""
+
+    echo_id: bytes
+    packet: bytes
+    tries: int
+    last_sent: float
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeSent:
+    """Our handshake is out; waiting for the peer's."""
+
+    packet: bytes
+    tries: int
+    last_sent: float
+
+
+@dataclass(frozen=True, slots=True)
+class NotConfirmed:
+    """Both handshakes known; waiting for the first data packet. Our handshake is resent."""
+
+    packet: bytes
+    tries: int
+    last_sent: float
+    data_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Established:
+    """Data flows both ways."""
+
+    data_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """Finished; ``reason`` says why."""
+
+    reason: str
+
+
+State = CookieRequesting | HandshakeSent | NotConfirmed | Established | Closed
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHandshake:
+    """A handshake that passed every check (cookie ours and fresh, box opens, hash matches)."""
+
+    real_pk: bytes
+    dht_pk: bytes
+    base_nonce: bytes
+    session_pk: bytes
+    other_cookie: bytes
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUp:
+    """The session became established."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDown:
+    """The session closed (kill packet, handshake timeout, local close, key change)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lossless:
+    """An in-order lossless packet ``[id][data]`` (id 16..191)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Lossy:
+    """A lossy packet ``[id][data]`` (id 192..254)."""
+
+    payload: bytes
+
+
+SessionEvent = SessionUp | SessionDown | Lossless | Lossy
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStats:
+    """A snapshot of one session's counters (trio naming: ``statistics()``)."""
+
+    state: str
+    sent_packets: int
+    sent_bytes: int
+    resent_packets: int
+    received_packets: int
+    received_bytes: int
+    delivered_lossless: int
+    delivered_lossy: int
+    send_queue: int
+    unacked: int
+    rate_pkt_s: float
+    delivery_rate_pkt_s: float
+    srtt_s: float
+    loss_events: int
+    dropped: dict[str, int]
+
+
+class _Sent:
+    __slots__ = ("payload", "resent", "sent_time")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.sent_time: float | None = None
+        self.resent = False
+
+
+class Session:
+    """A net_crypto connection. Create with :meth:`initiate` or :meth:`accept`."""
+
+    def __init__(
+        self, ident: Identity, peer_real_pk: bytes, peer_dht_pk: bytes, now: float
+    ) -> None:
+        self.ident = ident
+        self.peer_real_pk = peer_real_pk
+        self.peer_dht_pk = peer_dht_pk
+        self.session_keys = KeyPair.generate(ident.rng)
+        self._sent_nonce = int.from_bytes(random_nonce(ident.rng), "big")
+        self._base_sent_nonce = self._sent_nonce
+        self._recv_nonce = 0
+        self._replay_base = 0
+        self._replay_top = -1
+        self._replay_bits = 0
+        self.state: State = Closed("not started")
+        self.outbox: list[bytes] = []
+        self.events: list[SessionEvent] = []
+        self.counters: Counter[str] = Counter()
+        self.congestion = Congestion(now)
+        # send side
+        self.send_start = 0
+        self.send_end = 0
+        self._next_new = 0
+        self._send: dict[int, _Sent] = {}
+        self._resend: list[int] = []
+        # receive side
+        self.recv_start = 0
+        self.recv_end = 0
+        self._recv: dict[int, bytes] = {}
+        self._next_request = now
+        self._got_lossless = False
+        # stats
+        self.sent_packets = 0
+        self.sent_bytes = 0
+        self.resent_packets = 0
+        self.received_packets = 0
+        self.received_bytes = 0
+        self.delivered_lossless = 0
+        self.delivered_lossy = 0
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def initiate(
+        cls, ident: Identity, peer_real_pk: bytes, peer_dht_pk: bytes, now: float
+    ) -> Session:
+        """Start a connection: send a cookie request to the peer's DHT key."""
+        self = cls(ident, peer_real_pk, peer_dht_pk, now)
+        echo_id = ident.rng(8)
+        nonce = random_nonce(ident.rng)
+        key = ident.dht_keys.get(peer_dht_pk)
+        box = encrypt(key, nonce, CookieRequestPlain(ident.real.public_key, echo_id).encode())
+        packet = CookieRequest(ident.dht.public_key, nonce, box).encode()
+        self.state = CookieRequesting(echo_id, packet, 1, now)
+        self.outbox.append(packet)
+        return self
+
+    @classmethod
+    def accept(cls, ident: Identity, peer: PeerHandshake, now: float) -> Session:
+        """Answer a peer's handshake that arrived with no session: go straight to NotConfirmed."""
+        self = cls(ident, peer.real_pk, peer.dht_pk, now)
+        packet = self._make_handshake(peer.other_cookie, now)
+        self._enter_not_confirmed(peer, packet, 1, now)
+        self.outbox.append(packet)
+        return self
+
+    def _make_handshake(self, their_cookie: bytes, now: float) -> bytes:
+        other = self.ident.cookies.make(self.peer_real_pk, self.peer_dht_pk, now)
+        plain = HandshakePlain(
+            self._sent_nonce.to_bytes(24, "big"),
+            self.session_keys.public_key,
+            sha512(their_cookie),
+            other,
+        )
+        nonce = random_nonce(self.ident.rng)
+        key = self.ident.real_keys.get(self.peer_real_pk)
+        return Handshake(their_cookie, nonce, encrypt(key, nonce, plain.encode())).encode()
+
+    def _enter_not_confirmed(
+        self, peer: PeerHandshake, packet: bytes, tries: int, last_sent: float
+    ) -> None:
+        self._recv_nonce = int.from_bytes(peer.base_nonce, "big")
+        self._replay_base = self._recv_nonce
+        self._replay_top = -1
+        self._replay_bits = 0
+        key = shared_key(peer.session_pk, self.session_keys.secret_key)
+        self.state = NotConfirmed(packet, tries, last_sent, key)
+        self._next_request = last_sent
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def established(self) -> bool:
+        """True once data has flowed both ways."""
+        return isinstance(self.state, Established)
+
+    @property
+    def closed(self) -> bool:
+        """True after kill, close or timeout."""
+        return isinstance(self.state, Closed)
+
+    def send_capacity(self) -> int:
+        """How many congestion-controlled lossless packets may be queued right now."""
+        if not isinstance(self.state, Established):
+            return 0
+        queue_limit = max(MIN_SEND_QUEUE_PKTS, int(self.congestion.rate * SEND_QUEUE_S))
+        by_queue = queue_limit - (self.send_end - self._next_new)
+        by_ring = MAX_SEND_BUFFER_PKTS - (self.send_end - self.send_start)
+        return max(0, min(by_queue, by_ring))
+
+    def delivered(self, number: int) -> bool:
+        """Whether lossless packet ``number`` (as returned by :meth:`send_lossless`) was acked."""
+        return number < self.send_start
+
+    def statistics(self) -> SessionStats:
+        """A frozen snapshot of this session's counters."""
+        cc = self.congestion
+        return SessionStats(
+            type(self.state).__name__,
+            self.sent_packets,
+            self.sent_bytes,
+            self.resent_packets,
+            self.received_packets,
+            self.received_bytes,
+            self.delivered_lossless,
+            self.delivered_lossy,
+            self.send_end - self._next_new,
+            self.send_end - self.send_start,
+            cc.rate,
+            cc.delivery_rate,
+            cc.srtt,
+            cc.loss_events,
+            dict(self.counters),
+        )
+
+    # ------------------------------------------------------------------ handshake input
+
+    def handle_cookie_response(self, data: bytes, now: float) -> bool:
+        """A cookie response arrived on this session's path. Returns True if it was used."""
+        state = self.state
+        if not isinstance(state, CookieRequesting):
+            self.counters["cookie_response_unexpected"] += 1
+            return False
+        try:
+            packet = CookieResponse.decode(data)
+            key = self.ident.dht_keys.get(self.peer_dht_pk)
+            plain = CookieResponsePlain.decode(decrypt_untrusted(key, packet.nonce, packet.box))
+        except BadPacket:
+            self.counters["cookie_response_bad"] += 1
+            return False
+        if plain.echo_id != state.echo_id:
+            self.counters["cookie_response_bad_echo"] += 1
+            return False
+        handshake = self._make_handshake(plain.cookie, now)
+        self.state = HandshakeSent(handshake, 1, now)
+        self.outbox.append(handshake)
+        return True
+
+    def handle_handshake(self, peer: PeerHandshake, now: float) -> bool:
+        """A verified handshake for this peer. Returns True if it was used.
+
+        The caller has checked ``peer.real_pk`` and ``peer.dht_pk`` against this session.
+        """
+        state = self.state
+        if isinstance(state, CookieRequesting):
+            packet = self._make_handshake(peer.other_cookie, now)
+            self.outbox.append(packet)
+            self._enter_not_confirmed(peer, packet, 1, now)
+            return True
+        if isinstance(state, HandshakeSent | NotConfirmed):
+            self._enter_not_confirmed(peer, state.packet, state.tries, state.last_sent)
+            return True
+        self.counters["handshake_ignored"] += 1
+        return False
+
+    # ------------------------------------------------------------------ data input
+
+    def handle_data(self, data: bytes, now: float) -> bool:
+        """A data packet (0x1b) for this session. Returns True if it authenticated."""
+        state = self.state
+        if not isinstance(state, NotConfirmed | Established):
+            self.counters["data_wrong_state"] += 1
+            return False
+        try:
+            packet = DataPacket.decode(data)
+        except BadPacket:
+            self.counters["data_malformed"] += 1
+            return False
+        diff = (packet.nonce_low - self._recv_nonce) & 0xFFFF
+        nonce = (self._recv_nonce + diff) % _NONCE_MOD
+        try:
+            raw = decrypt_untrusted(state.data_key, nonce.to_bytes(24, "big"), packet.box)
+        except BadPacket:
+            self.counters["data_undecryptable"] += 1
+            return False
+        if not self._replay_check(nonce):
+            return False
+        if diff > 2 * DATA_NUM_THRESHOLD:
+            self._recv_nonce = (self._recv_nonce + DATA_NUM_THRESHOLD) % _NONCE_MOD
+        try:
+            plain = DataPlain.decode(raw)
+        except BadPacket:
+            self.counters["data_bad_plain"] += 1
+            return False
+        self.received_packets += 1
+        self.received_bytes += len(data)
+        payload = plain.payload
+        pid = payload[0]
+        if pid == PACKET_ID_KILL:
+            self._close("killed by peer")
+            return True
+        if not self._handle_ack(plain.buffer_start, now):
+            self.counters["data_bad_ack"] += 1
+            return True
+        if isinstance(state, NotConfirmed):
+            self.state = Established(state.data_key)
+            self.events.append(SessionUp())
+            self._next_request = now  # confirm the connection for the peer at once
+        if pid == PACKET_ID_REQUEST:
+            self._handle_request(payload[1:], now)
+            self._set_recv_end(plain.packet_number)
+        elif PACKET_ID_LOSSLESS_START <= pid <= PACKET_ID_LOSSLESS_END:
+            self._handle_lossless(plain.packet_number, payload, now)
+        elif PACKET_ID_LOSSY_START <= pid <= PACKET_ID_LOSSY_END:
+            self._set_recv_end(plain.packet_number)
+            self.delivered_lossy += 1
+            self.events.append(Lossy(payload))
+        else:
+            self.counters["data_invalid_id"] += 1
+        return True
+
+    def _replay_check(self, nonce: int) -> bool:
+        offset = (nonce - self._replay_base) % _NONCE_MOD
+        if offset > self._replay_top:
+            shift = offset - self._replay_top
+            self._replay_bits = ((self._replay_bits << shift) | 1) & ((1 << REPLAY_WINDOW_PKTS) - 1)
+            self._replay_top = offset
+            return True
+        back = self._replay_top - offset
+        if back >= REPLAY_WINDOW_PKTS:
+            self.counters["data_too_old"] += 1
+            return False
+        if self._replay_bits >> back & 1:
+            self.counters["data_replayed"] += 1
+            return False
+        self._replay_bits |= 1 << back
+        return True
+
+    def _handle_ack(self, wire_start: int, now: float) -> bool:
+        ahead = (wire_start - self.send_start) & _U32
+        if ahead == 0 or ahead >= 1 << 31:
+            return True  # nothing new, or an older ack overtaken by a newer packet
+        start = self.send_start + ahead
+        if start > self._next_new:
+            return False
+        newest: _Sent | None = None
+        clean = True  # Karn: no RTT sample from a range that needed a resend
+        count = 0
+        for n in range(self.send_start, start):
+            sent = self._send.pop(n, None)
+            if sent is not None:
+                count += 1
+                newest = sent
+                clean = clean and not sent.resent
+        self.send_start = start
+        if clean and newest is not None and newest.sent_time is not None:
+            self.congestion.on_rtt_sample(now - newest.sent_time)
+        self.congestion.on_delivered(count)
+        return True
+
+    def _handle_request(self, body: bytes, now: float) -> None:
+        report = decode_request_untrusted(body, self._next_new - self.send_start)
+        delay = self.congestion.resend_delay_s
+        lost = 0
+        for offset in report.missing:
+            n = self.send_start + offset
+            sent = self._send.get(n)
+            if sent is None or sent.sent_time is None:
+                continue
+            if sent.sent_time + delay < now:
+                sent.sent_time = None
+                sent.resent = True
+                heappush(self._resend, n)
+                lost += 1
+        if lost:
+            self.congestion.on_loss(lost)
+
+    def _set_recv_end(self, wire_number: int) -> None:
+        number = self.recv_start + ((wire_number - self.recv_start) & _U32)
+        if number - self.recv_start > PACKET_BUFFER_SIZE or number <= self.recv_end:
+            return
+        self.recv_end = number
+
+    def _handle_lossless(self, wire_number: int, payload: bytes, now: float) -> None:
+        offset = (wire_number - self.recv_start) & _U32
+        if offset >= PACKET_BUFFER_SIZE:
+            # Below recv_start: an old duplicate; far above: outside the 32768 window.
+            key = "lossless_duplicate" if offset >= 1 << 31 else "lossless_out_of_window"
+            self.counters[key] += 1
+            return
+        number = self.recv_start + offset
+        if number in self._recv:
+            self.counters["lossless_duplicate"] += 1
+            return
+        self._got_lossless = True
+        if number + 1 > self.recv_end:
+            self.recv_end = number + 1
+        if number != self.recv_start:
+            self._recv[number] = payload
+            self._next_request = min(self._next_request, now + REQUEST_HOLE_DELAY_S)
+            return
+        self._deliver(payload)
+        self.recv_start += 1
+        while self.recv_start in self._recv:
+            self._deliver(self._recv.pop(self.recv_start))
+            self.recv_start += 1
+        self._next_request = min(self._next_request, now + REQUEST_FAST_INTERVAL_S)
+
+    def _deliver(self, payload: bytes) -> None:
+        self.delivered_lossless += 1
+        self.events.append(Lossless(payload))
+
+    # ------------------------------------------------------------------ commands
+
+    def send_lossless(self, payload: bytes, now: float, *, congestion_control: bool = True) -> int:
+        """Queue ``[id][data]`` (id 16..191) for reliable in-order delivery.
+
+        Returns the packet number (for :meth:`delivered`).
+
+        Raises:
+            NotConnected: not established.
+            SendQueueFull: back-pressure; retry when :meth:`send_capacity` is positive.
+            ValueError: bad id or size (a bug in the caller).
+        """
+        if not 1 <= len(payload) <= MAX_CRYPTO_DATA_SIZE_BYTES or not (
+            PACKET_ID_LOSSLESS_START <= payload[0] <= PACKET_ID_LOSSLESS_END
+        ):
+            raise ValueError("lossless payload must be [16..191][data], at most 1373 bytes")
+        if not isinstance(self.state, Established):
+            raise NotConnected("session not established")
+        if self.send_end - self.send_start >= MAX_SEND_BUFFER_PKTS:
+            raise SendQueueFull("send ring full")
+        if congestion_control and self.send_capacity() <= 0:
+            raise SendQueueFull("send queue full")
+        number = self.send_end
+        sent = _Sent(payload)
+        self._send[number] = sent
+        self.send_end += 1
+        if not congestion_control:
+            self._transmit(sent, number, now)
+            self.congestion.consume(1)
+        self._pump(now)
+        return number
+
+    def send_lossy(self, payload: bytes, now: float) -> None:
+        """Send ``[id][data]`` (id 192..254) once, unreliably, bypassing congestion control.
+
+        Raises:
+            NotConnected: not established.
+            ValueError: bad id or size.
+        """
+        if not 1 <= len(payload) <= MAX_CRYPTO_DATA_SIZE_BYTES or not (
+            PACKET_ID_LOSSY_START <= payload[0] <= PACKET_ID_LOSSY_END
+        ):
+            raise ValueError("lossy payload must be [192..254][data], at most 1373 bytes")
+        if not isinstance(self.state, Established):
+            raise NotConnected("session not established")
+        self._emit(payload, self._next_new)
+
+    def close(self, now: float) -> None:
+        """Close locally; an established session sends one kill packet first."""
+        if isinstance(self.state, Established):
+            self._emit(bytes([PACKET_ID_KILL]), self._next_new)
+        if not isinstance(self.state, Closed):
+            self._close("closed locally")
+
+    def _close(self, reason: str) -> None:
+        self.state = Closed(reason)
+        self._send.clear()
+        self._recv.clear()
+        self._resend.clear()
+        self.events.append(SessionDown(reason))
+
+    # ------------------------------------------------------------------ output
+
+    def _emit(self, payload: bytes, wire_number: int) -> None:
+        state = self.state
+        assert isinstance(state, NotConfirmed | Established)
+        plain = DataPlain(self.recv_start & _U32, wire_number & _U32, payload).encode()
+        nonce = self._sent_nonce.to_bytes(24, "big")
+        box = encrypt(state.data_key, nonce, plain)
+        packet = DataPacket(self._sent_nonce & 0xFFFF, box).encode()
+        self._sent_nonce = (self._sent_nonce + 1) % _NONCE_MOD
+        self.sent_packets += 1
+        self.sent_bytes += len(packet)
+        self.outbox.append(packet)
+
+    def _transmit(self, sent: _Sent, number: int, now: float) -> None:
+        if sent.sent_time is not None or sent.resent:
+            self.resent_packets += 1
+        sent.sent_time = now
+        self._emit(sent.payload, number)
+        if number == self._next_new:
+            self._next_new += 1
+            while (
+                self._next_new < self.send_end and self._send[self._next_new].sent_time is not None
+            ):
+                self._next_new += 1
+
+    def _pump(self, now: float) -> None:
+        if not isinstance(self.state, Established):
+            return
+        budget = self.congestion.available(now)
+        if budget <= 0:
+            return
+        sent_count = 0
+        while sent_count < budget:
+            if self._resend:
+                n = heappop(self._resend)
+                entry = self._send.get(n)
+                if entry is None or entry.sent_time is not None:
+                    continue
+                self._transmit(entry, n, now)
+            elif self._next_new < self.send_end and (
+                self._next_new - self.send_start < PACKET_BUFFER_SIZE - 1
+            ):
+                self._transmit(self._send[self._next_new], self._next_new, now)
+            else:
+                break
+            sent_count += 1
+        self.congestion.consume(sent_count)
+
+    def _send_request(self, now: float) -> None:
+        span = self.recv_end - self.recv_start
+        missing: list[int] = []
+        if span > 0:
+            pos = self.recv_start
+            for have in sorted(self._recv):
+                while pos < have and len(missing) < MAX_REQUEST_HOLES:
+                    missing.append(pos - self.recv_start)
+                    pos += 1
+                pos = have + 1
+                if len(missing) >= MAX_REQUEST_HOLES:
+                    break
+            while pos < self.recv_end and len(missing) < MAX_REQUEST_HOLES:
+                missing.append(pos - self.recv_start)
+                pos += 1
+        self._emit(encode_request(missing, span), self._next_new)
+
+    # ------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` is next due."""
+        state = self.state
+        if isinstance(state, Closed):
+            return None
+        if isinstance(state, CookieRequesting | HandshakeSent):
+            return state.last_sent + SEND_PACKET_INTERVAL_S
+        deadline = self._next_request
+        if isinstance(state, NotConfirmed):
+            return min(deadline, state.last_sent + SEND_PACKET_INTERVAL_S)
+        if self._resend or (
+            self._next_new < self.send_end
+            and self._next_new - self.send_start < PACKET_BUFFER_SIZE - 1
+        ):
+            deadline = min(deadline, self.congestion.next_send_time())
+        return deadline
+
+    def handle_timer(self, now: float) -> None:
+        """Resend the temp packet, send request packets, pace queued data."""
+        state = self.state
+        if (
+            isinstance(state, CookieRequesting | HandshakeSent | NotConfirmed)
+            and now >= state.last_sent + SEND_PACKET_INTERVAL_S
+        ):
+            if state.tries >= MAX_NUM_SENDPACKET_TRIES:
+                self._close("handshake timeout")
+                return
+            self.outbox.append(state.packet)
+            if isinstance(state, CookieRequesting):
+                self.state = CookieRequesting(state.echo_id, state.packet, state.tries + 1, now)
+            elif isinstance(state, HandshakeSent):
+                self.state = HandshakeSent(state.packet, state.tries + 1, now)
+            else:
+                self.state = NotConfirmed(state.packet, state.tries + 1, now, state.data_key)
+        state = self.state
+        if isinstance(state, NotConfirmed | Established) and now >= self._next_request:
+            self._send_request(now)
+            busy = self._got_lossless or self.recv_end != self.recv_start
+            interval = REQUEST_FAST_INTERVAL_S if busy else REQUEST_MAX_INTERVAL_S
+            self._got_lossless = False
+            self._next_request = now + interval
+        self._pump(now)
