@@ -21,6 +21,8 @@ from tunnel.testing.toxcore import (
     ToxPeer,
     ToxPeerFactory,
 )
+from tunnel.toxid import ToxId
+from tunnel.wire.savedata import FRIEND_STATUS_CONFIRMED, decode_savedata_untrusted
 
 pytestmark = [pytest.mark.toxcore, pytest.mark.slow]
 
@@ -69,6 +71,20 @@ def test_two_toxcore_peers_befriend_over_udp(
     statuses = alice.events(FriendConnectionStatus)
     assert statuses
     assert statuses[-1].status is Connection.UDP
+    _check_live_savedata(alice, bob, bootstrapd)
+
+
+def _check_live_savedata(alice: ToxPeer, bob: ToxPeer, bootstrapd: Bootstrapd) -> None:
+    """Save data of a connected peer (friends, DHT nodes, relays) decodes and re-encodes."""
+    raw = alice.get_savedata()
+    saved = decode_savedata_untrusted(raw)
+    assert ToxId(saved.public_key, saved.nospam).to_bytes() == alice.address
+    (friend,) = saved.friends
+    assert friend.public_key == bob.public_key
+    assert friend.status >= FRIEND_STATUS_CONFIRMED
+    assert bootstrapd.public_key in {n.public_key for n in saved.dht_nodes + saved.tcp_relays}
+    ours = saved.encode()
+    assert raw == ours + bytes(len(raw) - len(ours))
 
 
 def test_two_toxcore_peers_befriend_through_tcp_relay(
