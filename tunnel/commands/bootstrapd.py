@@ -1,0 +1,190 @@
+"""``tunnel bootstrapd -c FILE``: a Tox DHT bootstrap node, like c-toxcore's tox-bootstrapd.
+
+It answers DHT pings and nodes requests, keeps a close list, replies to bootstrap info (0xf0)
+with the MOTD and joins the network through its own ``bootstrap_nodes``. The keys file is
+tox-bootstrapd's format (64 bytes: public key then secret key), created if absent.
+
+Plug-in design: one UDP socket, one :class:`tunnel.io.udp.PacketDispatcher`; the DHT core
+registers its packet kinds, and every factory in :data:`CORE_FACTORIES` may add another core
+(onion relay / announce store, ...) for its own kinds. Factories see a
+:class:`BootstrapdContext` (config, key pair, DHT core, rng). ``TASK_FACTORIES`` are started
+as extra Trio tasks (e.g. the TCP relay server on ``tcp_relay_ports``).
+
+SIGTERM and SIGINT stop the daemon cleanly (exit status 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import stat
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from tunnel.config import BootstrapdConfig, load_bootstrapd_config
+from tunnel.core import DatagramCore
+from tunnel.crypto import KeyPair, Rng
+from tunnel.dht.core import PACKET_KINDS, DhtCore
+from tunnel.errors import ConfigError
+from tunnel.io.udp import PacketDispatcher, UdpDriver, open_udp_socket
+
+HELP = "run a Tox DHT bootstrap node (like tox-bootstrapd)"
+KEYS_FILE_SIZE_BYTES = 64
+CONNECTED_POLL_INTERVAL_S = 1.0
+
+log = logging.getLogger("tunnel.bootstrapd")
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapdContext:
+    """What a core or task factory gets to build its part of the daemon."""
+
+    config: BootstrapdConfig
+    keypair: KeyPair
+    dht: DhtCore
+    rng: Rng
+    udp_port: int
+
+
+CoreFactory = Callable[[BootstrapdContext], tuple[Iterable[int], DatagramCore] | None]
+TaskFactory = Callable[[BootstrapdContext], Callable[[], Awaitable[None]] | None]
+CORE_FACTORIES: list[CoreFactory] = []
+"""Extra UDP cores (onion relay, announce store ...): return ``(kinds, core)`` or None."""
+TASK_FACTORIES: list[TaskFactory] = []
+"""Extra long-running tasks (TCP relay server ...): return an async callable or None."""
+
+
+def load_or_create_keys(path: Path, rng: Rng = os.urandom) -> KeyPair:
+    """Read a 64-byte keys file, or create one (mode 0600) with a fresh key pair.
+
+    Raises:
+        ConfigError: the file exists but is not 64 bytes or its halves do not match.
+    """
+    if path.exists():
+        data = path.read_bytes()
+        if len(data) != KEYS_FILE_SIZE_BYTES:
+            raise ConfigError(f"keys_file {path}: expected 64 bytes, got {len(data)}")
+        keypair = KeyPair.from_secret_key(data[32:])
+        if keypair.public_key != data[:32]:
+            raise ConfigError(f"keys_file {path}: public key does not match the secret key")
+        return keypair
+    keypair = KeyPair.generate(rng)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(keypair.public_key + keypair.secret_key)
+    return keypair
+
+
+def build_dht(config: BootstrapdConfig, keypair: KeyPair, rng: Rng, now: float) -> DhtCore:
+    """The bootstrap node's DHT core (MOTD in bootstrap info replies)."""
+    return DhtCore(
+        keypair,
+        rng,
+        lan_discovery=config.lan_discovery,
+        lan_discovery_ipv6=config.ipv6,
+        bootstrap_info=config.motd.encode()[:256],
+        now=now,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-c FILE``."""
+    parser.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML config")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config and keys, then serve until SIGTERM/SIGINT."""
+    config = load_bootstrapd_config(args.config)
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    keypair = load_or_create_keys(config.keys_file)
+    return trio.run(serve, config, keypair)
+
+
+async def serve(
+    config: BootstrapdConfig,
+    keypair: KeyPair,
+    *,
+    rng: Rng = os.urandom,
+    host: str | None = None,
+    task_status: trio.TaskStatus[tuple[int, DhtCore]] = trio.TASK_STATUS_IGNORED,
+) -> int:
+    """Run the daemon; ``task_status.started((udp_port, dht))`` once it is listening."""
+    try:
+        bound = await open_udp_socket(host, config.port, config.port, ipv6=config.ipv6)
+    except OSError as exc:
+        raise ConfigError(f"port: cannot bind UDP port {config.port}: {exc}") from exc
+    now = trio.current_time()
+    dht = build_dht(config, keypair, rng, now)
+    dispatcher = PacketDispatcher()
+    dispatcher.register(PACKET_KINDS, dht)
+    context = BootstrapdContext(config, keypair, dht, rng, bound.port)
+    for factory in CORE_FACTORIES:
+        made = factory(context)
+        if made is not None:
+            dispatcher.register(*made)
+    for node in config.bootstrap_nodes:
+        try:
+            addresses = await trio.socket.getaddrinfo(
+                node.host, node.port, type=trio.socket.SOCK_DGRAM
+            )
+        except OSError as exc:
+            log.warning("bootstrap node %s: %s", node.host, exc)
+            continue
+        for family, *_, sockaddr in addresses:
+            if family == trio.socket.AF_INET6 and not config.ipv6:
+                continue
+            dht.bootstrap(node.public_key, (str(sockaddr[0]), int(sockaddr[1])), now)
+    driver = UdpDriver(dispatcher, bound)
+    signal_name = ""
+    try:
+        # Install the signal handlers before announcing readiness: a SIGTERM right after the
+        # "Public Key" line must still mean a clean exit.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            print(f"Public Key: {keypair.public_key.hex().upper()}", flush=True)
+            print(f"Listening on UDP port {bound.port}", flush=True)
+            if not config.bootstrap_nodes:
+                print("No bootstrap nodes found. Skipping bootstrapping.", flush=True)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(driver.run)
+                nursery.start_soon(_report_connected, dht)
+                for task_factory in TASK_FACTORIES:
+                    task = task_factory(context)
+                    if task is not None:
+                        nursery.start_soon(task)
+                task_status.started((bound.port, dht))
+                async for signum in signals:
+                    signal_name = f"{signal.Signals(signum).name} ({signum})"
+                    break
+                nursery.cancel_scope.cancel()
+    finally:
+        bound.close()
+    print(f"Received {signal_name} signal. Exiting.", flush=True)
+    stats = dht.statistics()
+    log.info(
+        "received %d, sent %d, dropped %d packets",
+        stats.packets_received,
+        stats.packets_sent,
+        stats.dropped,
+    )
+    return 0
+
+
+async def _report_connected(dht: DhtCore) -> None:
+    connected = False
+    while True:
+        await trio.sleep(CONNECTED_POLL_INTERVAL_S)
+        now_connected = dht.is_connected(trio.current_time())
+        if now_connected and not connected:
+            print("Connected to another bootstrap node successfully.", flush=True)
+        connected = now_connected

@@ -1,0 +1,220 @@
+"""The UDP driver on Trio: bind like toxcore, run any DatagramCore, dispatch by first byte.
+
+tox-protocol.md 3.1. One socket carries everything UDP. :func:`open_udp_socket` binds the first
+free port of a range (toxcore: 33445..33545), dual-stack IPv6 (``::``, V6ONLY off) when asked,
+with 2 MiB send/receive buffers and broadcast allowed (LAN discovery). IPv4-mapped source
+addresses are normalised to plain IPv4 before a core sees them, and IPv4 destinations are mapped
+back when the socket is IPv6.
+
+:class:`PacketDispatcher` is itself a :class:`tunnel.core.DatagramCore`: it routes each datagram
+by its first byte to the core registered for that kind (DHT, onion, net_crypto ...), merges
+their output and timers. :class:`UdpDriver` runs one core on one socket until cancelled.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import math
+import socket as _socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import trio
+
+from tunnel.core import DatagramCore
+from tunnel.wire.ip_port import Addr
+
+MAX_UDP_PACKET_SIZE_BYTES = 2048
+SOCKET_BUFFER_SIZE_BYTES = 2 * 1024 * 1024
+TOX_PORT_RANGE = (33445, 33545)
+
+log = logging.getLogger(__name__)
+
+
+class PacketDispatcher:
+    """Routes datagrams by first byte to registered cores; a DatagramCore itself."""
+
+    def __init__(self) -> None:
+        self._routes: dict[int, DatagramCore] = {}
+        self._cores: list[DatagramCore] = []
+        self.dropped_unknown_kind = 0
+
+    def register(self, kinds: Iterable[int], core: DatagramCore) -> None:
+        """Send datagrams whose first byte is in ``kinds`` to ``core``.
+
+        Raises:
+            ValueError: a kind is already taken by another core.
+        """
+        kinds = list(kinds)
+        for kind in kinds:
+            if kind in self._routes and self._routes[kind] is not core:
+                raise ValueError(f"packet kind {kind:#04x} already registered")
+        for kind in kinds:
+            self._routes[kind] = core
+        if all(c is not core for c in self._cores):
+            self._cores.append(core)
+
+    @property
+    def cores(self) -> list[DatagramCore]:
+        """The registered cores, in registration order."""
+        return list(self._cores)
+
+    def receive(self, data: bytes, addr: Addr, now: float) -> None:
+        """Hand the datagram to the core registered for its first byte (else count a drop)."""
+        core = self._routes.get(data[0]) if data else None
+        if core is None:
+            self.dropped_unknown_kind += 1
+            return
+        core.receive(data, addr, now)
+
+    def datagrams_to_send(self) -> list[tuple[Addr, bytes]]:
+        """Everything every core wants sent."""
+        out: list[tuple[Addr, bytes]] = []
+        for core in self._cores:
+            out.extend(core.datagrams_to_send())
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of any core."""
+        deadlines = [d for d in (c.next_deadline() for c in self._cores) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run the timers of every core that is due."""
+        for core in self._cores:
+            deadline = core.next_deadline()
+            if deadline is not None and deadline <= now:
+                core.handle_timer(now)
+
+
+def normalise_addr(addr: tuple[object, ...]) -> Addr:
+    """``(host, port)`` from a socket address, IPv4-mapped IPv6 as plain IPv4."""
+    host = str(addr[0]).split("%", 1)[0]
+    port = int(str(addr[1]))
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return (host, port)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return (str(ip.ipv4_mapped), port)
+    return (str(ip), port)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundSocket:
+    """A bound UDP socket and what it can reach."""
+
+    sock: trio.socket.SocketType
+    port: int
+    ipv6: bool
+
+    def wire_addr(self, addr: Addr) -> tuple[str, int]:
+        """The destination as this socket needs it (IPv4 mapped on a dual-stack socket)."""
+        host, port = addr
+        if self.ipv6 and ":" not in host:
+            return (f"::ffff:{host}", port)
+        return (host, port)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+async def open_udp_socket(
+    host: str | None = None,
+    port_start: int = TOX_PORT_RANGE[0],
+    port_end: int = TOX_PORT_RANGE[1],
+    *,
+    ipv6: bool = True,
+) -> BoundSocket:
+    """Bind the first free port in ``port_start..port_end`` (port 0: any free port).
+
+    ``ipv6`` binds a dual-stack socket on ``::`` (unless ``host`` is given); otherwise IPv4
+    on ``0.0.0.0``. Raises ``OSError`` if no port in the range is free.
+    """
+    family = _socket.AF_INET6 if ipv6 else _socket.AF_INET
+    if host is not None and ":" not in host:
+        family, ipv6 = _socket.AF_INET, False
+    bind_host = host if host is not None else ("::" if ipv6 else "0.0.0.0")
+    last_error: OSError | None = None
+    for port in range(port_start, max(port_start, port_end) + 1):
+        sock = trio.socket.socket(family, _socket.SOCK_DGRAM)
+        try:
+            if ipv6:
+                sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0)
+            for option in (_socket.SO_RCVBUF, _socket.SO_SNDBUF):
+                sock.setsockopt(_socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE_BYTES)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_BROADCAST, 1)
+            await sock.bind((bind_host, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise
+            last_error = exc
+            continue
+        bound_port = int(sock.getsockname()[1])
+        return BoundSocket(sock, bound_port, ipv6)
+    raise OSError(errno.EADDRINUSE, f"no free UDP port in {port_start}..{port_end}") from (
+        last_error
+    )
+
+
+class UdpDriver:
+    """Runs one :class:`DatagramCore` on one :class:`BoundSocket` until cancelled."""
+
+    def __init__(self, core: DatagramCore, bound: BoundSocket) -> None:
+        self.core = core
+        self.bound = bound
+        self.sent = 0
+        self.received = 0
+        self.send_errors = 0
+        self._wakeup = trio.Event()
+
+    def kick(self) -> None:
+        """Call after giving the core a command: flush its output and re-read its deadline."""
+        self._wakeup.set()
+
+    async def _flush(self) -> None:
+        for addr, data in self.core.datagrams_to_send():
+            try:
+                await self.bound.sock.sendto(data, self.bound.wire_addr(addr))
+                self.sent += 1
+            except OSError as exc:  # unreachable network, no IPv6 route, buffer full...
+                self.send_errors += 1
+                log.debug("send to %s failed: %s", addr, exc)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Receive, feed the core, send what it queues, fire its timers. Runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receive_loop)
+            nursery.start_soon(self._timer_loop)
+            task_status.started()
+
+    async def _receive_loop(self) -> None:
+        sock = self.bound.sock
+        while True:
+            try:
+                data, addr = await sock.recvfrom(MAX_UDP_PACKET_SIZE_BYTES)
+            except OSError as exc:  # ICMP errors surface here on Linux
+                log.debug("recvfrom: %s", exc)
+                continue
+            self.received += 1
+            self.core.receive(data, normalise_addr(addr), trio.current_time())
+            await self._flush()
+            self._wakeup.set()  # the deadline may have moved
+
+    async def _timer_loop(self) -> None:
+        core = self.core
+        while True:
+            await self._flush()
+            now = trio.current_time()
+            deadline = core.next_deadline()
+            if deadline is not None and deadline <= now:
+                core.handle_timer(now)
+                await trio.lowlevel.checkpoint()
+                continue
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
