@@ -50,7 +50,7 @@ from tunnel.wire.ip_port import Addr
 
 if TYPE_CHECKING:
     from tunnel.testing.rng import SeededRng
-    from tunnel.testing.simnet import SimHost
+    from tunnel.testing.simhost import SimHost
 
 DEFAULT_MAPPING_TIMEOUT_S = 120.0
 """RFC 4787 REQ-5: a UDP mapping must not expire in less than two minutes."""
@@ -209,6 +209,7 @@ class SimNat:
         self._next_port = sequential_start_port
         self._rng: SeededRng | None = None
         self._outer_realm: dict[str, SimHost | SimNat] | None = None
+        self._owner: object = None
 
     def __repr__(self) -> str:
         return f"SimNat({self.public_ip!r}, {self.kind.name}, mappings={len(self._by_port)})"
@@ -216,14 +217,15 @@ class SimNat:
     # -- wiring (called by SimNetwork) ----------------------------------------------------
 
     @property
-    def registered(self) -> bool:
-        """True once the NAT belongs to a network."""
-        return self._outer_realm is not None
+    def owner(self) -> object:
+        """The network the NAT belongs to (None until its first host is added)."""
+        return self._owner
 
-    def _register(self, realm: dict[str, SimHost | SimNat], rng: SeededRng) -> None:
+    def _register(self, owner: object, realm: dict[str, SimHost | SimNat], rng: SeededRng) -> None:
         if self.public_ip in realm:
             raise ValueError(f"address {self.public_ip} is already in use")
         realm[self.public_ip] = self
+        self._owner = owner
         self._outer_realm = realm
         self._rng = rng
 

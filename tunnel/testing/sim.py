@@ -1,8 +1,8 @@
 """The network simulator's public API (issue 3 item 6): import everything from here.
 
-* :class:`SimNetwork` (``tunnel/testing/simnet.py``): virtual clock, event queue, hosts,
-  links, NAT traversal, :meth:`SimNetwork.attach` to drive any :class:`tunnel.core.DatagramCore`;
-  its module docstring is the manual.
+* :class:`SimNetwork` (``tunnel/testing/simnet.py``): virtual clock, event queue, hosts, links,
+  NAT traversal, :meth:`SimNetwork.attach` to drive any :class:`tunnel.core.DatagramCore`; its
+  module docstring is the manual. Hosts, sockets and endpoints live in ``simhost.py``.
 * :class:`SimNat` and its behaviour enums (``tunnel/testing/nat.py``): RFC 4787 NAT boxes.
 """
 
@@ -19,15 +19,12 @@ from tunnel.testing.nat import (
     SimNat,
 )
 from tunnel.testing.rng import SeededRng
+from tunnel.testing.simhost import HostStats, SimEndpoint, SimHost, SimSocket
 from tunnel.testing.simnet import (
     DEFAULT_LATENCY_S,
     START_TIME_S,
-    HostStats,
     LinkParams,
-    SimEndpoint,
-    SimHost,
     SimNetwork,
-    SimSocket,
     TraceEntry,
 )
 
