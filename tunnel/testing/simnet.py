@@ -17,6 +17,12 @@ Quick tour::
     ok = net.run_until(lambda: core.done, timeout=30.0)
     net.trace_hash()                               # identical for identical seed and inputs
 
+More: ``net.call_at(t, fn)`` / ``call_later``, ``run_until(t)``, ``run_until_idle(limit_s)``,
+``net.block(a, b)`` / ``block(a)`` ("UDP blocked") / ``unblock``, ``clear_link``,
+``remove_host`` (churn), ``fork_rng(label)`` (a seeded rng for a node's core),
+``allocate_ip()``, ``host.public_ip``, ``host.stats`` (:class:`HostStats`), ``net.drops``,
+``ep.call_at(t, fn)`` / ``ep.flush()`` / ``ep.detach()``; NATs: :mod:`tunnel.testing.nat`.
+
 Theory of operation. One heap of events ``(time, seq, action)``; ``seq`` breaks ties in FIFO
 order so equal-time events run in the order they were scheduled, and nothing ever compares
 actions. ``run_*`` pops events, sets ``now`` to the event time and runs it; time never goes
@@ -49,7 +55,7 @@ benchmarks.
 
 Drops are counted three ways: ``net.drops[reason]``, the sending host's ``stats`` and the NAT's
 ``stats``. Reasons: ``blocked``, ``loss``, ``queue``, ``no_route``, ``port_unreachable``,
-``nat_filtered``, ``nat_ports``, ``hairpin``, ``no_ipv6``, ``closed``.
+``nat_filtered``, ``nat_ports``, ``hairpin``, ``no_ipv6``.
 
 Addresses are strings as sockets give them (``Addr = (ip, port)``); IPv6 strings are normalised
 to the compressed form and IPv4-mapped IPv6 to IPv4. IPv6 is never NATed: a host behind a NAT
