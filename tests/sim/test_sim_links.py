@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tunnel.testing.sim import LinkParams, NatKind, SimNat, SimNetwork, SimSocket
 from tunnel.wire.ip_port import Addr
@@ -215,3 +217,43 @@ def test_link_params_validation() -> None:
         LinkParams(latency_s=-1)
     with pytest.raises(ValueError, match="bandwidth"):
         LinkParams(bandwidth_bytes_per_s=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    loss=st.sampled_from([0.0, 0.1, 0.5]),
+    duplicate=st.sampled_from([0.0, 0.2]),
+    jitter=st.sampled_from([0.0, 0.05]),
+    kinds=st.lists(st.sampled_from([None, *NatKind]), min_size=2, max_size=6),
+    sends=st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 30)), max_size=40
+    ),
+)
+def test_every_packet_is_delivered_or_dropped(
+    seed: int,
+    loss: float,
+    duplicate: float,
+    jitter: float,
+    kinds: list[NatKind | None],
+    sends: list[tuple[int, int, int]],
+) -> None:
+    """Conservation: sent + duplicated == delivered + dropped, per host and network-wide."""
+    link = LinkParams(latency_s=0.01, jitter_s=jitter, loss=loss, duplicate=duplicate)
+    net = SimNetwork(seed, default_link=link)
+    socks = []
+    for i, kind in enumerate(kinds):
+        nat = None if kind is None else SimNat(f"11.0.1.{i + 1}", kind)
+        socks.append(net.add_host(None, nat=nat).bind(1))
+    for src, dst, tenth in sends:
+        s, d = socks[src % len(socks)], socks[dst % len(socks)]
+        target = d.addr if d.host.nat is None else (d.host.public_ip, 20000)
+        net.call_at(net.now + tenth / 10, _sender(s, b"p", target))
+    assert net.run_until_idle(100.0)
+    sent = sum(h.stats.sent_packets for h in net.hosts)
+    received = sum(h.stats.received_packets for h in net.hosts)
+    dropped = sum(h.stats.dropped_packets for h in net.hosts)
+    assert sent == len(sends)
+    assert sent + net.duplicated_packets == received + dropped
+    assert received == net.delivered_packets
+    assert dropped == sum(net.drops.values())

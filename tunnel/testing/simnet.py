@@ -165,6 +165,7 @@ class SimNetwork:
         self.endpoints: list[SimEndpoint] = []
         self.drops: dict[str, int] = {}
         self.delivered_packets = 0
+        self.duplicated_packets = 0
         self.events_run = 0
         self._queue: list[tuple[float, int, _Action]] = []
         self._seq = 0
@@ -535,6 +536,7 @@ class SimNetwork:
             arrive += link.jitter_s * rng.uniform()
         self._schedule(arrive, partial(self._arrive, None, pkt))
         if link.duplicate and rng.uniform() < link.duplicate:
+            self.duplicated_packets += 1
             again = depart + link.latency_s
             if link.jitter_s:
                 again += link.jitter_s * rng.uniform()
