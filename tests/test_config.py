@@ -294,6 +294,12 @@ def test_yaml_syntax_error(tmp_path: Path) -> None:
     assert "not UTF-8" in file_error(path)
 
 
+def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("udp:\n  port_start: 46000\n  port_start: 46001\n")
+    assert file_error(path).endswith("line 3, column 3: duplicate key 'port_start'")
+
+
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("# nothing\n")

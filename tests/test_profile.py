@@ -57,6 +57,30 @@ def test_create_refuses_to_overwrite(tmp_path: Path) -> None:
     assert path.read_bytes() == before
 
 
+def test_create_does_not_replace_a_file_that_appears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "p.tox"
+    real_fchmod = os.fchmod
+
+    def racing_fchmod(fd: int, mode: int) -> None:
+        path.write_bytes(b"someone else's")  # appears between the check and the rename
+        real_fchmod(fd, mode)
+
+    monkeypatch.setattr(os, "fchmod", racing_fchmod)
+    with pytest.raises(ConfigError, match="already exists"):
+        Profile.create(path, SeededRng(2))
+    assert path.read_bytes() == b"someone else's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.tox"]
+
+
+def test_create_in_unwritable_place(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(ConfigError, match="cannot write profile"):
+        Profile.create(blocker / "p.tox", SeededRng(2))
+
+
 def test_set_nospam_and_save_keeps_keys(tmp_path: Path) -> None:
     path = tmp_path / "p.tox"
     profile = Profile.create(path, SeededRng(3))

@@ -1,34 +1,87 @@
-"""YAML configuration: a small validation toolkit and the ``node`` and ``bootstrapd`` roles.
+"""YAML configuration: the ``node`` and ``bootstrapd`` roles.
 
 Files are parsed with ``yaml.safe_load`` into frozen dataclasses. Every problem is a
 :class:`~tunnel.errors.ConfigError` whose message starts with the key path, e.g.
 ``friends[2].public_key: expected 64 hex characters`` or ``udp.prot: unknown key``; a file that
 cannot be read or is not YAML gives one line naming the file.
 
-The toolkit (:class:`Section` and the ``check_*`` functions) is meant for later roles too:
-wrap a mapping in a :class:`Section`, read each key with a typed getter (a missing key or a
-``null`` value gives the default), then call :meth:`Section.finish` to reject unknown keys.
+Validation uses :mod:`tunnel.config_toolkit` (re-exported here): :class:`Section` and the
+``check_*`` functions, meant for later roles too.
 
 Relative paths in a file are resolved against the file's directory; ``~`` is expanded.
 """
 
 from __future__ import annotations
 
-import binascii
-import ipaddress
 import os
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 from urllib.parse import quote, unquote, urlsplit
 
 import yaml
 
-from tunnel.crypto.keys import PUBLIC_KEY_SIZE, public_key_valid
+from tunnel.config_toolkit import (
+    MISSING,
+    PUBLIC_KEY_HEX_LENGTH,
+    Missing,
+    Section,
+    check_bool,
+    check_choice,
+    check_friend_key,
+    check_hex_key,
+    check_host,
+    check_int,
+    check_list,
+    check_path,
+    check_port,
+    check_str,
+    describe,
+    join_path,
+)
 from tunnel.errors import ConfigError
-from tunnel.toxid import TOX_ID_HEX_LENGTH, ToxId, ToxIdError
+
+__all__ = [
+    "MISSING",
+    "PUBLIC_KEY_HEX_LENGTH",
+    "BootstrapNode",
+    "BootstrapdConfig",
+    "Config",
+    "FriendConfig",
+    "Missing",
+    "NodeConfig",
+    "ProxyConfig",
+    "Section",
+    "TcpRelayConfig",
+    "UdpConfig",
+    "check_bool",
+    "check_choice",
+    "check_friend_key",
+    "check_hex_key",
+    "check_host",
+    "check_int",
+    "check_list",
+    "check_path",
+    "check_port",
+    "check_str",
+    "config_dir",
+    "config_to_dict",
+    "default_bootstrapd_keys_path",
+    "default_control_socket_path",
+    "default_profile_path",
+    "describe",
+    "dump_config",
+    "join_path",
+    "load_bootstrapd_config",
+    "load_config",
+    "load_node_config",
+    "parse_bootstrapd_config",
+    "parse_config",
+    "parse_node_config",
+    "parse_proxy_url",
+    "read_yaml_file",
+]
 
 DEFAULT_UDP_PORT_START = 33445
 """toxcore's default UDP port range (``TOX_PORTRANGE_FROM``..``TOX_PORTRANGE_TO``)."""
@@ -42,22 +95,9 @@ MAX_FRIEND_NAME_LENGTH_BYTES = 128
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_LEVEL = "info"
 ROLES = ("node", "bootstrapd")
-PUBLIC_KEY_HEX_LENGTH = 2 * PUBLIC_KEY_SIZE
 
 ProxyKind = Literal["socks5", "http"]
 PROXY_KINDS: tuple[ProxyKind, ...] = ("socks5", "http")
-
-_HOSTNAME_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-_HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}\.?$){_HOSTNAME_LABEL}(?:\.{_HOSTNAME_LABEL})*\.?$")
-
-T = TypeVar("T")
-
-
-class _Missing:
-    """Marker for an absent key."""
-
-
-MISSING = _Missing()
 
 
 # --- default locations ------------------------------------------------------------------------
@@ -86,258 +126,6 @@ def default_control_socket_path() -> Path:
 def default_bootstrapd_keys_path() -> Path:
     """``<config dir>/bootstrapd.keys``."""
     return config_dir() / "bootstrapd.keys"
-
-
-# --- the validation toolkit -------------------------------------------------------------------
-
-
-def join_path(parent: str, key: str | int) -> str:
-    """The key path of ``key`` inside ``parent``: ``a.b``, ``a[3]`` (``key`` alone at the top)."""
-    if isinstance(key, int):
-        return f"{parent}[{key}]"
-    return f"{parent}.{key}" if parent else key
-
-
-def describe(value: object) -> str:
-    """A short ``repr`` of a user's value for error messages."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def check_int(value: object, path: str, min_value: int, max_value: int) -> int:
-    """An integer in ``[min_value, max_value]`` (booleans are not integers here)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not (min_value <= value <= max_value)
-    ):
-        raise ConfigError(
-            f"{path}: expected an integer {min_value}-{max_value}, got {describe(value)}"
-        )
-    return value
-
-
-def check_port(value: object, path: str) -> int:
-    """A TCP/UDP port 1-65535."""
-    return check_int(value, path, 1, 65535)
-
-
-def check_bool(value: object, path: str) -> bool:
-    """``true`` or ``false``."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"{path}: expected true or false, got {describe(value)}")
-    return value
-
-
-def check_str(
-    value: object, path: str, *, max_bytes: int | None = None, allow_empty: bool = True
-) -> str:
-    """A string, optionally non-empty and at most ``max_bytes`` bytes of UTF-8."""
-    if not isinstance(value, str):
-        raise ConfigError(f"{path}: expected a string, got {describe(value)}")
-    if not allow_empty and not value:
-        raise ConfigError(f"{path}: expected a non-empty string")
-    if max_bytes is not None and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise ConfigError(f"{path}: expected at most {max_bytes} bytes of UTF-8, got longer")
-    return value
-
-
-def check_choice(value: object, path: str, choices: tuple[str, ...]) -> str:
-    """One of ``choices`` (case-insensitive; returned in lower case)."""
-    if isinstance(value, str) and value.lower() in choices:
-        return value.lower()
-    wanted = ", ".join(choices)
-    raise ConfigError(f"{path}: expected one of {wanted}, got {describe(value)}")
-
-
-def _describe_key_text(value: object) -> str:
-    if not isinstance(value, str):
-        return describe(value)
-    text = value.strip()
-    try:
-        binascii.unhexlify(text if len(text) % 2 == 0 else text + "0")
-    except (binascii.Error, ValueError):
-        return f"{len(text)} characters, not all hex"
-    return f"{len(text)} characters"
-
-
-def check_hex_key(value: object, path: str) -> bytes:
-    """A 32-byte key as 64 hex characters."""
-    if isinstance(value, str):
-        text = value.strip()
-        if len(text) == PUBLIC_KEY_HEX_LENGTH:
-            try:
-                return binascii.unhexlify(text)
-            except (binascii.Error, ValueError):
-                pass
-    raise ConfigError(
-        f"{path}: expected {PUBLIC_KEY_HEX_LENGTH} hex characters, got {_describe_key_text(value)}"
-    )
-
-
-def check_friend_key(value: object, path: str) -> bytes:
-    """A friend's long-term public key: 64 hex characters, or a 76-character Tox ID."""
-    if isinstance(value, str) and len(value.strip()) == TOX_ID_HEX_LENGTH:
-        try:
-            return ToxId.parse(value).public_key
-        except ToxIdError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-    if not isinstance(value, str) or len(value.strip()) != PUBLIC_KEY_HEX_LENGTH:
-        raise ConfigError(
-            f"{path}: expected {PUBLIC_KEY_HEX_LENGTH} hex characters (public key) or "
-            f"{TOX_ID_HEX_LENGTH} (Tox ID), got {_describe_key_text(value)}"
-        )
-    key = check_hex_key(value, path)
-    if not public_key_valid(key):
-        raise ConfigError(f"{path}: not a valid public key (last byte >= 0x80)")
-    return key
-
-
-def check_host(value: object, path: str) -> str:
-    """A host name or an IP address (``[v6]`` brackets are stripped)."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("[") and text.endswith("]"):
-            text = text[1:-1]
-        try:
-            return str(ipaddress.ip_address(text))
-        except ValueError:
-            if _HOSTNAME_RE.match(text):
-                return text
-    raise ConfigError(f"{path}: expected a host name or IP address, got {describe(value)}")
-
-
-def check_path(value: object, path: str, base_dir: Path | None) -> Path:
-    """A file system path; ``~`` expanded, relative paths taken from ``base_dir``."""
-    text = check_str(value, path, allow_empty=False)
-    result = Path(text).expanduser()
-    if not result.is_absolute() and base_dir is not None:
-        result = base_dir / result
-    return result
-
-
-def check_list(value: object, path: str) -> list[object]:
-    """A YAML sequence (``null`` counts as empty)."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(f"{path}: expected a list, got {describe(value)}")
-    return value
-
-
-class Section:
-    """A mapping under validation, at key path ``path``.
-
-    Getters mark keys as used; :meth:`finish` raises for the first key nobody asked for. A key
-    that is absent or ``null`` gives the getter's ``default``; without a default it is required.
-    """
-
-    __slots__ = ("_data", "_used", "base_dir", "path")
-
-    def __init__(self, data: object, path: str = "", base_dir: Path | None = None) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            where = path or "top level"
-            raise ConfigError(
-                f"{where}: expected a mapping of keys to values, got {describe(data)}"
-            )
-        self._data: dict[str, object] = {str(key): value for key, value in data.items()}
-        self._used: set[str] = set()
-        self.path = path
-        self.base_dir = base_dir
-
-    def key_path(self, key: str | int) -> str:
-        """The full key path of ``key`` in this section."""
-        return join_path(self.path, key)
-
-    def raw(self, key: str) -> object:
-        """The value of ``key`` (:data:`MISSING` when absent or null); marks it used."""
-        self._used.add(key)
-        value = self._data.get(key)
-        return MISSING if value is None else value
-
-    def _get(self, key: str, default: T | _Missing, check: Callable[[object, str], T]) -> T:
-        value = self.raw(key)
-        if isinstance(value, _Missing):
-            if isinstance(default, _Missing):
-                raise ConfigError(f"{self.key_path(key)}: required key is missing")
-            return default
-        return check(value, self.key_path(key))
-
-    def get_int(
-        self, key: str, default: int | _Missing = MISSING, *, min_value: int, max_value: int
-    ) -> int:
-        """An integer in range."""
-        return self._get(key, default, lambda v, p: check_int(v, p, min_value, max_value))
-
-    def get_port(self, key: str, default: int | _Missing = MISSING) -> int:
-        """A port 1-65535."""
-        return self._get(key, default, check_port)
-
-    def get_bool(self, key: str, default: bool | _Missing = MISSING) -> bool:
-        """A boolean."""
-        return self._get(key, default, check_bool)
-
-    def get_str(
-        self,
-        key: str,
-        default: str | _Missing = MISSING,
-        *,
-        max_bytes: int | None = None,
-        allow_empty: bool = True,
-    ) -> str:
-        """A string."""
-        return self._get(
-            key, default, lambda v, p: check_str(v, p, max_bytes=max_bytes, allow_empty=allow_empty)
-        )
-
-    def get_choice(
-        self, key: str, choices: tuple[str, ...], default: str | _Missing = MISSING
-    ) -> str:
-        """One of ``choices``."""
-        return self._get(key, default, lambda v, p: check_choice(v, p, choices))
-
-    def get_hex_key(self, key: str, default: bytes | _Missing = MISSING) -> bytes:
-        """A 32-byte key given as 64 hex characters."""
-        return self._get(key, default, check_hex_key)
-
-    def get_host(self, key: str, default: str | _Missing = MISSING) -> str:
-        """A host name or IP address."""
-        return self._get(key, default, check_host)
-
-    def get_path(self, key: str, default: Path | _Missing = MISSING) -> Path:
-        """A path (relative ones are taken from the config file's directory)."""
-        return self._get(key, default, lambda v, p: check_path(v, p, self.base_dir))
-
-    def get_list(self, key: str) -> list[tuple[str, object]]:
-        """The items of a list as ``(key path, value)`` pairs (absent: empty)."""
-        items = check_list(self.raw(key) if key in self._data else None, self.key_path(key))
-        return [(join_path(self.key_path(key), i), item) for i, item in enumerate(items)]
-
-    def get_section(self, key: str) -> Section:
-        """A nested mapping (absent: an empty one)."""
-        value = self.raw(key)
-        return Section(
-            None if isinstance(value, _Missing) else value, self.key_path(key), self.base_dir
-        )
-
-    def get_sections(self, key: str) -> list[Section]:
-        """A list of mappings."""
-        return [Section(item, path, self.base_dir) for path, item in self.get_list(key)]
-
-    def get_port_list(self, key: str, default: tuple[int, ...] = ()) -> tuple[int, ...]:
-        """A list of ports (absent: ``default``)."""
-        if key not in self._data or self._data[key] is None:
-            self._used.add(key)
-            return default
-        return tuple(check_port(item, path) for path, item in self.get_list(key))
-
-    def finish(self) -> None:
-        """Raise for the first key that no getter read."""
-        for key in self._data:
-            if key not in self._used:
-                raise ConfigError(f"{self.key_path(key)}: unknown key")
 
 
 # --- the data -----------------------------------------------------------------------------------
@@ -490,7 +278,7 @@ def _parse_tcp_relay(section: Section) -> TcpRelayConfig:
 
 def _parse_friend(section: Section) -> FriendConfig:
     key = section.raw("public_key")
-    if isinstance(key, _Missing):
+    if isinstance(key, Missing):
         raise ConfigError(f"{section.key_path('public_key')}: required key is missing")
     friend = FriendConfig(
         public_key=check_friend_key(key, section.key_path("public_key")),
@@ -549,7 +337,7 @@ def parse_node_config(mapping: object, base_dir: Path | None = None) -> NodeConf
         udp=_parse_udp(top.get_section("udp")),
         lan_discovery=top.get_bool("lan_discovery", False),
         hole_punching=top.get_bool("hole_punching", True),
-        proxy=None if isinstance(proxy_value, _Missing) else parse_proxy_url(proxy_value, "proxy"),
+        proxy=None if isinstance(proxy_value, Missing) else parse_proxy_url(proxy_value, "proxy"),
         bootstrap=tuple(_parse_bootstrap_node(s) for s in top.get_sections("bootstrap")),
         tcp_relays=tuple(_parse_tcp_relay(s) for s in top.get_sections("tcp_relays")),
         friends=tuple(_parse_friend(s) for s in top.get_sections("friends")),
@@ -592,8 +380,30 @@ def parse_config(mapping: object, base_dir: Path | None = None) -> Config:
     return parse_node_config(mapping, base_dir)
 
 
+class _StrictSafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects duplicate keys instead of keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # unhashable key: SafeLoader reports it below
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_file(path: str | os.PathLike[str]) -> object:
-    """``yaml.safe_load`` of a file, with one-line errors naming the file.
+    """``yaml.safe_load`` of a file (duplicate keys rejected), with one-line errors naming it.
 
     Raises:
         ConfigError: unreadable, not UTF-8, or not YAML.
@@ -608,7 +418,7 @@ def read_yaml_file(path: str | os.PathLike[str]) -> object:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictSafeLoader)  # a SafeLoader: safe_load semantics
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

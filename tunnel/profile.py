@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -28,16 +29,25 @@ TOX_ENCRYPTED_SAVE_MAGIC = b"toxEsave"
 """toxencryptsave's header: such profiles need a passphrase we do not support."""
 
 
-def write_file_atomic(path: Path, data: bytes, mode: int = PROFILE_FILE_MODE) -> None:
+def write_file_atomic(
+    path: Path, data: bytes, mode: int = PROFILE_FILE_MODE, *, overwrite: bool = True
+) -> None:
     """Replace ``path`` with ``data`` atomically: temp file in the same directory, fsync, rename.
 
-    Missing parent directories are created with mode 0700.
+    With ``overwrite=False`` the temp file is hard-linked into place instead, which fails with
+    ``FileExistsError`` if ``path`` appeared meanwhile. Missing parent directories are created
+    with mode 0700.
 
     Raises:
-        OSError: the directory or file cannot be written.
+        OSError: the directory or file cannot be written (``FileExistsError``: see above).
     """
     directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True, mode=PROFILE_DIR_MODE)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=PROFILE_DIR_MODE)
+    except FileExistsError:  # exists, but is not a directory
+        raise NotADirectoryError(
+            errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory)
+        ) from None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, mode)
@@ -45,7 +55,11 @@ def write_file_atomic(path: Path, data: bytes, mode: int = PROFILE_FILE_MODE) ->
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp_name, path)
+        if overwrite:
+            os.replace(tmp_name, path)
+        else:
+            os.link(tmp_name, path)
+            os.unlink(tmp_name)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
@@ -84,10 +98,17 @@ class Profile:
             ConfigError: ``path`` exists or cannot be written.
         """
         target = Path(path)
+        exists = ConfigError(f"{target}: a profile already exists; not overwriting it")
         if target.exists() or target.is_symlink():
-            raise ConfigError(f"{target}: a profile already exists; not overwriting it")
+            raise exists
         profile = cls.generate(rng)
-        profile.save(target)
+        try:
+            write_file_atomic(target, profile.savedata.encode(), overwrite=False)
+        except FileExistsError as exc:
+            raise exists from exc
+        except OSError as exc:
+            raise ConfigError(f"{target}: cannot write profile: {exc.strerror or exc}") from exc
+        profile.path = target
         return profile
 
     @classmethod
