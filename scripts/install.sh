@@ -10,8 +10,9 @@ DEV=0
 [[ "${1:-}" == "--dev" ]] && DEV=1
 
 # Packages the test suite drives for real: libtoxcore (ctypes peers), tox-bootstrapd,
-# iproute2/nftables/iptables (network namespaces and NAT routers).
-TEST_PKGS=(libtoxcore2 toxcore-utils iproute2 nftables iptables procps)
+# iproute2/nftables/iptables (network namespaces and NAT routers), microsocks/tinyproxy
+# (SOCKS5 and HTTP CONNECT proxies for the TCP relay proxy tests).
+TEST_PKGS=(libtoxcore2 toxcore-utils iproute2 nftables iptables procps microsocks tinyproxy)
 RUNTIME_PKGS=(python3-venv)
 
 missing=()
