@@ -104,6 +104,13 @@ def test_default_paths_without_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert cfg.control_socket == tmp_path / ".config" / "tunnel" / "control.sock"
 
 
+def test_null_values_mean_default() -> None:
+    nulls = {key: None for key in yaml.safe_load((CONFIGS / "node.yaml").read_text())}
+    assert parse_node_config(nulls) == parse_node_config({})
+    nulls = {key: None for key in yaml.safe_load((CONFIGS / "bootstrapd.yaml").read_text())}
+    assert parse_config(nulls | {"role": "bootstrapd"}) == parse_bootstrapd_config({})
+
+
 def test_bootstrapd_defaults(tmp_path: Path) -> None:
     cfg = parse_bootstrapd_config({})
     assert cfg == BootstrapdConfig(keys_file=tmp_path / "xdg" / "tunnel" / "bootstrapd.keys")

@@ -255,8 +255,9 @@ class Section:
         return self._get(key, default, lambda v, p: check_path(v, p, self.base_dir))
 
     def get_list(self, key: str) -> list[tuple[str, object]]:
-        """The items of a list as ``(key path, value)`` pairs (absent: empty)."""
-        items = check_list(self.raw(key) if key in self._data else None, self.key_path(key))
+        """The items of a list as ``(key path, value)`` pairs (absent or null: empty)."""
+        value = self.raw(key)
+        items = [] if isinstance(value, Missing) else check_list(value, self.key_path(key))
         return [(join_path(self.key_path(key), i), item) for i, item in enumerate(items)]
 
     def get_section(self, key: str) -> Section:
@@ -272,8 +273,7 @@ class Section:
 
     def get_port_list(self, key: str, default: tuple[int, ...] = ()) -> tuple[int, ...]:
         """A list of ports (absent: ``default``)."""
-        if key not in self._data or self._data[key] is None:
-            self._used.add(key)
+        if isinstance(self.raw(key), Missing):
             return default
         return tuple(check_port(item, path) for path, item in self.get_list(key))
 
