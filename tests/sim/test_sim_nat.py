@@ -358,3 +358,16 @@ def test_symmetric_port_prediction(
     """Two sequential symmetric NATs can be punched by guessing the next ports; random cannot."""
     result = _punch(NatKind.SYMMETRIC, NatKind.SYMMETRIC, allocation=allocation, guesses=guesses)
     assert result == (expected, expected)
+
+
+def test_add_natted_host() -> None:
+    net = SimNetwork(1)
+    server = net.add_host().bind(1)
+    hosts = [net.add_natted_host(kind) for kind in NatKind]
+    assert [h.nat.kind for h in hosts if h.nat is not None] == list(NatKind)
+    assert len({h.public_ip for h in hosts}) == len(hosts)
+    assert all(h.ip == "192.168.0.2" for h in hosts)
+    for h in hosts:
+        h.bind(7).sendto(b"x", server.addr)
+    net.run_for(1)
+    assert sorted(ip for _, (ip, _) in server.inbox) == sorted(h.public_ip for h in hosts)

@@ -19,8 +19,8 @@ Quick tour::
 
 More: ``net.call_at(t, fn)`` / ``call_later``, ``run_until(t)``, ``run_until_idle(limit_s)``,
 ``net.block(a, b)`` / ``block(a)`` ("UDP blocked") / ``unblock``, ``clear_link``,
-``remove_host`` (churn), ``fork_rng(label)`` (a seeded rng for a node's core),
-``allocate_ip()``, ``host.public_ip``, ``host.stats`` (:class:`HostStats`), ``net.drops``,
+``add_natted_host(kind)``, ``remove_host`` (churn), ``fork_rng(label)`` (a seeded rng for a
+node's core), ``allocate_ip()``, ``host.public_ip``, ``host.stats`` (:class:`HostStats`), ``net.drops``,
 ``ep.call_at(t, fn)`` / ``ep.flush()`` / ``ep.detach()``; NATs: :mod:`tunnel.testing.nat`.
 
 Theory of operation. One heap of events ``(time, seq, action)``; ``seq`` breaks ties in FIFO
@@ -73,7 +73,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
-from tunnel.testing.nat import SimNat
+from tunnel.testing.nat import DEFAULT_MAPPING_TIMEOUT_S, NatKind, PortAllocation, SimNat
 from tunnel.testing.rng import SeededRng
 from tunnel.testing.simhost import HostStats, SimEndpoint, SimHost, SimSocket
 from tunnel.wire.ip_port import Addr
@@ -258,6 +258,26 @@ class SimNetwork:
             self._internet[ip6] = host
         self.hosts.append(host)
         return host
+
+    def add_natted_host(
+        self,
+        kind: NatKind = NatKind.PORT_RESTRICTED,
+        *,
+        port_allocation: PortAllocation = PortAllocation.SEQUENTIAL,
+        mapping_timeout_s: float = DEFAULT_MAPPING_TIMEOUT_S,
+        hairpinning: bool = False,
+        ip6: str | None = None,
+        name: str | None = None,
+    ) -> SimHost:
+        """A host alone behind its own new NAT (public address from :meth:`allocate_ip`)."""
+        nat = SimNat(
+            self.allocate_ip(),
+            kind,
+            port_allocation=port_allocation,
+            mapping_timeout_s=mapping_timeout_s,
+            hairpinning=hairpinning,
+        )
+        return self.add_host(None, nat, ip6=ip6, name=name)
 
     def remove_host(self, host: SimHost) -> None:
         """Take a host off the network (churn): its cores stop, packets to it are ``no_route``.
