@@ -20,8 +20,9 @@ Quick tour::
 More: ``net.call_at(t, fn)`` / ``call_later``, ``run_until(t)``, ``run_until_idle(limit_s)``,
 ``net.block(a, b)`` / ``block(a)`` ("UDP blocked") / ``unblock``, ``clear_link``,
 ``add_natted_host(kind)``, ``remove_host`` (churn), ``fork_rng(label)`` (a seeded rng for a
-node's core), ``allocate_ip()``, ``host.public_ip``, ``host.stats`` (:class:`HostStats`), ``net.drops``,
-``ep.call_at(t, fn)`` / ``ep.flush()`` / ``ep.detach()``; NATs: :mod:`tunnel.testing.nat`.
+node's core), ``allocate_ip()``, ``host.public_ip``, ``host.stats`` (:class:`HostStats`),
+``net.drops``, ``ep.call_at(t, fn)`` / ``ep.flush()`` / ``ep.detach()``.
+NATs: :mod:`tunnel.testing.nat`.
 
 Theory of operation. One heap of events ``(time, seq, action)``; ``seq`` breaks ties in FIFO
 order so equal-time events run in the order they were scheduled, and nothing ever compares
