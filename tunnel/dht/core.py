@@ -50,6 +50,7 @@ from tunnel.wire.dht import (
     KIND_PING_REQUEST,
     KIND_PING_RESPONSE,
     MAX_SENT_NODES,
+    NODES_RESPONSE_MIN_SIZE,
     REQUEST_ID_NAT_PING,
     BootstrapInfo,
     DhtPacket,
@@ -466,6 +467,10 @@ class DhtCore:
         self._ping_add(packet.sender_pk, source, now)
 
     def _handle_nodes_response(self, data: bytes, source: IPPort, now: float) -> None:
+        if len(data) == NODES_RESPONSE_MIN_SIZE:
+            # toxcore answers with 0 nodes when it knows none; toxcore receivers drop those.
+            self.stats.dropped_empty_nodes_response += 1
+            return
         opened = self._open(data, KIND_NODES_RESPONSE)
         if opened is None:
             return

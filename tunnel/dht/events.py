@@ -43,6 +43,7 @@ class DhtStats:
     dropped_unroutable: int = 0
     dropped_not_friend: int = 0
     dropped_lan_discovery: int = 0
+    dropped_empty_nodes_response: int = 0
     pings_answered: int = 0
     nodes_answered: int = 0
     nodes_requests_without_answer: int = 0
@@ -65,6 +66,7 @@ class DhtStats:
             + self.dropped_unroutable
             + self.dropped_not_friend
             + self.dropped_lan_discovery
+            + self.dropped_empty_nodes_response
         )
 
 
