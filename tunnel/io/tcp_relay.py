@@ -1,0 +1,386 @@
+"""Trio drivers for TCP relays: the relay server and the client-side relay pool.
+
+* :func:`serve_tcp_relay` listens on the configured ports and runs a sans-IO
+  :class:`tunnel.tcp_relay.server.RelayServer` for every accepted stream. It reports a
+  :class:`TcpRelayServer` through ``task_status`` (bound ports, statistics, the onion hook).
+  ``tunnel bootstrapd`` calls it; any node may.
+* :class:`RelayPoolDriver` runs a :class:`tunnel.tcp_relay.connections.RelayPool`: it opens
+  streams to relays (directly or through a SOCKS5 / HTTP CONNECT proxy), moves bytes, runs the
+  pool's timers and hands pool events to the layers above.
+
+Each stream has one reader task and one writer task. The writer sleeps until the core has
+output for it (a one-slot "wake" channel), so control frames queued while a large write is in
+progress go out right after it, in nonce order. A stream the core closes is closed here and
+nothing else: other clients are unaffected. ``now`` is always ``trio.current_time()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from tunnel.crypto import KeyPair, Rng
+from tunnel.io.proxy import ProxyConfig, open_tcp_stream
+from tunnel.tcp_relay.client import TCP_CONNECTION_TIMEOUT_S
+from tunnel.tcp_relay.connections import PoolEvent, RelayInfo, RelayPool
+from tunnel.tcp_relay.server import (
+    OnionRequestReceived,
+    OnionSource,
+    RelayServer,
+    ServerLimits,
+    ServerStatistics,
+)
+from tunnel.wire.ip_port import IPPort
+
+READ_CHUNK_BYTES = 16 * 1024
+WRITE_CHUNK_BYTES = 64 * 1024
+SERVER_GRACE_S = 1.0
+
+log = logging.getLogger(__name__)
+
+
+class _Waker:
+    """A level-triggered wake-up for one writer task (coalesces many wake-ups into one)."""
+
+    def __init__(self) -> None:
+        self._send, self._recv = trio.open_memory_channel[None](1)
+
+    def wake(self) -> None:
+        try:
+            self._send.send_nowait(None)
+        except trio.WouldBlock:
+            pass
+        except trio.ClosedResourceError:
+            pass
+
+    async def wait(self) -> None:
+        await self._recv.receive()
+
+
+# =============================================================================== server
+
+
+@dataclass(slots=True)
+class _ServerConn:
+    stream: trio.abc.Stream
+    waker: _Waker
+    scope: trio.CancelScope
+
+
+class TcpRelayServer:
+    """A running relay server (what :func:`serve_tcp_relay` reports when started)."""
+
+    def __init__(
+        self,
+        core: RelayServer,
+        on_onion_request: Callable[[OnionRequestReceived], None] | None,
+    ) -> None:
+        self.core = core
+        self.ports: list[int] = []
+        self.addresses: list[tuple[str, int]] = []
+        self._on_onion_request = on_onion_request
+        self._conns: dict[int, _ServerConn] = {}
+        self._timer_waker = _Waker()
+
+    @property
+    def public_key(self) -> bytes:
+        """The relay's public key (its DHT key)."""
+        return self.core.keys.public_key
+
+    def statistics(self) -> ServerStatistics:
+        """The server core's counters."""
+        return self.core.statistics()
+
+    def send_onion_response(self, source: OnionSource, packet: bytes) -> bool:
+        """Give a raw 0x84/0x86 packet back to the relay client that sent the onion request."""
+        ok = self.core.send_onion_response(source, packet)
+        self._flush()
+        return ok
+
+    def _flush(self) -> None:
+        for handle in self.core.pop_writable():
+            conn = self._conns.get(handle)
+            if conn is not None:
+                conn.waker.wake()
+        for handle in self.core.pop_closed():
+            conn = self._conns.get(handle)
+            if conn is not None:
+                log.debug("relay: closing %d: %s", handle, self.core.close_reason(handle))
+                conn.scope.cancel()
+        while (ev := self.core.next_event()) is not None:
+            if self._on_onion_request is not None:
+                self._on_onion_request(ev)
+        self._timer_waker.wake()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.core.next_deadline()
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._timer_waker.wait()
+            self.core.handle_timer(trio.current_time())
+            self._flush()
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        handle = self.core.accept(trio.current_time())
+        conn = _ServerConn(stream, _Waker(), trio.CancelScope())
+        self._conns[handle] = conn
+        self._flush()
+        try:
+            with conn.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, handle, conn)
+                    await self._reader(handle, conn)
+                    nursery.cancel_scope.cancel()
+        finally:
+            del self._conns[handle]
+            self.core.connection_lost(handle)
+            self._flush()
+            await trio.aclose_forcefully(stream)
+
+    async def _reader(self, handle: int, conn: _ServerConn) -> None:
+        while True:
+            try:
+                data = await conn.stream.receive_some(READ_CHUNK_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+            if not data:
+                return
+            self.core.receive_data(handle, bytes(data), trio.current_time())
+            self._flush()
+
+    async def _writer(self, handle: int, conn: _ServerConn) -> None:
+        while True:
+            await conn.waker.wait()
+            while data := self.core.data_to_send(handle, WRITE_CHUNK_BYTES):
+                try:
+                    await conn.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    conn.scope.cancel()
+                    return
+
+
+async def serve_tcp_relay(
+    keypair: KeyPair,
+    ports: Sequence[int],
+    *,
+    host: str | None = None,
+    rng: Rng = os.urandom,
+    limits: ServerLimits | None = None,
+    on_onion_request: Callable[[OnionRequestReceived], None] | None = None,
+    task_status: trio.TaskStatus[TcpRelayServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a Tox TCP relay on ``ports`` (all interfaces, or ``host``) until cancelled.
+
+    Args:
+        keypair: the relay's identity (toxcore and tox-bootstrapd use the DHT key pair).
+        ports: TCP ports to listen on (0 picks a free port; see ``TcpRelayServer.ports``).
+        host: address to bind, e.g. ``"127.0.0.1"``; None binds every interface.
+        rng: randomness (``os.urandom`` in production).
+        limits: per-server and per-client limits.
+        on_onion_request: called with each TCP onion request (0x08) when given; answer with
+            :meth:`TcpRelayServer.send_onion_response`. Without it onion requests are ignored.
+        task_status: receives the :class:`TcpRelayServer` once every port is listening.
+
+    Raises:
+        OSError: a port could not be bound.
+    """
+    core = RelayServer(keypair, rng, limits=limits, onion_enabled=on_onion_request is not None)
+    server = TcpRelayServer(core, on_onion_request)
+    listeners: list[trio.SocketListener] = []
+    try:
+        for port in ports:
+            listeners.extend(await trio.open_tcp_listeners(port, host=host))
+        for listener in listeners:
+            sockname = listener.socket.getsockname()
+            server.addresses.append((sockname[0], sockname[1]))
+            if sockname[1] not in server.ports:
+                server.ports.append(sockname[1])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server._timer_loop)
+            for listener in listeners:
+                nursery.start_soon(trio.serve_listeners, server._handle, [listener])
+            task_status.started(server)
+    finally:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+
+
+# =============================================================================== client
+
+
+@dataclass(slots=True)
+class _ClientConn:
+    stream: trio.abc.Stream
+    waker: _Waker
+    scope: trio.CancelScope
+
+
+class RelayPoolDriver:
+    """Runs a :class:`RelayPool` on Trio; call :meth:`run` in a nursery (``nursery.start``).
+
+    The layers above call the pool through this object (so the driver wakes up and writes)
+    and receive :data:`PoolEvent` objects through ``on_event`` or, without it, from
+    :meth:`next_event`.
+    """
+
+    def __init__(
+        self,
+        self_keys: KeyPair,
+        *,
+        rng: Rng = os.urandom,
+        proxy: ProxyConfig | None = None,
+        on_event: Callable[[PoolEvent], None] | None = None,
+        pool: RelayPool | None = None,
+    ) -> None:
+        self.pool = pool if pool is not None else RelayPool(self_keys, rng)
+        self.proxy = proxy
+        self._on_event = on_event
+        self._events_send, self._events_recv = trio.open_memory_channel[PoolEvent](math.inf)
+        self._conns: dict[bytes, _ClientConn] = {}
+        self._waker = _Waker()
+        self._nursery: trio.Nursery | None = None
+        self.connects_started = 0
+
+    # ------------------------------------------------------------------ for the layers above
+
+    def add_relay(self, host: str, port: int, public_key: bytes) -> None:
+        """Keep a connection to the relay at ``host:port`` (an IP address) with ``public_key``."""
+        self.pool.add_relay(IPPort.parse(host, port), public_key, trio.current_time())
+        self.wake()
+
+    def remove_relay(self, public_key: bytes) -> None:
+        """Stop using a relay."""
+        self.pool.remove_relay(public_key)
+        self.wake()
+
+    def add_peer(self, public_key: bytes) -> None:
+        """Route to a peer (DHT pk) on every relay."""
+        self.pool.add_peer(public_key)
+        self.wake()
+
+    def remove_peer(self, public_key: bytes) -> None:
+        """Stop routing to a peer."""
+        self.pool.remove_peer(public_key)
+        self.wake()
+
+    def send_to_peer(self, public_key: bytes, data: bytes) -> bool:
+        """Send a net_crypto packet to a peer (False: not possible right now)."""
+        ok = self.pool.send_to_peer(public_key, data)
+        self._flush()
+        return ok
+
+    def send_oob(self, relay_public_key: bytes, dest_public_key: bytes, data: bytes) -> bool:
+        """OOB data via one relay."""
+        ok = self.pool.send_oob(relay_public_key, dest_public_key, data)
+        self._flush()
+        return ok
+
+    def send_onion_request(self, payload: bytes, relay_public_key: bytes | None = None) -> bool:
+        """An onion request through a relay acting as node A."""
+        ok = self.pool.send_onion_request(payload, relay_public_key)
+        self._flush()
+        return ok
+
+    async def next_event(self) -> PoolEvent:
+        """Wait for the next pool event (when no ``on_event`` callback was given)."""
+        return await self._events_recv.receive()
+
+    def wake(self) -> None:
+        """Make the driver look at the pool now (after calling pool methods directly)."""
+        self._flush()
+        self._waker.wake()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Drive the pool until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                while True:
+                    now = trio.current_time()
+                    self.pool.handle_timer(now)
+                    self._flush()
+                    deadline = self.pool.next_deadline()
+                    with trio.move_on_at(deadline if deadline is not None else math.inf):
+                        await self._waker.wait()
+            finally:
+                self._nursery = None
+                nursery.cancel_scope.cancel()
+
+    def _flush(self) -> None:
+        pool = self.pool
+        for pk in pool.pop_to_close():
+            conn = self._conns.get(pk)
+            if conn is not None:
+                conn.scope.cancel()
+        if self._nursery is not None:
+            for info in pool.connect_requests():
+                self.connects_started += 1
+                self._nursery.start_soon(self._connection, info)
+        for pk in pool.pop_writable():
+            conn = self._conns.get(pk)
+            if conn is not None:
+                conn.waker.wake()
+        while (ev := pool.next_event()) is not None:
+            if self._on_event is not None:
+                self._on_event(ev)
+            else:
+                self._events_send.send_nowait(ev)
+
+    async def _connection(self, info: RelayInfo) -> None:
+        pk = info.public_key
+        host, port = info.ip_port.to_addr()
+        try:
+            stream = await open_tcp_stream(
+                host, port, proxy=self.proxy, timeout_s=TCP_CONNECTION_TIMEOUT_S
+            )
+        except (OSError, trio.TooSlowError) as exc:
+            log.debug("relay %s: connect failed: %s", info.ip_port, exc)
+            self.pool.connection_failed(pk, trio.current_time(), str(exc))
+            self.wake()
+            return
+        conn = _ClientConn(stream, _Waker(), trio.CancelScope())
+        self._conns[pk] = conn
+        self.pool.connection_made(pk, trio.current_time())
+        self.wake()
+        try:
+            with conn.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, pk, conn)
+                    await self._reader(pk, conn)
+                    nursery.cancel_scope.cancel()
+        finally:
+            if self._conns.get(pk) is conn:
+                del self._conns[pk]
+            self.pool.connection_lost(pk, trio.current_time())
+            self.wake()
+            await trio.aclose_forcefully(stream)
+
+    async def _reader(self, pk: bytes, conn: _ClientConn) -> None:
+        while True:
+            try:
+                data = await conn.stream.receive_some(READ_CHUNK_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+            if not data:
+                return
+            self.pool.receive_data(pk, bytes(data), trio.current_time())
+            self._flush()
+            self._waker.wake()
+
+    async def _writer(self, pk: bytes, conn: _ClientConn) -> None:
+        while True:
+            await conn.waker.wait()
+            while data := self.pool.data_to_send(pk, WRITE_CHUNK_BYTES):
+                try:
+                    await conn.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    conn.scope.cancel()
+                    return
