@@ -1,0 +1,918 @@
+"""The onion client: announce ourselves, search for friends, onion data (tox-protocol.md 5.5-5.10).
+
+c-toxcore 0.2.18 ``onion_client.c`` behaviour on a sans-IO core.
+
+Theory of operation
+-------------------
+Once a second (:meth:`OnionClient.handle_timer`):
+
+1. *Path nodes* are refreshed from the DHT (injected ``random_dht_nodes``). Paths are built
+   from them (:mod:`tunnel.onion.paths`); without UDP connectivity node A is one of our TCP
+   relays (onion over TCP) and B, C are path nodes (or bootstrap nodes).
+2. *Announce* (``do_announce``): we keep the 12 nodes closest to our real pk that answered an
+   0x83 signed with our real key. Each is re-announced every 3 s while not stored, 15 s once
+   stored, 120 s once stable (node and path older than 90 s), reusing the ping id it gave us
+   and the same path (so node C, which the ping id is bound to, stays the same). With 6 or
+   fewer live nodes we send 6 zero-ping-id requests to random path nodes.
+3. *Connected* when an announce response arrived in the last 75 s and at least half of the live
+   announce nodes store us; the status flips after 3 consecutive connected seconds.
+4. While connected, each offline *friend* is searched (``do_friend``): up to 8 nodes closest to
+   the friend's real pk are asked with the friend's temporary key every 3 s while the friend is
+   new, then with exponential back-off (``2 ** min(12, run_count - 2)`` s, at most 3600 s).
+   Nodes answering ``is_stored == 1`` carry the friend's data pk; with enough of them we send
+   onion data (0x85) through them: our DHT-PK announcement every 30 s and pending friend
+   requests on their 5, 10, 20 ... s schedule.
+
+Responses (0x84) are matched to requests by an 8-byte random sendback remembered 10 s; every
+response confirms the path it came through. Onion data (0x86) is opened with our data key and
+our real key; DHT-PK announcements from friends yield :class:`FriendDhtKeyLearned`, friend
+requests with our nospam yield :class:`FriendRequestReceived`.
+
+Outputs: UDP datagrams (:meth:`datagrams_to_send`), TCP 0x08 packets for relays
+(:meth:`tcp_onion_requests_to_send`), DHT-routed DHT-PK data for the DHT layer
+(:meth:`dht_dhtpk_to_send`) and events (:meth:`next_event`). Bad input is dropped and counted.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+from tunnel.crypto import KeyPair, Rng, random_nonce
+from tunnel.errors import BadPacket, DecryptError
+from tunnel.onion.friend_requests import FriendRequests
+from tunnel.onion.paths import (
+    NEVER,
+    ONION_PATH_TIMEOUT_S,
+    FirstHop,
+    OnionPath,
+    PathPool,
+    TcpRelayHop,
+    is_timeout,
+    pick_distinct,
+    random_below,
+)
+from tunnel.toxid import ToxId
+from tunnel.wire.ip_port import Addr, IPPort, ip_is_lan
+from tunnel.wire.onion import (
+    ANNOUNCE_IS_STORED_OTHER,
+    ONION_SENDBACK_SIZE,
+    PACKET_ANNOUNCE_RESPONSE,
+    PACKET_ONION_DATA_RESPONSE,
+    AnnounceRequest,
+    AnnounceRequestPayload,
+    AnnounceResponse,
+    DataResponse,
+    DhtPkPayload,
+    DhtPkViaDht,
+    FriendRequestPayload,
+    decode_onion_data_payload_untrusted,
+    open_data_response,
+    seal_data_request,
+    seal_onion_data_inner,
+    shared_key_untrusted,
+)
+from tunnel.wire.packed_node import PackedNode
+
+MAX_ONION_CLIENTS = 8
+MAX_ONION_CLIENTS_ANNOUNCE = 12
+ONION_NODE_PING_INTERVAL_S = 15
+ONION_NODE_TIMEOUT_S = ONION_NODE_PING_INTERVAL_S
+ONION_NODE_MAX_PINGS = 3
+ONION_OFFLINE_TIMEOUT_S = ONION_NODE_PING_INTERVAL_S * (ONION_NODE_MAX_PINGS + 2)  # 75
+ONION_DHTPK_SEND_INTERVAL_S = 30
+DHT_DHTPK_SEND_INTERVAL_S = 20
+MAX_PATH_NODES = 32
+MAX_STORED_PINGED_NODES = 9
+MIN_NODE_PING_TIME_S = 10
+ANNOUNCE_TIMEOUT_S = 10  # sendback lifetime
+ANNOUNCE_ARRAY_SIZE = 256
+ANNOUNCE_INTERVAL_NOT_ANNOUNCED_S = 3
+ANNOUNCE_INTERVAL_ANNOUNCED_S = ONION_NODE_PING_INTERVAL_S
+TIME_TO_STABLE_S = ONION_NODE_PING_INTERVAL_S * 6  # 90
+ANNOUNCE_INTERVAL_STABLE_S = ONION_NODE_PING_INTERVAL_S * 8  # 120
+ANNOUNCE_FRIEND_NEW_INTERVAL_S = 3
+ANNOUNCE_FRIEND_RUN_COUNT_BEGINNING = 5
+ANNOUNCE_POPULATE_TIMEOUT_S = 60 * 10
+ANNOUNCE_FRIEND_MAX_INTERVAL_S = 60 * 60
+MAX_RUN_COUNT_EXPONENT = 12
+ONION_CONNECTION_SECONDS = 3
+ONION_CONNECTED_TIMEOUT_S = 10
+MAX_FRIEND_CLIENTS = 8
+TICK_INTERVAL_S = 1.0
+ONION_CLIENT_PACKET_KINDS = frozenset({PACKET_ANNOUNCE_RESPONSE, PACKET_ONION_DATA_RESPONSE})
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OnionStatusChanged:
+    """Our onion connection status changed (``tox_self_get_connection_status`` != NONE)."""
+
+    connected: bool
+    tcp: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FriendDhtKeyLearned:
+    """A friend told us its DHT pk; ``nodes`` are its DHT nodes (UDP) and TCP relays (tcp).
+
+    The DHT layer should add a DHT friend for ``dht_public_key``, send a nodes request for it
+    to each UDP node, and the TCP layer should try the relays.
+    """
+
+    public_key: bytes
+    dht_public_key: bytes
+    nodes: tuple[PackedNode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FriendRequestReceived:
+    """Someone sent us a friend request with our current nospam."""
+
+    public_key: bytes
+    message: bytes
+
+
+OnionEvent = OnionStatusChanged | FriendDhtKeyLearned | FriendRequestReceived
+
+
+# --- injected environment -------------------------------------------------------------------
+
+
+def _no_nodes(count: int) -> Sequence[PackedNode]:
+    return ()
+
+
+def _no_relays() -> Sequence[Hashable]:
+    return ()
+
+
+def _no_dhtpk_nodes() -> Sequence[PackedNode]:
+    return ()
+
+
+def _udp_ok() -> bool:
+    return True
+
+
+@dataclass(slots=True)
+class OnionHooks:
+    """What the client needs from the DHT and TCP layers (all optional).
+
+    * ``random_dht_nodes(n)``: up to ``n`` DHT nodes to build paths from (toxcore
+      ``randfriends_nodes``).
+    * ``dht_connected()``: UDP DHT connectivity; when False paths start at a TCP relay.
+    * ``onion_tcp_relays()``: handles of connected TCP relays usable as node A.
+    * ``dhtpk_nodes()``: up to 4 nodes for our DHT-PK announcement: up to 2 connected TCP relays
+      (``tcp=True``) followed by DHT close-list nodes.
+    """
+
+    random_dht_nodes: Callable[[int], Sequence[PackedNode]] = _no_nodes
+    dht_connected: Callable[[], bool] = _udp_ok
+    onion_tcp_relays: Callable[[], Sequence[Hashable]] = _no_relays
+    dhtpk_nodes: Callable[[], Sequence[PackedNode]] = _no_dhtpk_nodes
+
+
+# --- state ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class OnionNode:
+    """An announce node in our list or in a friend's list (toxcore ``Onion_Node``)."""
+
+    node: PackedNode
+    ping_id: bytes = bytes(32)
+    data_public_key: bytes = bytes(32)
+    is_stored: int = 0
+    added_time: float = NEVER
+    timestamp: float = NEVER
+    last_pinged: float = NEVER
+    pings_since_last_response: int = 0
+    path_used: int = -1
+    skipped_first_round: bool = False
+
+    def timed_out(self, now: float) -> bool:
+        """toxcore ``onion_node_timed_out``."""
+        return self.timestamp == NEVER or (
+            self.pings_since_last_response >= ONION_NODE_MAX_PINGS
+            and is_timeout(self.last_pinged, ONION_NODE_TIMEOUT_S, now)
+        )
+
+
+@dataclass(slots=True)
+class _LastPinged:
+    keys: list[tuple[bytes, float]] = field(default_factory=list)
+    index: int = 0
+
+    def good_to_ping(self, public_key: bytes, now: float) -> bool:
+        for key, when in self.keys:
+            if key == public_key and not is_timeout(when, MIN_NODE_PING_TIME_S, now):
+                return False
+        if len(self.keys) < MAX_STORED_PINGED_NODES:
+            self.keys.append((public_key, now))
+        else:
+            self.keys[self.index % MAX_STORED_PINGED_NODES] = (public_key, now)
+        self.index += 1
+        return True
+
+
+@dataclass(slots=True)
+class OnionFriend:
+    """Search state for one friend (toxcore ``Onion_Friend``)."""
+
+    public_key: bytes
+    temp_keys: KeyPair
+    nodes: list[OnionNode] = field(default_factory=list)
+    is_online: bool = False
+    dht_public_key: bytes | None = None
+    last_dht_pk_onion_sent: float = NEVER
+    last_dht_pk_dht_sent: float = NEVER
+    last_no_replay: int = 0
+    last_populated: float = NEVER
+    time_last_pinged: float = NEVER
+    run_count: int = 0
+    pings: int = 0
+    last_pinged: _LastPinged = field(default_factory=_LastPinged)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sendback:
+    friend: bytes | None  # None: announcing ourselves
+    node: PackedNode
+    path_num: int
+    expires: float
+
+
+@dataclass(slots=True)
+class OnionClientStats:
+    """Counters of the client (dropped input, traffic)."""
+
+    announce_requests_sent: int = 0
+    announce_responses: int = 0
+    data_packets_sent: int = 0
+    data_packets_received: int = 0
+    dropped_malformed: int = 0
+    dropped_decrypt: int = 0
+    dropped_unknown_sendback: int = 0
+    dropped_not_friend: int = 0
+    dropped_replay: int = 0
+
+
+def _closer(base: bytes, a: bytes, b: bytes) -> bool:
+    """``a`` strictly closer to ``base`` than ``b``."""
+    for x, y, z in zip(base, a, b, strict=True):
+        if x ^ y != x ^ z:
+            return x ^ y < x ^ z
+    return False
+
+
+class OnionClient:
+    """Sans-IO onion client core (a :class:`tunnel.core.DatagramCore` for 0x84 and 0x86).
+
+    Args:
+        real_keys: our long-term key pair (Tox ID).
+        dht_keys: our DHT key pair (first onion layer, DHT-PK announcement).
+        rng: randomness.
+        now: current time (seconds on the driver's clock).
+        hooks: the DHT/TCP environment (see :class:`OnionHooks`).
+        nospam: our nospam (4 bytes).
+        unix_time_offset: added to ``now`` for the DHT-PK ``no_replay`` counter, which toxcore
+            peers expect to grow across our restarts (toxcore uses Unix seconds).
+    """
+
+    def __init__(
+        self,
+        real_keys: KeyPair,
+        dht_keys: KeyPair,
+        rng: Rng,
+        now: float,
+        *,
+        hooks: OnionHooks | None = None,
+        nospam: bytes = bytes(4),
+        unix_time_offset: float = 0.0,
+    ) -> None:
+        self.real_keys = real_keys
+        self.dht_keys = dht_keys
+        self.data_keys = KeyPair.generate(rng)
+        self._rng = rng
+        self.hooks = hooks or OnionHooks()
+        self._unix_offset = unix_time_offset
+        self.requests = FriendRequests(nospam)
+        self.stats = OnionClientStats()
+        self.self_nodes: list[OnionNode] = []
+        self.friends: dict[bytes, OnionFriend] = {}
+        self.self_paths = PathPool(dht_keys, rng)
+        self.friend_paths = PathPool(dht_keys, rng)
+        self.path_nodes: list[PackedNode] = []
+        self._path_nodes_added = 0
+        self.bootstrap_nodes: list[PackedNode] = []
+        self._last_pinged = _LastPinged()
+        self._sendbacks: dict[bytes, _Sendback] = {}
+        self._last_announce = NEVER
+        self._last_populated = NEVER
+        self._last_packet_recv = NEVER
+        self._last_time_connected = NEVER
+        self._onion_connected = 0
+        self._status: tuple[bool, bool] = (False, False)
+        self._first_run = now
+        self._next_tick = now
+        self._last_no_replay = 0
+        self._out: list[tuple[Addr, bytes]] = []
+        self._tcp_out: list[tuple[Hashable, bytes]] = []
+        self._dht_out: list[tuple[bytes, bytes]] = []
+        self._events: deque[OnionEvent] = deque()
+
+    # ======================================================================================
+    # DatagramCore
+    # ======================================================================================
+
+    def receive(self, data: bytes, addr: Addr, now: float) -> None:
+        """Handle a raw 0x84 or 0x86 that node A delivered to us over UDP."""
+        try:
+            lan = ip_is_lan(IPPort.from_addr(addr).ip)
+        except ValueError:
+            lan = False
+        self._receive(data, lan, now)
+
+    def receive_tcp_onion_response(self, data: bytes, now: float) -> None:
+        """Handle the payload of a TCP 0x09 packet (a raw 0x84 or 0x86)."""
+        self._receive(data, False, now)
+
+    def datagrams_to_send(self) -> list[tuple[Addr, bytes]]:
+        """Drain UDP datagrams (0x80 onion requests)."""
+        out, self._out = self._out, []
+        return out
+
+    def tcp_onion_requests_to_send(self) -> list[tuple[Hashable, bytes]]:
+        """Drain TCP onion requests: ``(relay handle, packet starting with 0x08)``."""
+        out, self._tcp_out = self._tcp_out, []
+        return out
+
+    def dht_dhtpk_to_send(self) -> list[tuple[bytes, bytes]]:
+        """Drain DHT-routed DHT-PK announcements: ``(friend DHT pk, data after id 0x9c)``.
+
+        The DHT layer sends each as a DHT request (0x20) with request id 0x9c to that key.
+        """
+        out, self._dht_out = self._dht_out, []
+        return out
+
+    def next_event(self) -> OnionEvent | None:
+        """The next event for the layers above, or None."""
+        return self._events.popleft() if self._events else None
+
+    def next_deadline(self) -> float | None:
+        """The next once-a-second tick."""
+        return self._next_tick
+
+    def handle_timer(self, now: float) -> None:
+        """Run the periodic work if the tick is due."""
+        if now < self._next_tick:
+            return
+        self._next_tick = now + TICK_INTERVAL_S
+        self._tick(now)
+
+    # ======================================================================================
+    # Commands
+    # ======================================================================================
+
+    def add_bootstrap_node(self, node: PackedNode) -> None:
+        """A known DHT node to start from (toxcore ``onion_add_bs_path_node``)."""
+        if node.tcp or any(n.public_key == node.public_key for n in self.bootstrap_nodes):
+            return
+        self.bootstrap_nodes.append(node)
+        del self.bootstrap_nodes[:-MAX_PATH_NODES]
+
+    def add_path_node(self, node: PackedNode) -> None:
+        """A DHT node usable in paths (toxcore ``onion_add_path_node``)."""
+        if node.tcp or any(n.public_key == node.public_key for n in self.path_nodes):
+            return
+        self.path_nodes.append(node)
+        del self.path_nodes[:-MAX_PATH_NODES]
+        self._path_nodes_added += 1
+
+    def add_friend(self, public_key: bytes) -> OnionFriend:
+        """Start searching for a friend (idempotent)."""
+        friend = self.friends.get(public_key)
+        if friend is None:
+            friend = OnionFriend(public_key, KeyPair.generate(self._rng))
+            self.friends[public_key] = friend
+        return friend
+
+    def remove_friend(self, public_key: bytes) -> None:
+        """Stop searching for a friend and sending it anything."""
+        self.friends.pop(public_key, None)
+        self.requests.stop(public_key)
+        self.requests.forget_received(public_key)
+
+    def set_friend_online(self, public_key: bytes, online: bool) -> None:
+        """The friend connection came up (stop searching) or went down (search again)."""
+        friend = self.friends.get(public_key)
+        if friend is None:
+            return
+        friend.is_online = online
+        if online:
+            self.requests.stop(public_key)
+        else:
+            friend.last_no_replay = 0
+            friend.run_count = 0
+
+    def send_friend_request(self, tox_id: ToxId, message: bytes) -> None:
+        """Add a friend by Tox ID and keep sending it ``message`` until it comes online.
+
+        Raises:
+            ValueError: message empty or over 1016 bytes, or our own Tox ID.
+        """
+        if tox_id.public_key == self.real_keys.public_key:
+            raise ValueError("that is our own Tox ID")
+        self.requests.add_outgoing(tox_id.public_key, tox_id.nospam, message)
+        self.add_friend(tox_id.public_key)
+
+    def accept_friend_request(self, public_key: bytes) -> None:
+        """Accept an incoming request: add the sender as a friend (no request is sent back)."""
+        self.add_friend(public_key)
+
+    def refuse_friend_request(self, public_key: bytes) -> None:
+        """Refuse an incoming request: nothing is sent; resends from the same key are not
+        reported again while it is among the last 32 requesters."""
+
+    def set_nospam(self, nospam: bytes) -> None:
+        """Change our nospam (and so our Tox ID)."""
+        self.requests.set_nospam(nospam)
+
+    @property
+    def tox_id(self) -> ToxId:
+        """Our Tox ID with the current nospam."""
+        return ToxId(self.real_keys.public_key, self.requests.nospam)
+
+    # ======================================================================================
+    # Queries
+    # ======================================================================================
+
+    @property
+    def connected(self) -> bool:
+        """toxcore ``onion_connection_status != NONE``."""
+        return self._onion_connected >= ONION_CONNECTION_SECONDS
+
+    def friend_dht_public_key(self, public_key: bytes) -> bytes | None:
+        """A friend's DHT pk if it told us."""
+        friend = self.friends.get(public_key)
+        return friend.dht_public_key if friend else None
+
+    def send_onion_data(self, public_key: bytes, payload: bytes, now: float) -> int:
+        """Send an onion data payload to a friend through its announce nodes.
+
+        Returns the number of 0x85 packets sent (0: not enough nodes store the friend yet).
+        """
+        friend = self.friends.get(public_key)
+        if friend is None or not payload:
+            return 0
+        live = [n for n in friend.nodes if not n.timed_out(now)]
+        good = [n for n in live if n.is_stored != 0]
+        if not good or len(good) < (len(live) - 1) // 4 + 1:
+            return 0
+        nonce = random_nonce(self._rng)
+        inner = seal_onion_data_inner(self.real_keys, public_key, nonce, payload)
+        sent = 0
+        for node in good:
+            path = self.friend_paths.get(None, now, self._draw_path_nodes)
+            if path is None:
+                continue
+            try:
+                request = seal_data_request(
+                    self._rng, nonce, public_key, node.data_public_key, inner
+                )
+            except DecryptError:
+                continue
+            self._emit(path, node.node, request.encode())
+            sent += 1
+        self.stats.data_packets_sent += sent
+        return sent
+
+    def handle_dht_dhtpk(self, source_dht_public_key: bytes, data: bytes, now: float) -> None:
+        """A DHT request 0x20 with id 0x9c addressed to us (``data`` after the id byte)."""
+        try:
+            packet = DhtPkViaDht.decode(data)
+            payload = packet.open(self.real_keys.secret_key)
+        except DecryptError:
+            self.stats.dropped_decrypt += 1
+            return
+        except BadPacket:
+            self.stats.dropped_malformed += 1
+            return
+        if payload.dht_public_key != source_dht_public_key:
+            self.stats.dropped_malformed += 1
+            return
+        self._handle_dhtpk(packet.sender_public_key, payload)
+
+    # ======================================================================================
+    # Receiving
+    # ======================================================================================
+
+    def _receive(self, data: bytes, source_is_lan: bool, now: float) -> None:
+        try:
+            if data and data[0] == PACKET_ANNOUNCE_RESPONSE:
+                self._handle_announce_response(data, source_is_lan, now)
+            elif data and data[0] == PACKET_ONION_DATA_RESPONSE:
+                self._handle_data_response(data)
+            else:
+                raise BadPacket("not an onion client packet")
+        except DecryptError:
+            self.stats.dropped_decrypt += 1
+        except BadPacket:
+            self.stats.dropped_malformed += 1
+
+    def _handle_announce_response(self, data: bytes, source_is_lan: bool, now: float) -> None:
+        response = AnnounceResponse.decode(data)
+        sendback = self._sendbacks.pop(response.sendback, None)
+        if sendback is None or sendback.expires < now:
+            self.stats.dropped_unknown_sendback += 1
+            return
+        if sendback.friend is None:
+            secret = self.real_keys.secret_key
+            pool = self.self_paths
+            friend = None
+        else:
+            friend = self.friends.get(sendback.friend)
+            if friend is None:
+                self.stats.dropped_unknown_sendback += 1
+                return
+            secret = friend.temp_keys.secret_key
+            pool = self.friend_paths
+        payload = response.open(shared_key_untrusted(sendback.node.public_key, secret))
+        self.stats.announce_responses += 1
+        path = pool.mark_success(sendback.path_num, now)
+        if path is not None:
+            for node in path.udp_nodes():
+                self.add_path_node(node)
+        path_used = sendback.path_num if path is not None else -1
+        if friend is None:
+            is_stored = payload.is_stored
+            if is_stored == ANNOUNCE_IS_STORED_OTHER and (
+                payload.ping_id_or_data_public_key != self.data_keys.public_key
+            ):
+                is_stored = 0
+            self._add_to_list(
+                self.self_nodes, MAX_ONION_CLIENTS_ANNOUNCE, self.real_keys.public_key,
+                sendback.node, is_stored, payload.ping_id_or_data_public_key, path_used, now,
+            )  # fmt: skip
+        else:
+            if payload.is_stored >= 2:
+                raise BadPacket("is_stored 2 in a friend search")
+            self._add_to_list(
+                friend.nodes, MAX_ONION_CLIENTS, friend.public_key,
+                sendback.node, payload.is_stored, payload.ping_id_or_data_public_key,
+                path_used, now,
+            )  # fmt: skip
+        self._ping_nodes(friend, payload.nodes, source_is_lan, now)
+        self._last_packet_recv = now
+
+    def _handle_data_response(self, data: bytes) -> None:
+        response = DataResponse.decode(data)
+        sender, plain = open_data_response(
+            response, self.data_keys.secret_key, self.real_keys.secret_key
+        )
+        payload = decode_onion_data_payload_untrusted(plain)
+        self.stats.data_packets_received += 1
+        if isinstance(payload, DhtPkPayload):
+            self._handle_dhtpk(sender, payload)
+        else:
+            self._handle_friend_request(sender, payload)
+
+    def _handle_dhtpk(self, sender: bytes, payload: DhtPkPayload) -> None:
+        friend = self.friends.get(sender)
+        if friend is None:
+            self.stats.dropped_not_friend += 1
+            return
+        if payload.no_replay <= friend.last_no_replay:
+            self.stats.dropped_replay += 1
+            return
+        friend.last_no_replay = payload.no_replay
+        friend.dht_public_key = payload.dht_public_key
+        self._events.append(FriendDhtKeyLearned(sender, payload.dht_public_key, payload.nodes))
+
+    def _handle_friend_request(self, sender: bytes, payload: FriendRequestPayload) -> None:
+        if self.requests.accept_incoming(sender, payload, sender in self.friends):
+            self._events.append(FriendRequestReceived(sender, payload.message))
+
+    # ======================================================================================
+    # Node lists
+    # ======================================================================================
+
+    def _sorted(self, nodes: list[OnionNode], reference: bytes, now: float) -> None:
+        """toxcore's order: timed-out first, then farthest first (index 0 = worst)."""
+        nodes.sort(
+            key=lambda n: (
+                not n.timed_out(now),
+                bytes(255 - (a ^ b) for a, b in zip(n.node.public_key, reference, strict=True)),
+            )
+        )
+
+    def _add_to_list(
+        self,
+        nodes: list[OnionNode],
+        capacity: int,
+        reference: bytes,
+        node: PackedNode,
+        is_stored: int,
+        field_: bytes,
+        path_used: int,
+        now: float,
+    ) -> None:
+        self._sorted(nodes, reference, now)
+        entry = next((n for n in nodes if n.node.public_key == node.public_key), None)
+        stored = entry is not None
+        if entry is None:
+            if len(nodes) < capacity:
+                entry = OnionNode(node)
+                nodes.append(entry)
+            elif nodes[0].timed_out(now) or _closer(
+                reference, node.public_key, nodes[0].node.public_key
+            ):
+                entry = OnionNode(node)
+                nodes[0] = entry
+            else:
+                return
+        entry.node = node
+        self.add_path_node(node)
+        if is_stored == ANNOUNCE_IS_STORED_OTHER:
+            entry.data_public_key = field_
+        else:
+            entry.ping_id = field_
+        entry.is_stored = is_stored
+        entry.timestamp = now
+        entry.pings_since_last_response = 0
+        if not stored:
+            entry.last_pinged = NEVER
+            entry.skipped_first_round = False
+            entry.added_time = now
+        entry.path_used = path_used
+
+    def _would_enter(
+        self, nodes: list[OnionNode], capacity: int, reference: bytes, pk: bytes, now: float
+    ) -> bool:
+        """toxcore ``client_ping_nodes``: an empty or timed-out slot among the two worst
+        entries, or ``pk`` closer than one of them."""
+        if len(nodes) < capacity:
+            return True
+        self._sorted(nodes, reference, now)
+        return any(n.timed_out(now) or _closer(reference, pk, n.node.public_key) for n in nodes[:2])
+
+    def _ping_nodes(
+        self,
+        friend: OnionFriend | None,
+        nodes: Sequence[PackedNode],
+        source_is_lan: bool,
+        now: float,
+    ) -> None:
+        if friend is None:
+            lst, cap, ref = self.self_nodes, MAX_ONION_CLIENTS_ANNOUNCE, self.real_keys.public_key
+            last_pinged = self._last_pinged
+        else:
+            lst, cap, ref = friend.nodes, MAX_ONION_CLIENTS, friend.public_key
+            last_pinged = friend.last_pinged
+        for node in nodes:
+            if not source_is_lan and ip_is_lan(node.ip_port.ip):
+                continue
+            if not self._would_enter(lst, cap, ref, node.public_key, now):
+                continue
+            if any(n.node.public_key == node.public_key for n in lst):
+                continue
+            if last_pinged.good_to_ping(node.public_key, now):
+                self._send_announce(friend, node, None, None, now)
+
+    # ======================================================================================
+    # Sending
+    # ======================================================================================
+
+    def _draw_path_nodes(self) -> tuple[FirstHop, PackedNode, PackedNode] | None:
+        pool = self.path_nodes or self.bootstrap_nodes
+        if self.hooks.dht_connected():
+            if not pool:
+                return None
+            a, b, c = pick_distinct(self._rng, pool, 3)
+            return a, b, c
+        relays = list(self.hooks.onion_tcp_relays())
+        if not relays:
+            return None
+        pool = self.path_nodes if len(self.path_nodes) >= 2 else self.bootstrap_nodes
+        if not pool:
+            return None
+        b, c = pick_distinct(self._rng, pool, 2)
+        return TcpRelayHop(relays[random_below(self._rng, len(relays))]), b, c
+
+    def _new_sendback(
+        self, friend: bytes | None, node: PackedNode, path_num: int, now: float
+    ) -> bytes:
+        if len(self._sendbacks) >= ANNOUNCE_ARRAY_SIZE:
+            del self._sendbacks[next(iter(self._sendbacks))]
+        sendback = self._rng(ONION_SENDBACK_SIZE)
+        self._sendbacks[sendback] = _Sendback(friend, node, path_num, now + ANNOUNCE_TIMEOUT_S)
+        return sendback
+
+    def _send_announce(
+        self,
+        friend: OnionFriend | None,
+        node: PackedNode,
+        ping_id: bytes | None,
+        path_num: int | None,
+        now: float,
+    ) -> bool:
+        pool = self.self_paths if friend is None else self.friend_paths
+        path = pool.get(path_num, now, self._draw_path_nodes)
+        if path is None:
+            return False
+        sendback = self._new_sendback(
+            None if friend is None else friend.public_key, node, path.path_num, now
+        )
+        if friend is None:
+            keys = self.real_keys
+            payload = AnnounceRequestPayload(
+                ping_id or bytes(32), keys.public_key, self.data_keys.public_key, sendback
+            )
+        else:
+            keys = friend.temp_keys
+            payload = AnnounceRequestPayload(
+                ping_id or bytes(32), friend.public_key, bytes(32), sendback
+            )
+        try:
+            request = AnnounceRequest.seal(self._rng, keys, node.public_key, payload)
+        except DecryptError:
+            return False
+        self._emit(path, node, request.encode())
+        self.stats.announce_requests_sent += 1
+        return True
+
+    def _emit(self, path: OnionPath, destination: PackedNode, payload: bytes) -> None:
+        first, packet = path.seal(random_nonce(self._rng), destination, payload)
+        if isinstance(first, TcpRelayHop):
+            self._tcp_out.append((first.relay, packet))
+        else:
+            self._out.append((first.ip_port.to_addr(), packet))
+
+    # ======================================================================================
+    # Periodic work
+    # ======================================================================================
+
+    def _tick(self, now: float) -> None:
+        for key in [k for k, s in self._sendbacks.items() if s.expires < now]:
+            del self._sendbacks[key]
+        if is_timeout(self._first_run, ONION_CONNECTION_SECONDS, now):
+            for node in self.hooks.random_dht_nodes(MAX_FRIEND_CLIENTS):
+                self.add_path_node(node)
+            self._do_announce(now)
+        if self._is_connected(now):
+            if is_timeout(self._last_time_connected, ONION_CONNECTED_TIMEOUT_S, now):
+                for friend in self.friends.values():
+                    friend.run_count = 0
+            self._last_time_connected = now
+            self._onion_connected = min(self._onion_connected + 1, ONION_CONNECTION_SECONDS * 2)
+        elif self._onion_connected:
+            self._onion_connected -= 1
+        status = (self.connected, self.connected and not self.hooks.dht_connected())
+        if status != self._status:
+            self._status = status
+            self._events.append(OnionStatusChanged(*status))
+        if self.connected:
+            for friend in list(self.friends.values()):
+                self._do_friend(friend, now)
+            for request in self.requests.due(now):
+                target = self.friends.get(request.public_key)
+                if target is None or target.is_online:
+                    continue
+                if self.send_onion_data(request.public_key, request.payload(), now) > 0:
+                    self.requests.mark_sent(request, now)
+
+    def _is_connected(self, now: float) -> bool:
+        if is_timeout(self._last_packet_recv, ONION_OFFLINE_TIMEOUT_S, now):
+            self._last_populated = NEVER
+            return False
+        if self._path_nodes_added == 0:
+            self._last_populated = NEVER
+            return False
+        live = [n for n in self.self_nodes if not n.timed_out(now)]
+        announced = sum(1 for n in live if n.is_stored != 0)
+        pnodes = min(self._path_nodes_added, MAX_ONION_CLIENTS_ANNOUNCE)
+        if live and announced and len(live) // 2 <= announced and pnodes // 2 <= len(live):
+            return True
+        self._last_populated = NEVER
+        return False
+
+    def _do_announce(self, now: float) -> None:
+        count = 0
+        for node in self.self_nodes:
+            if node.timed_out(now):
+                continue
+            count += 1
+            if not node.skipped_first_round:
+                node.skipped_first_round = True
+                continue
+            if node.pings_since_last_response >= ONION_NODE_MAX_PINGS:
+                continue
+            interval: float = ANNOUNCE_INTERVAL_NOT_ANNOUNCED_S
+            if node.is_stored != 0 and self.self_paths.exists(node.path_used, now):
+                interval = ANNOUNCE_INTERVAL_ANNOUNCED_S
+                path = self.self_paths.path(node.path_used)
+                if (
+                    path is not None
+                    and is_timeout(node.added_time, TIME_TO_STABLE_S, now)
+                    and not (
+                        node.pings_since_last_response > 0
+                        and is_timeout(node.last_pinged, ONION_NODE_TIMEOUT_S, now)
+                    )
+                    and is_timeout(path.created, TIME_TO_STABLE_S, now)
+                    and not (
+                        path.used_times > 0
+                        and is_timeout(path.last_used, ONION_PATH_TIMEOUT_S, now)
+                    )
+                ):
+                    interval = ANNOUNCE_INTERVAL_STABLE_S
+            if is_timeout(node.last_pinged, interval, now) or is_timeout(
+                self._last_announce, ONION_NODE_PING_INTERVAL_S, now
+            ):
+                path_num: int | None = node.path_used if node.path_used >= 0 else None
+                if node.pings_since_last_response == ONION_NODE_MAX_PINGS - 1 and is_timeout(
+                    node.added_time, TIME_TO_STABLE_S, now
+                ):
+                    path_num = None  # last chance for a long-lived node: a random path
+                if self._send_announce(None, node.node, node.ping_id, path_num, now):
+                    node.last_pinged = now
+                    node.pings_since_last_response += 1
+                    self._last_announce = now
+        if count == MAX_ONION_CLIENTS_ANNOUNCE:
+            self._last_populated = now
+            return
+        if count <= MAX_ONION_CLIENTS_ANNOUNCE // 2 or is_timeout(
+            self._last_populated, ANNOUNCE_POPULATE_TIMEOUT_S, now
+        ):
+            pool = self.path_nodes or self.bootstrap_nodes
+            if not pool:
+                return
+            for _ in range(MAX_ONION_CLIENTS_ANNOUNCE // 2):
+                target = pool[random_below(self._rng, len(pool))]
+                self._send_announce(None, target, None, None, now)
+
+    def _do_friend(self, friend: OnionFriend, now: float) -> None:
+        if friend.is_online:
+            return
+        is_new = friend.run_count <= ANNOUNCE_FRIEND_RUN_COUNT_BEGINNING
+        if is_new:
+            interval = ANNOUNCE_FRIEND_NEW_INTERVAL_S
+        else:
+            exponent = min(MAX_RUN_COUNT_EXPONENT, friend.run_count - 2)
+            interval = min(1 << exponent, ANNOUNCE_FRIEND_MAX_INTERVAL_S)
+        if is_timeout(
+            friend.last_dht_pk_onion_sent, ONION_DHTPK_SEND_INTERVAL_S, now
+        ) and self.send_onion_data(friend.public_key, self._dhtpk_payload(now).encode(), now):
+            friend.last_dht_pk_onion_sent = now
+        if friend.dht_public_key is not None and is_timeout(
+            friend.last_dht_pk_dht_sent, DHT_DHTPK_SEND_INTERVAL_S, now
+        ):
+            sealed = DhtPkViaDht.seal(
+                self._rng, self.real_keys, friend.public_key, self._dhtpk_payload(now)
+            )
+            self._dht_out.append((friend.dht_public_key, sealed.encode()))
+            friend.last_dht_pk_dht_sent = now
+        count = 0
+        for node in friend.nodes:
+            if node.timed_out(now):
+                continue
+            count += 1
+            if node.last_pinged == NEVER:
+                node.last_pinged = now
+                continue
+            if node.pings_since_last_response >= ONION_NODE_MAX_PINGS:
+                continue
+            if not is_timeout(friend.time_last_pinged, interval / (MAX_ONION_CLIENTS / 2), now):
+                continue
+            if not is_timeout(node.last_pinged, interval, now):
+                continue
+            if self._send_announce(friend, node.node, None, None, now):
+                node.last_pinged = now
+                friend.time_last_pinged = now
+                node.pings_since_last_response += 1
+                friend.pings += 1
+                if friend.pings % (MAX_ONION_CLIENTS // 2) == 0:
+                    friend.run_count += 1
+        if count == MAX_ONION_CLIENTS:
+            if not is_new:
+                friend.last_populated = now
+            return
+        if count <= MAX_ONION_CLIENTS // 2 or is_timeout(
+            friend.last_populated, ANNOUNCE_POPULATE_TIMEOUT_S, now
+        ):
+            n = min(len(self.path_nodes), MAX_PATH_NODES // 4)
+            if n == 0:
+                return
+            friend.last_populated = now
+            for _ in range(n):
+                target = self.path_nodes[random_below(self._rng, len(self.path_nodes))]
+                self._send_announce(friend, target, None, None, now)
+
+    def _dhtpk_payload(self, now: float) -> DhtPkPayload:
+        no_replay = max(int(now + self._unix_offset), self._last_no_replay + 1)
+        self._last_no_replay = no_replay
+        nodes = tuple(self.hooks.dhtpk_nodes())[:4]
+        return DhtPkPayload(no_replay, self.dht_keys.public_key, nodes)
