@@ -37,10 +37,22 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tunnel.crypto import KeyPair, Rng, random_nonce
 from tunnel.errors import BadPacket, DecryptError
+from tunnel.onion.announce import (
+    MAX_ONION_CLIENTS,
+    MAX_ONION_CLIENTS_ANNOUNCE,
+    ONION_NODE_MAX_PINGS,
+    ONION_NODE_PING_INTERVAL_S,
+    ONION_NODE_TIMEOUT_S,
+    LastPinged,
+    OnionFriend,
+    OnionNode,
+    add_to_list,
+    would_enter,
+)
 from tunnel.onion.friend_requests import FriendRequests
 from tunnel.onion.paths import (
     NEVER,
@@ -75,17 +87,10 @@ from tunnel.wire.onion import (
 )
 from tunnel.wire.packed_node import PackedNode
 
-MAX_ONION_CLIENTS = 8
-MAX_ONION_CLIENTS_ANNOUNCE = 12
-ONION_NODE_PING_INTERVAL_S = 15
-ONION_NODE_TIMEOUT_S = ONION_NODE_PING_INTERVAL_S
-ONION_NODE_MAX_PINGS = 3
 ONION_OFFLINE_TIMEOUT_S = ONION_NODE_PING_INTERVAL_S * (ONION_NODE_MAX_PINGS + 2)  # 75
 ONION_DHTPK_SEND_INTERVAL_S = 30
 DHT_DHTPK_SEND_INTERVAL_S = 20
 MAX_PATH_NODES = 32
-MAX_STORED_PINGED_NODES = 9
-MIN_NODE_PING_TIME_S = 10
 ANNOUNCE_TIMEOUT_S = 10  # sendback lifetime
 ANNOUNCE_ARRAY_SIZE = 256
 ANNOUNCE_INTERVAL_NOT_ANNOUNCED_S = 3
@@ -179,65 +184,6 @@ class OnionHooks:
 # --- state ----------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class OnionNode:
-    """An announce node in our list or in a friend's list (toxcore ``Onion_Node``)."""
-
-    node: PackedNode
-    ping_id: bytes = bytes(32)
-    data_public_key: bytes = bytes(32)
-    is_stored: int = 0
-    added_time: float = NEVER
-    timestamp: float = NEVER
-    last_pinged: float = NEVER
-    pings_since_last_response: int = 0
-    path_used: int = -1
-    skipped_first_round: bool = False
-
-    def timed_out(self, now: float) -> bool:
-        """toxcore ``onion_node_timed_out``."""
-        return self.timestamp == NEVER or (
-            self.pings_since_last_response >= ONION_NODE_MAX_PINGS
-            and is_timeout(self.last_pinged, ONION_NODE_TIMEOUT_S, now)
-        )
-
-
-@dataclass(slots=True)
-class _LastPinged:
-    keys: list[tuple[bytes, float]] = field(default_factory=list)
-    index: int = 0
-
-    def good_to_ping(self, public_key: bytes, now: float) -> bool:
-        for key, when in self.keys:
-            if key == public_key and not is_timeout(when, MIN_NODE_PING_TIME_S, now):
-                return False
-        if len(self.keys) < MAX_STORED_PINGED_NODES:
-            self.keys.append((public_key, now))
-        else:
-            self.keys[self.index % MAX_STORED_PINGED_NODES] = (public_key, now)
-        self.index += 1
-        return True
-
-
-@dataclass(slots=True)
-class OnionFriend:
-    """Search state for one friend (toxcore ``Onion_Friend``)."""
-
-    public_key: bytes
-    temp_keys: KeyPair
-    nodes: list[OnionNode] = field(default_factory=list)
-    is_online: bool = False
-    dht_public_key: bytes | None = None
-    last_dht_pk_onion_sent: float = NEVER
-    last_dht_pk_dht_sent: float = NEVER
-    last_no_replay: int = 0
-    last_populated: float = NEVER
-    time_last_pinged: float = NEVER
-    run_count: int = 0
-    pings: int = 0
-    last_pinged: _LastPinged = field(default_factory=_LastPinged)
-
-
 @dataclass(frozen=True, slots=True)
 class _Sendback:
     friend: bytes | None  # None: announcing ourselves
@@ -259,14 +205,6 @@ class OnionClientStats:
     dropped_unknown_sendback: int = 0
     dropped_not_friend: int = 0
     dropped_replay: int = 0
-
-
-def _closer(base: bytes, a: bytes, b: bytes) -> bool:
-    """``a`` strictly closer to ``base`` than ``b``."""
-    for x, y, z in zip(base, a, b, strict=True):
-        if x ^ y != x ^ z:
-            return x ^ y < x ^ z
-    return False
 
 
 class OnionClient:
@@ -309,7 +247,7 @@ class OnionClient:
         self.path_nodes: list[PackedNode] = []
         self._path_nodes_added = 0
         self.bootstrap_nodes: list[PackedNode] = []
-        self._last_pinged = _LastPinged()
+        self._last_pinged = LastPinged()
         self._sendbacks: dict[bytes, _Sendback] = {}
         self._last_announce = NEVER
         self._last_populated = NEVER
@@ -554,18 +492,20 @@ class OnionClient:
                 payload.ping_id_or_data_public_key != self.data_keys.public_key
             ):
                 is_stored = 0
-            self._add_to_list(
+            entered = add_to_list(
                 self.self_nodes, MAX_ONION_CLIENTS_ANNOUNCE, self.real_keys.public_key,
                 sendback.node, is_stored, payload.ping_id_or_data_public_key, path_used, now,
             )  # fmt: skip
         else:
             if payload.is_stored >= 2:
                 raise BadPacket("is_stored 2 in a friend search")
-            self._add_to_list(
+            entered = add_to_list(
                 friend.nodes, MAX_ONION_CLIENTS, friend.public_key,
                 sendback.node, payload.is_stored, payload.ping_id_or_data_public_key,
                 path_used, now,
             )  # fmt: skip
+        if entered:
+            self.add_path_node(sendback.node)
         self._ping_nodes(friend, payload.nodes, source_is_lan, now)
         self._last_packet_recv = now
 
@@ -601,65 +541,6 @@ class OnionClient:
     # Node lists
     # ======================================================================================
 
-    def _sorted(self, nodes: list[OnionNode], reference: bytes, now: float) -> None:
-        """toxcore's order: timed-out first, then farthest first (index 0 = worst)."""
-        nodes.sort(
-            key=lambda n: (
-                not n.timed_out(now),
-                bytes(255 - (a ^ b) for a, b in zip(n.node.public_key, reference, strict=True)),
-            )
-        )
-
-    def _add_to_list(
-        self,
-        nodes: list[OnionNode],
-        capacity: int,
-        reference: bytes,
-        node: PackedNode,
-        is_stored: int,
-        field_: bytes,
-        path_used: int,
-        now: float,
-    ) -> None:
-        self._sorted(nodes, reference, now)
-        entry = next((n for n in nodes if n.node.public_key == node.public_key), None)
-        stored = entry is not None
-        if entry is None:
-            if len(nodes) < capacity:
-                entry = OnionNode(node)
-                nodes.append(entry)
-            elif nodes[0].timed_out(now) or _closer(
-                reference, node.public_key, nodes[0].node.public_key
-            ):
-                entry = OnionNode(node)
-                nodes[0] = entry
-            else:
-                return
-        entry.node = node
-        self.add_path_node(node)
-        if is_stored == ANNOUNCE_IS_STORED_OTHER:
-            entry.data_public_key = field_
-        else:
-            entry.ping_id = field_
-        entry.is_stored = is_stored
-        entry.timestamp = now
-        entry.pings_since_last_response = 0
-        if not stored:
-            entry.last_pinged = NEVER
-            entry.skipped_first_round = False
-            entry.added_time = now
-        entry.path_used = path_used
-
-    def _would_enter(
-        self, nodes: list[OnionNode], capacity: int, reference: bytes, pk: bytes, now: float
-    ) -> bool:
-        """toxcore ``client_ping_nodes``: an empty or timed-out slot among the two worst
-        entries, or ``pk`` closer than one of them."""
-        if len(nodes) < capacity:
-            return True
-        self._sorted(nodes, reference, now)
-        return any(n.timed_out(now) or _closer(reference, pk, n.node.public_key) for n in nodes[:2])
-
     def _ping_nodes(
         self,
         friend: OnionFriend | None,
@@ -676,7 +557,7 @@ class OnionClient:
         for node in nodes:
             if not source_is_lan and ip_is_lan(node.ip_port.ip):
                 continue
-            if not self._would_enter(lst, cap, ref, node.public_key, now):
+            if not would_enter(lst, cap, ref, node.public_key, now):
                 continue
             if any(n.node.public_key == node.public_key for n in lst):
                 continue
