@@ -1,0 +1,206 @@
+"""Our Messenger/net_crypto against REAL libtoxcore 0.2.18 over UDP on 127.0.0.1.
+
+Test shortcut of toxcore-test-peers.md 7(b): the toxcore peer adds our real key with
+``tox_friend_add_norequest``; we take its DHT key and UDP port and start the net_crypto
+handshake directly (no DHT, no onion). Then: both online, a message each way with read
+receipts, custom lossless and lossy packets both ways, and a bulk lossless transfer each way
+(numbered packets, checked complete, in order and by hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import trio
+
+from tunnel.crypto import KeyPair
+from tunnel.friends.messenger import (
+    CustomLossless,
+    CustomLossy,
+    FriendOnline,
+    FriendState,
+    MessageReceived,
+    Messenger,
+    ReadReceipt,
+)
+from tunnel.io.netcrypto_udp import MessengerNode
+from tunnel.io.udp import open_udp_socket
+from tunnel.netcrypto.core import NetCrypto
+from tunnel.testing.ports import PortPool
+from tunnel.testing.toxcore import (
+    Connection,
+    FriendLosslessPacket,
+    FriendLossyPacket,
+    FriendMessage,
+    FriendName,
+    FriendReadReceipt,
+    ToxError,
+    ToxPeer,
+)
+
+pytestmark = [pytest.mark.toxcore]
+
+PORTS = PortPool(45000, 45999)
+CONNECT_TIMEOUT_S = 20.0
+DELIVERY_TIMEOUT_S = 10.0
+BULK_PACKETS = 15_000  # x 1373 bytes = 20.6 MB
+PACKET_SIZE = 1373
+
+
+def _our_keys() -> KeyPair:
+    while True:  # toxcore refuses keys with the top bit of the last byte set
+        keys = KeyPair.generate(os.urandom)
+        if keys.public_key[31] < 128:
+            return keys
+
+
+@pytest.fixture
+def tox() -> Iterator[ToxPeer]:
+    start = PORTS.allocate(3)[0]
+    peer = ToxPeer("toxcore", start_port=start, end_port=start + 2)
+    try:
+        yield peer
+    finally:
+        peer.kill()
+
+
+@pytest.fixture
+async def linked(tox: ToxPeer) -> AsyncIterator[tuple[MessengerNode, int, int]]:
+    """Our node online with the toxcore peer: (node, our friend number, its friend number)."""
+    real = _our_keys()
+    tox_friend = tox.friend_add_norequest(real.public_key)
+    messenger = Messenger(
+        NetCrypto(real, KeyPair.generate(os.urandom), os.urandom), name=b"tunnel-py"
+    )
+    port = PORTS.allocate_one()
+    bound = await open_udp_socket("127.0.0.1", port, port, ipv6=False)
+    node = MessengerNode(messenger, bound)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        friend = messenger.add_friend_norequest(
+            tox.public_key,
+            node.now(),
+            dht_pk=tox.dht_id,
+            udp_addr=("127.0.0.1", tox.udp_port),
+        )
+        node.kick()
+        with trio.fail_after(CONNECT_TIMEOUT_S):
+            await node.wait_for(lambda: node.take(FriendOnline))
+        assert await tox.await_friend_connected(tox_friend, CONNECT_TIMEOUT_S) is Connection.UDP
+        yield node, friend, tox_friend
+        nursery.cancel_scope.cancel()
+    bound.close()
+
+
+async def test_online_messages_and_custom_packets(
+    tox: ToxPeer, linked: tuple[MessengerNode, int, int]
+) -> None:
+    node, friend, tox_friend = linked
+    messenger = node.messenger
+    assert messenger.friend_state(friend) is FriendState.ONLINE
+    # toxcore learnt our name; we stored its (empty) name gracefully.
+    name = await tox.await_event(FriendName, DELIVERY_TIMEOUT_S)
+    assert name.name == b"tunnel-py"
+
+    # Text message, ours -> toxcore, with our read receipt.
+    message_id = node.send_message(friend, "hello from python ✓".encode())
+    got = await tox.await_event(FriendMessage, DELIVERY_TIMEOUT_S)
+    assert got.message == "hello from python ✓".encode()
+    with trio.fail_after(DELIVERY_TIMEOUT_S):
+        receipts = await node.wait_for(lambda: node.take(ReadReceipt))
+    assert receipts == [ReadReceipt(friend, message_id)]
+
+    # toxcore -> ours, and toxcore's receipt (our net_crypto acked it).
+    tox_message_id = tox.send_message(tox_friend, "hello from toxcore")
+    with trio.fail_after(DELIVERY_TIMEOUT_S):
+        messages = await node.wait_for(lambda: node.take(MessageReceived))
+    assert messages == [MessageReceived(friend, b"hello from toxcore", False)]
+    receipt = await tox.await_event(FriendReadReceipt, DELIVERY_TIMEOUT_S)
+    assert receipt.message_id == tox_message_id
+
+    # Custom lossless and lossy both ways, full size included.
+    big = bytes([160]) + bytes(range(256)) * 5 + bytes(1373 - 1281)
+    await node.send_custom_lossless(friend, big)
+    await node.send_custom_lossless(friend, b"\xbfsmall")
+    node.send_custom_lossy(friend, b"\xc8" + b"L" * 1372)
+    lossless = await tox.await_for(
+        lambda: (p := tox.events(FriendLosslessPacket)) and len(p) >= 2 and p, DELIVERY_TIMEOUT_S
+    )
+    assert [p.data for p in lossless] == [big, b"\xbfsmall"]
+    lossy = await tox.await_event(FriendLossyPacket, DELIVERY_TIMEOUT_S)
+    assert lossy.data == b"\xc8" + b"L" * 1372
+
+    tox.send_lossless(tox_friend, b"\xa5" + b"x" * 1372)
+    tox.send_lossy(tox_friend, b"\xfe" + b"y" * 100)
+    with trio.fail_after(DELIVERY_TIMEOUT_S):
+        got_lossless = await node.wait_for(lambda: node.take(CustomLossless))
+        got_lossy = await node.wait_for(lambda: node.take(CustomLossy))
+    assert got_lossless == [CustomLossless(friend, b"\xa5" + b"x" * 1372)]
+    assert got_lossy == [CustomLossy(friend, b"\xfe" + b"y" * 100)]
+
+    stats = messenger.statistics(friend)
+    assert stats.messages_sent == 1
+    assert stats.messages_received == 1
+    assert stats.custom_lossless_sent == 2
+    assert stats.custom_lossy_received == 1
+    assert stats.session is not None
+    assert stats.session.state == "Established"
+
+
+def _numbered(i: int, packet_id: int = 160) -> bytes:
+    return bytes([packet_id]) + i.to_bytes(4, "big") + bytes(PACKET_SIZE - 5)
+
+
+def _pump_from_toxcore(tox: ToxPeer, friend: int, count: int) -> None:
+    """Send numbered packets from toxcore as fast as it accepts them (SENDQ: next iteration)."""
+    i = 0
+    while i < count:
+        try:
+            tox.send_lossless(friend, _numbered(i))
+        except ToxError as exc:
+            if not exc.code_name.endswith("SENDQ"):
+                raise
+            seen = tox.stats().iterations
+            tox.wait_for(lambda s=seen: tox.stats().iterations > s, 10, "next tox_iterate")
+            continue
+        i += 1
+
+
+@pytest.mark.slow
+async def test_bulk_lossless_both_ways(
+    tox: ToxPeer, linked: tuple[MessengerNode, int, int]
+) -> None:
+    node, friend, tox_friend = linked
+    expected = hashlib.sha256(b"".join(_numbered(i) for i in range(BULK_PACKETS))).hexdigest()
+
+    # Ours -> toxcore.
+    start = trio.current_time()
+    with trio.fail_after(120):
+        for i in range(BULK_PACKETS):
+            await node.send_custom_lossless(friend, _numbered(i))
+        packets = await tox.await_for(
+            lambda: (p := tox.events(FriendLosslessPacket)) and len(p) >= BULK_PACKETS and p,
+            120,
+        )
+    elapsed_out = trio.current_time() - start
+    data = [p.data for p in packets]
+    assert [int.from_bytes(d[1:5], "big") for d in data] == list(range(BULK_PACKETS))
+    assert hashlib.sha256(b"".join(data)).hexdigest() == expected
+
+    # toxcore -> ours.
+    start = trio.current_time()
+    await trio.to_thread.run_sync(_pump_from_toxcore, tox, tox_friend, BULK_PACKETS)
+    with trio.fail_after(120):
+        await node.wait_for(
+            lambda: sum(isinstance(e, CustomLossless) for e in node.received) >= BULK_PACKETS
+        )
+    elapsed_in = trio.current_time() - start
+    got = [e.data for e in node.take(CustomLossless)]
+    assert [int.from_bytes(d[1:5], "big") for d in got] == list(range(BULK_PACKETS))
+    assert hashlib.sha256(b"".join(got)).hexdigest() == expected
+    mb = BULK_PACKETS * PACKET_SIZE / 1e6
+    print(f"ours->toxcore {mb / elapsed_out:.1f} MB/s, toxcore->ours {mb / elapsed_in:.1f} MB/s")
+    assert node.messenger.friend_state(friend) is FriendState.ONLINE

@@ -1,0 +1,115 @@
+"""A small Trio driver for a :class:`~tunnel.friends.messenger.Messenger` on one UDP socket.
+
+Used by interop tests and benchmarks until the full node wiring lands: it runs the sans-IO
+Messenger (friend_connection + net_crypto) with :class:`tunnel.io.udp.UdpDriver`, collects its
+events, and offers the awaitable, back-pressured sends the API promises (``send_custom_lossless``
+waits for send capacity instead of failing or dropping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import trio
+
+from tunnel.friends.messenger import Messenger, MessengerEvent, SendQueueFull
+from tunnel.io.udp import BoundSocket, UdpDriver
+from tunnel.wire.ip_port import Addr
+
+_T = TypeVar("_T")
+
+
+class _Adapter:
+    """A DatagramCore that forwards to the Messenger and notifies the node afterwards."""
+
+    def __init__(self, node: MessengerNode) -> None:
+        self._node = node
+        self._m = node.messenger
+
+    def receive(self, data: bytes, addr: Addr, now: float) -> None:
+        self._m.receive(data, addr, now)
+        self._node._after()
+
+    def datagrams_to_send(self) -> list[tuple[Addr, bytes]]:
+        return self._m.datagrams_to_send()
+
+    def next_deadline(self) -> float | None:
+        return self._m.next_deadline()
+
+    def handle_timer(self, now: float) -> None:
+        self._m.handle_timer(now)
+        self._node._after()
+
+
+class MessengerNode:
+    """Runs a Messenger on a bound UDP socket; call :meth:`run` in a nursery (``start``)."""
+
+    def __init__(self, messenger: Messenger, bound: BoundSocket) -> None:
+        self.messenger = messenger
+        self.bound = bound
+        self.driver = UdpDriver(_Adapter(self), bound)
+        self.received: list[MessengerEvent] = []
+        self._changed = trio.Event()
+
+    @property
+    def port(self) -> int:
+        """The local UDP port."""
+        return self.bound.port
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Drive the Messenger until cancelled."""
+        await self.driver.run(task_status=task_status)
+
+    def _after(self) -> None:
+        events = self.messenger.events()
+        if events:
+            self.received.extend(events)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def kick(self) -> None:
+        """After a command: process its events, flush its datagrams, re-read the deadline."""
+        self._after()
+        self.driver.kick()
+
+    def now(self) -> float:
+        """The driver's clock."""
+        return trio.current_time()
+
+    async def wait_for(self, predicate: Callable[[], _T | bool | None]) -> _T | bool:
+        """Wait until ``predicate()`` is truthy (wrap in ``trio.fail_after``)."""
+        while True:
+            value = predicate()
+            if value:
+                return value
+            await self._changed.wait()
+
+    def take(self, kind: type[_T]) -> list[_T]:
+        """Remove and return the received events of type ``kind``."""
+        taken: list[_T] = [e for e in self.received if isinstance(e, kind)]
+        if taken:
+            self.received = [e for e in self.received if not isinstance(e, kind)]
+        return taken
+
+    async def send_custom_lossless(self, friend: int, data: bytes) -> None:
+        """Send a custom lossless packet, waiting while the send queue is full."""
+        while True:
+            try:
+                self.messenger.send_custom_lossless(friend, data, trio.current_time())
+            except SendQueueFull:
+                await self.wait_for(lambda: self.messenger.send_capacity(friend) > 0)
+                continue
+            self.kick()
+            return
+
+    def send_custom_lossy(self, friend: int, data: bytes) -> None:
+        """Send a custom lossy packet now."""
+        self.messenger.send_custom_lossy(friend, data, trio.current_time())
+        self.kick()
+
+    def send_message(self, friend: int, text: bytes, *, action: bool = False) -> int:
+        """Send a text message; returns its id."""
+        message_id = self.messenger.send_message(friend, text, trio.current_time(), action=action)
+        self.kick()
+        return message_id
