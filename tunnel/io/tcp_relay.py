@@ -26,6 +26,7 @@ import trio
 
 from tunnel.crypto import KeyPair, Rng
 from tunnel.io.proxy import ProxyConfig, open_tcp_stream
+from tunnel.onion.relay import OnionRelay, TcpClientSource
 from tunnel.tcp_relay.client import TCP_CONNECTION_TIMEOUT_S
 from tunnel.tcp_relay.connections import PoolEvent, RelayInfo, RelayPool
 from tunnel.tcp_relay.server import (
@@ -35,7 +36,7 @@ from tunnel.tcp_relay.server import (
     ServerLimits,
     ServerStatistics,
 )
-from tunnel.wire.ip_port import IPPort
+from tunnel.wire.ip_port import Addr, IPPort
 
 READ_CHUNK_BYTES = 16 * 1024
 WRITE_CHUNK_BYTES = 64 * 1024
@@ -208,6 +209,58 @@ async def serve_tcp_relay(
     finally:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
+
+
+class TcpOnionBridge:
+    """An :class:`OnionRelay` that also serves the relay's TCP clients (node A over TCP).
+
+    It is a :class:`tunnel.core.DatagramCore` (run it on the UDP socket with
+    ``tunnel.io.udp.UdpDriver``); pass :meth:`on_onion_request` to :func:`serve_tcp_relay`
+    and set :attr:`server` (and :attr:`kick`, the UDP driver's ``kick``) once both run.
+    Onion responses for TCP clients (0x8e at node A) go back over the relay as 0x09.
+    """
+
+    def __init__(self, onion: OnionRelay) -> None:
+        self.onion = onion
+        self.server: TcpRelayServer | None = None
+        self.kick: Callable[[], None] = lambda: None
+        self.responses_delivered = 0
+        self.responses_undeliverable = 0
+
+    def on_onion_request(self, request: OnionRequestReceived) -> None:
+        """Hook for :func:`serve_tcp_relay`: a TCP client's 0x08 onion request."""
+        source = TcpClientSource(request.source.handle, request.source.identifier)
+        self.onion.receive_tcp_onion_request(request.packet, source, trio.current_time())
+        self._deliver()
+        self.kick()
+
+    def receive(self, data: bytes, addr: Addr, now: float) -> None:
+        """UDP datagram for the onion relay."""
+        self.onion.receive(data, addr, now)
+        self._deliver()
+
+    def datagrams_to_send(self) -> list[tuple[Addr, bytes]]:
+        """UDP datagrams the onion relay wants sent."""
+        return self.onion.datagrams_to_send()
+
+    def next_deadline(self) -> float | None:
+        """The onion relay's next timer."""
+        return self.onion.next_deadline()
+
+    def handle_timer(self, now: float) -> None:
+        """Run the onion relay's timers."""
+        self.onion.handle_timer(now)
+        self._deliver()
+
+    def _deliver(self) -> None:
+        for source, packet in self.onion.tcp_responses_to_send():
+            server = self.server
+            if server is not None and server.send_onion_response(
+                OnionSource(source.connection_id, source.identifier), packet
+            ):
+                self.responses_delivered += 1
+            else:
+                self.responses_undeliverable += 1
 
 
 # =============================================================================== client

@@ -120,8 +120,23 @@ class OnionData:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class RelayPong:
+    """The relay answered our ping after ``rtt_s`` seconds (every 30 s while connected)."""
+
+    relay: bytes
+    rtt_s: float
+
+
 PoolEvent = (
-    RelayConnected | RelayDisconnected | PeerOnline | PeerOffline | PeerData | OobData | OnionData
+    RelayConnected
+    | RelayDisconnected
+    | RelayPong
+    | PeerOnline
+    | PeerOffline
+    | PeerData
+    | OobData
+    | OnionData
 )
 
 
@@ -461,6 +476,7 @@ class RelayPool:
                     self._events.append(OnionData(rpk, data))
                 case PongReceived(rtt_s=rtt):
                     relay.last_rtt_s = rtt
+                    self._events.append(RelayPong(rpk, rtt))
                 case RouteRegistered() | RouteRefused():
                     pass
                 case ConnectionClosed(reason=reason):

@@ -47,6 +47,7 @@ from tunnel.wire.tcp_relay import (
     CLIENT_HANDSHAKE_SIZE_BYTES,
     NUM_CLIENT_CONNECTIONS,
     NUM_RESERVED_PORTS,
+    PACKET_ONION_REQUEST,
     ClientHandshake,
     ConnectNotification,
     Data,
@@ -106,6 +107,11 @@ class OnionRequestReceived:
     nonce: bytes
     onion_data: bytes
     """``[IPP(B): 19][temp pk: 32][box(step2)]``, to be handled like a decrypted 0x80."""
+
+    @property
+    def packet(self) -> bytes:
+        """The whole TCP packet ``[0x08][nonce][onion_data]``."""
+        return bytes((PACKET_ONION_REQUEST,)) + self.nonce + self.onion_data
 
 
 @dataclass(frozen=True, slots=True)
