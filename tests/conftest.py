@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 
 from tunnel.testing.bootstrapd import Bootstrapd  # noqa: E402
 from tunnel.testing.ports import PortPool  # noqa: E402
-from tunnel.testing.toxcore import ToxPeerFactory  # noqa: E402
+from tunnel.testing.toxcore_factory import ToxPeerFactory  # noqa: E402
 
 TOXCORE_PORT_RANGE = (41000, 41999)
 """Ports the toxcore harness fixtures hand out (never toxcore's 33445-33545)."""

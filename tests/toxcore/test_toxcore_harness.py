@@ -16,7 +16,8 @@ from tunnel.testing import ports as ports_mod
 from tunnel.testing.bootstrapd import Bootstrapd, BootstrapdError
 from tunnel.testing.libtoxcore import toxcore_version
 from tunnel.testing.ports import PortPool, PortPoolExhaustedError
-from tunnel.testing.toxcore import Connection, ToxError, ToxPeer, ToxPeerFactory
+from tunnel.testing.toxcore import Connection, ToxError, ToxPeer
+from tunnel.testing.toxcore_factory import ToxPeerFactory
 from tunnel.toxid import ToxId
 
 # ---------------------------------------------------------------------------- PortPool

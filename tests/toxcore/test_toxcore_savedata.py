@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tunnel.crypto import KeyPair
-from tunnel.testing.toxcore import ToxPeer, ToxPeerFactory
+from tunnel.testing.toxcore import ToxPeer
+from tunnel.testing.toxcore_factory import ToxPeerFactory
 from tunnel.toxid import ToxId
 from tunnel.wire.savedata import (
     FRIEND_STATUS_CONFIRMED,

@@ -19,8 +19,9 @@ from tunnel.testing.toxcore import (
     FriendReadReceipt,
     FriendRequest,
     ToxPeer,
-    ToxPeerFactory,
 )
+from tunnel.testing.toxcore_bulk import packet_sequence_number, pump_lossless
+from tunnel.testing.toxcore_factory import ToxPeerFactory
 from tunnel.toxid import ToxId
 from tunnel.wire.savedata import FRIEND_STATUS_CONFIRMED, decode_savedata_untrusted
 
@@ -71,7 +72,30 @@ def test_two_toxcore_peers_befriend_over_udp(
     statuses = alice.events(FriendConnectionStatus)
     assert statuses
     assert statuses[-1].status is Connection.UDP
+    _check_pump(alice, bob, bob_in_alice)
     _check_live_savedata(alice, bob, bootstrapd)
+
+
+def _check_pump(alice: ToxPeer, bob: ToxPeer, bob_in_alice: int) -> None:
+    """Bulk sending through the iteration hook: every numbered packet arrives, in order."""
+    count = 300
+    pumped_id = CUSTOM_LOSSLESS_ID + 2
+    since = bob.event_count()
+    result = pump_lossless(alice, bob_in_alice, count, packet_id=pumped_id)
+    assert (result.sent, result.error) == (count, None)
+
+    def pumped() -> list[bytes]:
+        return [
+            e.data
+            for e in bob.events()[since:]
+            if isinstance(e, FriendLosslessPacket) and e.data[0] == pumped_id
+        ]
+
+    bob.wait_for(lambda: len(pumped()) >= count, DELIVERY_TIMEOUT_S, f"{count} pumped packets")
+    received = pumped()
+    assert [packet_sequence_number(d) for d in received] == list(range(count))
+    assert all(len(d) == 1373 for d in received)
+    assert bob.stats().lossless_packets >= count
 
 
 def _check_live_savedata(alice: ToxPeer, bob: ToxPeer, bootstrapd: Bootstrapd) -> None:

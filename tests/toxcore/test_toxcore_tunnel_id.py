@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tunnel.testing.toxcore import ToxPeer, ToxPeerFactory
+from tunnel.testing.toxcore import ToxPeer
+from tunnel.testing.toxcore_factory import ToxPeerFactory
 
 pytestmark = pytest.mark.toxcore
 pytest.importorskip("tunnel.commands.identity")

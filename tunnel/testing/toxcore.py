@@ -21,17 +21,14 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-import trio
-
 from tunnel.testing import libtoxcore as _c
-from tunnel.testing.bootstrapd import Bootstrapd
+from tunnel.testing.event_log import EventLog
 from tunnel.testing.libtoxcore import (
     TOX_ADDRESS_SIZE,
     TOX_PUBLIC_KEY_SIZE,
@@ -42,7 +39,6 @@ from tunnel.testing.libtoxcore import (
     SavedataType,
     load_libtoxcore,
 )
-from tunnel.testing.ports import PortPool
 from tunnel.testing.toxcore_events import (
     FriendConnectionStatus,
     FriendLosslessPacket,
@@ -52,6 +48,7 @@ from tunnel.testing.toxcore_events import (
     FriendReadReceipt,
     FriendRequest,
     LogRecord,
+    PumpResult,
     SelfConnectionStatus,
     ToxError,
     ToxEvent,
@@ -70,11 +67,11 @@ __all__ = [
     "LogLevel",
     "LogRecord",
     "MessageType",
+    "PumpResult",
     "SelfConnectionStatus",
     "ToxError",
     "ToxEvent",
     "ToxPeer",
-    "ToxPeerFactory",
     "ToxPeerStats",
 ]
 
@@ -83,10 +80,28 @@ _E = TypeVar("_E", bound="ToxEvent")
 
 LOG_RECORDS_KEPT = 5000
 KILL_JOIN_TIMEOUT_S = 10.0
+_SENDQ = _c.ERR_FRIEND_CUSTOM_PACKET.index("TOX_ERR_FRIEND_CUSTOM_PACKET_SENDQ")
 
 
 def _buf(n: int) -> ctypes.Array[ctypes.c_char]:
     return ctypes.create_string_buffer(n)
+
+
+class _PacketCounter:
+    __slots__ = ("bytes", "first_at", "last_at", "packets")
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.first_at = 0.0
+        self.last_at = 0.0
+
+    def count(self, length: int, now: float) -> None:
+        if not self.packets:
+            self.first_at = now
+        self.packets += 1
+        self.bytes += length
+        self.last_at = now
 
 
 def _check_key(public_key: bytes) -> None:
@@ -135,17 +150,15 @@ class ToxPeer:
         self.record_packets = record_packets
         self._lib = load_libtoxcore()
         self._api = threading.RLock()
-        self._cond = threading.Condition()
-        self._events: list[ToxEvent] = []
+        self._log_events = EventLog(name)
         self._pending: list[ToxEvent] = []
-        self._seq = 0
-        self._error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._log: collections.deque[LogRecord] = collections.deque(maxlen=LOG_RECORDS_KEPT)
         self._iterations = 0
-        self._lossless = [0, 0]
-        self._lossy = [0, 0]
+        self._lossless = _PacketCounter()
+        self._lossy = _PacketCounter()
+        self._hooks: list[Callable[[], bool]] = []
         self._callbacks: list[Any] = []  # keeps the CFUNCTYPE objects alive
         self._tox: int | None = self._create(
             start_port=start_port,
@@ -300,20 +313,20 @@ class ToxPeer:
     def _on_lossless(
         self, _tox: int | None, friend: int, data: int | None, length: int, _user: int | None
     ) -> None:
-        self._lossless[0] += 1
-        self._lossless[1] += length
+        now = time.monotonic()
+        self._lossless.count(length, now)
         if self.record_packets:
             payload = ctypes.string_at(data, length) if data and length else b""
-            self._pending.append(FriendLosslessPacket(friend, payload, time.monotonic()))
+            self._pending.append(FriendLosslessPacket(friend, payload, now))
 
     def _on_lossy(
         self, _tox: int | None, friend: int, data: int | None, length: int, _user: int | None
     ) -> None:
-        self._lossy[0] += 1
-        self._lossy[1] += length
+        now = time.monotonic()
+        self._lossy.count(length, now)
         if self.record_packets:
             payload = ctypes.string_at(data, length) if data and length else b""
-            self._pending.append(FriendLossyPacket(friend, payload, time.monotonic()))
+            self._pending.append(FriendLossyPacket(friend, payload, now))
 
     def _on_name(
         self, _tox: int | None, friend: int, name: int | None, length: int, _user: int | None
@@ -338,23 +351,18 @@ class ToxPeer:
                     if self._tox is None:
                         break
                     lib.tox_iterate(self._tox, None)
+                    if self._hooks:
+                        self._hooks = [hook for hook in self._hooks if hook()]
                     interval_ms = int(lib.tox_iteration_interval(self._tox))
                     batch, self._pending = self._pending, []
                     self._iterations += 1
-                with self._cond:
-                    self._events.extend(batch)
-                    self._seq += 1
-                    self._cond.notify_all()
+                self._log_events.publish(batch)
                 self._stop.wait(interval_ms / 1000.0)
         except BaseException as exc:  # pragma: no cover - reported to waiters
-            with self._cond:
-                self._error = exc
-                self._cond.notify_all()
+            self._log_events.fail(exc)
             raise
         finally:
-            with self._cond:
-                self._seq += 1
-                self._cond.notify_all()
+            self._log_events.tick()
 
     def _handle(self) -> int:
         if self._tox is None:
@@ -371,9 +379,7 @@ class ToxPeer:
             if self._tox is not None:
                 self._lib.tox_kill(self._tox)
                 self._tox = None
-        with self._cond:
-            self._seq += 1
-            self._cond.notify_all()
+        self._log_events.close()
 
     @property
     def alive(self) -> bool:
@@ -583,19 +589,55 @@ class ToxPeer:
             len(data),
         )
 
+    # ------------------------------------------------------------------ bulk sending
+
+    def add_iteration_hook(self, hook: Callable[[], bool]) -> None:
+        """Run ``hook()`` on the iteration thread after every ``tox_iterate``, API lock held.
+
+        The hook is dropped once it returns False. Keep it short: it delays iteration.
+        """
+        with self._api:
+            self._handle()
+            self._hooks.append(hook)
+
+    def remove_iteration_hook(self, hook: Callable[[], bool]) -> None:
+        """Drop ``hook`` if it is still installed."""
+        with self._api:
+            if hook in self._hooks:
+                self._hooks.remove(hook)
+
+    def try_send_lossless(self, friend: int, data: bytes) -> bool:
+        """Like :meth:`send_lossless`, but returns False instead of raising on SENDQ."""
+        return self._try_send("tox_friend_send_lossless_packet", friend, data)
+
+    def try_send_lossy(self, friend: int, data: bytes) -> bool:
+        """Like :meth:`send_lossy`, but returns False instead of raising on SENDQ."""
+        return self._try_send("tox_friend_send_lossy_packet", friend, data)
+
+    def _try_send(self, func_name: str, friend: int, data: bytes) -> bool:
+        try:
+            self._checked(func_name, _c.ERR_FRIEND_CUSTOM_PACKET, friend, data, len(data))
+        except ToxError as exc:
+            if exc.code == _SENDQ:
+                return False
+            raise
+        return True
+
     # ------------------------------------------------------------------ event log
 
     def events(self, kind: type[_E] | None = None) -> list[Any]:
         """A snapshot of the recorded events (optionally only those of one class)."""
-        with self._cond:
-            if kind is None:
-                return list(self._events)
-            return [e for e in self._events if isinstance(e, kind)]
+        return self._log_events.events(kind)
 
     def event_count(self) -> int:
         """How many events are recorded; pass it as ``since`` to wait for newer ones."""
-        with self._cond:
-            return len(self._events)
+        return self._log_events.count()
+
+    def find_event(
+        self, kind: type[_E], match: Callable[[_E], bool] | None = None, since: int = 0
+    ) -> _E | None:
+        """The first recorded event of ``kind`` (index >= ``since``) that ``match`` accepts."""
+        return self._log_events.find(kind, match, since)
 
     def log_records(self, min_level: LogLevel = LogLevel.TRACE) -> list[LogRecord]:
         """toxcore's recent log messages at ``min_level`` or above."""
@@ -604,11 +646,20 @@ class ToxPeer:
     def stats(self) -> ToxPeerStats:
         """Iteration and custom-packet counters."""
         with self._api:
+            a, b = self._lossless, self._lossy
             return ToxPeerStats(
-                self._iterations, self._lossless[0], self._lossless[1], *self._lossy
+                self._iterations,
+                a.packets,
+                a.bytes,
+                b.packets,
+                b.bytes,
+                a.first_at,
+                a.last_at,
+                b.first_at,
+                b.last_at,
             )
 
-    # ------------------------------------------------------------------ waiting (sync)
+    # ------------------------------------------------------------------ waiting
 
     def wait_for(self, predicate: Callable[[], _T | None], timeout: float, what: str = "") -> _T:
         """Block until ``predicate()`` returns something truthy; return it.
@@ -618,39 +669,7 @@ class ToxPeer:
         ``TimeoutError`` after ``timeout`` seconds and ``RuntimeError`` if the peer is
         killed or its iteration thread failed.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._cond:
-                seq = self._seq
-            result = predicate()
-            if result:
-                return result
-            with self._cond:
-                while self._seq == seq:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(self._timeout_message(what or repr(predicate), timeout))
-                    self._cond.wait(remaining)
-                if self._error is not None:
-                    raise RuntimeError(f"{self.name}: iteration thread failed") from self._error
-                if self._tox is None:
-                    raise RuntimeError(f"{self.name} was killed while waiting for {what}")
-
-    def _timeout_message(self, what: str, timeout: float) -> str:
-        recent = self.events()[-8:]
-        shown = "\n  ".join(repr(e)[:200] for e in recent) or "(none)"
-        return f"{self.name}: {what} not reached within {timeout} s; last events:\n  {shown}"
-
-    def find_event(
-        self, kind: type[_E], match: Callable[[_E], bool] | None = None, since: int = 0
-    ) -> _E | None:
-        """The first recorded event of ``kind`` (index >= ``since``) that ``match`` accepts."""
-        with self._cond:
-            candidates = self._events[since:]
-        for event in candidates:
-            if isinstance(event, kind) and (match is None or match(event)):
-                return event
-        return None
+        return self._log_events.wait_for(predicate, timeout, what)
 
     def wait_event(
         self,
@@ -660,31 +679,32 @@ class ToxPeer:
         since: int = 0,
     ) -> _E:
         """Wait for (or find already recorded) an event of ``kind`` accepted by ``match``."""
-        return self.wait_for(
-            lambda: self.find_event(kind, match, since), timeout, f"a {kind.__name__} event"
-        )
+        return self._log_events.wait_event(kind, timeout, match, since)
 
     def wait_self_connected(self, timeout: float) -> Connection:
         """Wait until ``tox_self_get_connection_status`` is not NONE; return it."""
-        return self.wait_for(
-            lambda: self.self_connection_status() or None, timeout, "self connection"
-        )
+        return self.wait_for(self._self_connected, timeout, "self connection")
 
     def wait_friend_connected(
         self, friend: int, timeout: float, via: Connection | None = None
     ) -> Connection:
         """Wait until ``friend`` is connected (over ``via`` if given); return the transport."""
+        predicate, what = self._friend_connected(friend, via)
+        return self.wait_for(predicate, timeout, what)
 
+    def _self_connected(self) -> Connection | None:
+        return self.self_connection_status() or None
+
+    def _friend_connected(
+        self, friend: int, via: Connection | None
+    ) -> tuple[Callable[[], Connection | None], str]:
         def connected() -> Connection | None:
             status = self.friend_connection_status(friend)
             if status is Connection.NONE or (via is not None and status is not via):
                 return None
             return status
 
-        what = f"friend {friend} connected" + (f" over {via.name}" if via else "")
-        return self.wait_for(connected, timeout, what)
-
-    # ------------------------------------------------------------------ waiting (Trio)
+        return connected, f"friend {friend} connected" + (f" over {via.name}" if via else "")
 
     async def await_for(
         self,
@@ -693,9 +713,7 @@ class ToxPeer:
         what: str = "",
     ) -> _T:
         """:meth:`wait_for` for Trio code (runs in a worker thread, abandoned on cancel)."""
-        return await trio.to_thread.run_sync(
-            functools.partial(self.wait_for, predicate, timeout, what), abandon_on_cancel=True
-        )
+        return await self._log_events.await_for(predicate, timeout, what)
 
     async def await_event(
         self,
@@ -705,9 +723,8 @@ class ToxPeer:
         since: int = 0,
     ) -> _E:
         """:meth:`wait_event` for Trio code."""
-        return await trio.to_thread.run_sync(
-            functools.partial(self.wait_event, kind, timeout, match, since),
-            abandon_on_cancel=True,
+        return await self.await_for(
+            lambda: self.find_event(kind, match, since), timeout, f"a {kind.__name__} event"
         )
 
     async def await_friend_connected(
@@ -717,65 +734,9 @@ class ToxPeer:
         via: Connection | None = None,
     ) -> Connection:
         """:meth:`wait_friend_connected` for Trio code."""
-        return await trio.to_thread.run_sync(
-            functools.partial(self.wait_friend_connected, friend, timeout, via),
-            abandon_on_cancel=True,
-        )
+        predicate, what = self._friend_connected(friend, via)
+        return await self.await_for(predicate, timeout, what)
 
     async def await_self_connected(self, timeout: float) -> Connection:  # noqa: ASYNC109
         """:meth:`wait_self_connected` for Trio code."""
-        return await trio.to_thread.run_sync(
-            functools.partial(self.wait_self_connected, timeout), abandon_on_cancel=True
-        )
-
-
-# ---------------------------------------------------------------------------- factory
-
-
-class ToxPeerFactory:
-    """Creates :class:`ToxPeer` objects on ports from a :class:`PortPool` and kills them all.
-
-    ``factory("a", bootstrap=bsd)`` bootstraps the new peer off ``bsd`` (a
-    :class:`~tunnel.testing.bootstrapd.Bootstrapd`, or several) and adds its TCP relays.
-    Other keyword arguments go to :class:`ToxPeer`. With ``tcp_server=True`` the peer also
-    runs a TCP relay server on a pool port.
-    """
-
-    def __init__(self, port_pool: PortPool, ports_per_peer: int = 3) -> None:
-        self.port_pool = port_pool
-        self.ports_per_peer = ports_per_peer
-        self.peers: list[ToxPeer] = []
-
-    def __call__(
-        self,
-        name: str = "tox",
-        *,
-        bootstrap: Bootstrapd | Sequence[Bootstrapd] | None = None,
-        tcp_relays: bool = True,
-        tcp_server: bool = False,
-        **kwargs: Any,
-    ) -> ToxPeer:
-        if kwargs.get("udp", True) and "start_port" not in kwargs:
-            ports = self.port_pool.allocate(self.ports_per_peer)
-            kwargs["start_port"], kwargs["end_port"] = ports[0], ports[-1]
-        if tcp_server:
-            kwargs["tcp_port"] = self.port_pool.allocate_one()
-        peer = ToxPeer(name, **kwargs)
-        self.peers.append(peer)
-        if bootstrap is None:
-            nodes: Sequence[Bootstrapd] = ()
-        elif isinstance(bootstrap, Bootstrapd):
-            nodes = (bootstrap,)
-        else:
-            nodes = bootstrap
-        for bsd in nodes:
-            peer.bootstrap(bsd.host, bsd.udp_port, bsd.public_key)
-            if tcp_relays:
-                for port in bsd.tcp_ports:
-                    peer.add_tcp_relay(bsd.host, port, bsd.public_key)
-        return peer
-
-    def kill_all(self) -> None:
-        """Kill every peer made so far (idempotent)."""
-        for peer in self.peers:
-            peer.kill()
+        return await self.await_for(self._self_connected, timeout, "self connection")

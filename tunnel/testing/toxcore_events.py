@@ -18,8 +18,12 @@ class ToxError(RuntimeError):
         self.function = function
         self.code = code
         self.code_name = code_name
+        self.detail = detail
         suffix = f": {detail}" if detail else ""
         super().__init__(f"{function} failed with {code_name} ({code}){suffix}")
+
+    def __reduce__(self) -> tuple[type[ToxError], tuple[str, int, str, str]]:
+        return (ToxError, (self.function, self.code, self.code_name, self.detail))
 
 
 # ---------------------------------------------------------------------------- events
@@ -129,3 +133,27 @@ class ToxPeerStats:
     lossless_bytes: int
     lossy_packets: int
     lossy_bytes: int
+    lossless_first_at: float = 0.0
+    """``time.monotonic()`` of the first / last custom packet received (0 if none); the
+    monotonic clock is system-wide, so values compare across processes."""
+    lossless_last_at: float = 0.0
+    lossy_first_at: float = 0.0
+    lossy_last_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PumpResult:
+    """What :meth:`ToxPeer.pump_lossless` / ``pump_lossy`` sent."""
+
+    sent: int
+    sendq_hits: int
+    """How often toxcore answered SENDQ (queue full or rate limit reached)."""
+    started_at: float
+    finished_at: float
+    error: str | None = None
+    """The ``TOX_ERR_FRIEND_CUSTOM_PACKET_*`` name that stopped the pump early, if any."""
+
+    @property
+    def seconds(self) -> float:
+        """Time from the first send attempt to the last packet queued."""
+        return self.finished_at - self.started_at
