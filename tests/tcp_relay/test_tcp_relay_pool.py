@@ -11,6 +11,7 @@ from tunnel.tcp_relay.connections import (
     PoolEvent,
     RelayConnected,
     RelayDisconnected,
+    RelayPong,
     RelayPool,
 )
 from tunnel.tcp_relay.server import OnionRequestReceived, RelayServer
@@ -106,9 +107,11 @@ class Net:
 
 
 def drain(p: RelayPool) -> list[PoolEvent]:
+    """Pending events, without the periodic RelayPong."""
     out = []
     while (e := p.next_event()) is not None:
-        out.append(e)
+        if not isinstance(e, RelayPong):
+            out.append(e)
     return out
 
 
