@@ -259,6 +259,11 @@ class ForwardMux:
         peer = self._peers.get(friend)
         return PeerMode.UNKNOWN if peer is None else peer.mode
 
+    def wire_id(self, handle: int) -> int | None:
+        """The tuntox tunnel id (connid) of ``handle``, once known (logging, tests)."""
+        tunnel = self._tunnels.get(handle)
+        return None if tunnel is None else tunnel.wire_id
+
     def tunnel_count(self, friend: FriendId | None = None) -> int:
         if friend is None:
             return len(self._tunnels)
