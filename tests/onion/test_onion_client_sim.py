@@ -4,6 +4,7 @@ friends find each other's DHT keys, friend requests go both ways."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -18,7 +19,7 @@ from tunnel.onion.client import (
     OnionHooks,
     OnionStatusChanged,
 )
-from tunnel.onion.relay import OnionRelay
+from tunnel.onion.relay import OnionRelay, TcpClientSource
 from tunnel.onion.stack import OnionStack
 from tunnel.testing.rng import SeededRng
 from tunnel.testing.sim import LinkParams, SimNetwork
@@ -205,3 +206,93 @@ def test_many_friend_pairs_with_loss() -> None:
         300.0,
     )
     assert took < 180
+
+
+def test_announce_intervals_follow_0_2_18() -> None:
+    """3 s while not stored, 15 s once stored, 120 s once node and path are older than 90 s
+    (and, as toxcore, some node is re-announced whenever nothing was sent for 15 s)."""
+    net, nodes = _network(14, seed=5)
+    client = nodes[0].client
+    start = net.now
+    history: dict[bytes, list[float]] = {}
+    for _ in range(420):
+        net.run_for(1.0)
+        for node in client.self_nodes:
+            seen = history.setdefault(node.node.public_key, [])
+            if node.last_pinged > float("-inf") and (not seen or seen[-1] != node.last_pinged):
+                seen.append(node.last_pinged)
+    gaps = sorted(
+        {round(b - a) for times in history.values() for a, b in itertools.pairwise(times)}
+    )
+    assert client.connected
+    assert 15 in gaps
+    assert 120 in gaps
+    assert max(gaps) <= 120
+    late_sends = sorted(t for times in history.values() for t in times if t > start + 150)
+    stable = 0
+    for times in history.values():
+        late = [round(y - x) for x, y in itertools.pairwise(times) if x > start + 150]
+        stable += bool(late) and all(g == 120 for g in late)
+    assert stable >= 8  # all but the node that gets the 15 s "nothing sent lately" ping
+    assert max(b - a for a, b in itertools.pairwise(late_sends)) <= 15
+
+
+def test_onion_over_tcp_relay() -> None:
+    """A client without UDP reaches the onion through a TCP relay node (TCP 0x08 / 0x09)."""
+    net, nodes = _network(12, seed=6)
+    rng = SeededRng("tcp-client")
+    real, dht_keys = KeyPair.generate(rng), KeyPair.generate(rng)
+    relay_node = nodes[5]
+    handle = "relay-5"
+    others = [n.node for n in nodes]
+    hooks = OnionHooks(
+        random_dht_nodes=lambda n: others[:n],
+        dht_connected=lambda: False,
+        onion_tcp_relays=lambda: [handle],
+    )
+    client = OnionClient(real, dht_keys, rng.fork("c"), net.now, hooks=hooks, nospam=b"tcp!")
+    for node in others[:4]:
+        client.add_bootstrap_node(node)
+    source = TcpClientSource(connection_id=1, identifier=42)
+    relay = relay_node.stack.relay
+    assert relay is not None
+    friend = nodes[7]
+    client.send_friend_request(friend.client.tox_id, b"over tcp")
+    events: list[OnionEvent] = []
+    for _ in range(120):
+        client.handle_timer(net.now)
+        assert client.datagrams_to_send() == []
+        for to, packet in client.tcp_onion_requests_to_send():
+            assert to == handle
+            relay.receive_tcp_onion_request(packet, source, net.now)
+        net.run_for(1.0)
+        for dest, response in relay.tcp_responses_to_send():
+            assert dest == source
+            client.receive_tcp_onion_response(response, net.now)
+        while (event := client.next_event()) is not None:
+            events.append(event)
+        for n in nodes:
+            n.drain()
+        if any(
+            isinstance(e, FriendRequestReceived) and e.public_key == real.public_key
+            for e in friend.events
+        ):
+            break
+    assert OnionStatusChanged(connected=True, tcp=True) in events
+    assert any(isinstance(e, FriendRequestReceived) for e in friend.events)
+
+
+def test_client_drops_bad_input() -> None:
+    net, nodes = _network(8, seed=7)
+    client = nodes[0].client
+    addr = ("11.0.0.9", PORT)
+    client.receive(b"\x84" + bytes(81), addr, net.now)  # unknown sendback
+    client.receive(b"\x86" + bytes(150), addr, net.now)  # does not open
+    client.receive(b"\x99", addr, net.now)
+    client.receive(b"", addr, net.now)
+    client.handle_dht_dhtpk(bytes(32), bytes(10), net.now)
+    stats = client.stats
+    assert stats.dropped_unknown_sendback == 1
+    assert stats.dropped_decrypt == 1
+    assert stats.dropped_malformed == 3
+    assert client.datagrams_to_send() == []
