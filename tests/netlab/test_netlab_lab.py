@@ -1,0 +1,219 @@
+"""The network-namespace lab (tunnel.testing.netlab): NAT, UDP blocking, conntrack, teardown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tunnel.testing.netlab import (
+    Host,
+    NatMode,
+    NetLab,
+    NetLabError,
+    list_netns,
+    sweep_stale,
+    unavailable_reason,
+)
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
+]
+
+TCP_PORT = 49001
+UDP_PORT = 49002
+CLIENT_UDP_PORT = 49003
+
+# A TCP server that tells every client the address it sees, until killed.
+TCP_WHOAMI = f"""
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {TCP_PORT}))
+s.listen()
+print("ready", flush=True)
+while True:
+    c, addr = s.accept()
+    c.sendall(f"{{addr[0]}}:{{addr[1]}}".encode())
+    c.close()
+"""
+
+# A UDP server that echoes the sender's address back to it.
+UDP_WHOAMI = f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", {UDP_PORT}))
+print("ready", flush=True)
+while True:
+    data, addr = s.recvfrom(100)
+    s.sendto(f"{{addr[0]}}:{{addr[1]}}".encode(), addr)
+"""
+
+TCP_CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+print(c.recv(100).decode())
+"""
+
+# Sends one datagram per argv[3] round from a fixed local port; prints each answer or timeout.
+UDP_CLIENT = f"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", {CLIENT_UDP_PORT}))
+s.settimeout(float(sys.argv[3]))
+try:
+    s.sendto(b"x", (sys.argv[1], int(sys.argv[2])))
+    print(s.recvfrom(100)[0].decode())
+except TimeoutError:
+    print("timeout")
+"""
+
+
+@pytest.fixture
+def lab() -> Iterator[NetLab]:
+    with NetLab() as built:
+        yield built
+
+
+def _start_server(lab: NetLab, host_code: str, host: Host) -> subprocess.Popen[bytes]:
+    proc = lab.popen(host, [sys.executable, "-u", "-c", host_code])
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+    return proc
+
+
+def test_nat_hosts_reach_server_and_nat_rewrites_source(lab: NetLab) -> None:
+    server = lab.add_public_host("srv")
+    a = lab.add_nat_host("a")
+    b = lab.add_nat_host("b", NatMode.RANDOM)
+    assert server.address.startswith("198.18.")
+    assert a.address.startswith("10.")
+    assert b.address.startswith("10.")
+    _start_server(lab, TCP_WHOAMI, server)
+    for host in (a, b):
+        seen = lab.python(host, TCP_CLIENT, server.address, str(TCP_PORT)).strip()
+        seen_ip = seen.split(":")[0]
+        # The server sees the router's public address, never the private one.
+        assert seen_ip == host.public_address
+        assert seen_ip != host.address
+    # Private addresses are not routable from the internet side.
+    result = lab.run(
+        server,
+        [sys.executable, "-c", TCP_CLIENT, a.address, str(TCP_PORT)],
+        check=False,
+    )
+    assert result.returncode != 0
+
+
+def test_endpoint_independent_keeps_port_random_does_not(lab: NetLab) -> None:
+    server = lab.add_public_host("srv")
+    a = lab.add_nat_host("a")
+    b = lab.add_nat_host("b", NatMode.RANDOM)
+    _start_server(lab, UDP_WHOAMI, server)
+    seen_a = lab.python(a, UDP_CLIENT, server.address, str(UDP_PORT), "3").strip()
+    assert seen_a == f"{a.public_address}:{CLIENT_UDP_PORT}"
+    ports = set()
+    for _ in range(3):
+        assert b.router is not None
+        seen_b = lab.python(b, UDP_CLIENT, server.address, str(UDP_PORT), "3").strip()
+        ip, port = seen_b.split(":")
+        assert ip == b.public_address
+        ports.add(int(port))
+        lab.flush_conntrack(b.router)
+    # fully-random: a fresh random public port per mapping (3 equal ports: ~1e-9 chance).
+    assert ports != {CLIENT_UDP_PORT}
+    assert len(ports) >= 2
+
+
+def test_block_udp_between_hosts(lab: NetLab) -> None:
+    server = lab.add_public_host("srv")
+    a = lab.add_nat_host("a")
+    b = lab.add_nat_host("b")
+    _start_server(lab, UDP_WHOAMI, server)
+    _start_server(lab, TCP_WHOAMI, server)
+    args = (server.address, str(UDP_PORT))
+    assert lab.python(a, UDP_CLIENT, *args, "3").strip().startswith(a.public_address)
+
+    lab.block_udp(a, server)
+    assert lab.python(a, UDP_CLIENT, *args, "0.3").strip() == "timeout"
+    assert lab.udp_drop_count() >= 1
+    # Only UDP between a and the server: b still gets through, and TCP still works for a.
+    assert lab.python(b, UDP_CLIENT, *args, "3").strip().startswith(b.public_address)
+    tcp = lab.python(a, TCP_CLIENT, server.address, str(TCP_PORT)).strip()
+    assert tcp.startswith(a.public_address)
+
+    lab.unblock_udp(a, server)
+    assert lab.python(a, UDP_CLIENT, *args, "3").strip().startswith(a.public_address)
+
+    lab.block_udp(b)  # all of b's UDP
+    assert lab.python(b, UDP_CLIENT, *args, "0.3").strip() == "timeout"
+
+
+def test_renumber_changes_public_address(lab: NetLab) -> None:
+    server = lab.add_public_host("srv")
+    a = lab.add_nat_host("a")
+    assert a.router is not None
+    _start_server(lab, UDP_WHOAMI, server)
+    old = a.public_address
+    router = lab.renumber(a.router)
+    a = lab.host("a")
+    assert a.public_address == router.public_address != old
+    seen = lab.python(a, UDP_CLIENT, server.address, str(UDP_PORT), "3").strip()
+    assert seen.split(":")[0] == a.public_address
+
+
+def _root_links() -> str:
+    return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+
+
+def test_teardown_leaves_nothing_even_on_failure() -> None:
+    links_before = _root_links()
+    procs: list[subprocess.Popen[bytes]] = []
+    lab = NetLab()
+
+    def build_and_fail() -> None:
+        with lab:
+            server = lab.add_public_host("srv")
+            a = lab.add_nat_host("a")
+            procs.append(lab.popen(server, ["sleep", "60"]))
+            procs.append(lab.popen(a, ["sh", "-c", "trap '' TERM; sleep 60"]))
+            assert len([n for n in list_netns() if n.startswith(lab.run_id)]) == 4
+            raise RuntimeError("boom")
+
+    run_id = lab.run_id
+    with pytest.raises(RuntimeError, match="boom"):
+        build_and_fail()
+    assert [n for n in list_netns() if n.startswith(run_id)] == []
+    assert all(proc.poll() is not None for proc in procs)
+    assert _root_links() == links_before
+    with pytest.raises(NetLabError):
+        lab.add_public_host("late")
+
+
+def test_stale_sweep_deletes_only_dead_runs() -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = f"tnl-{dead.pid}-abcd-x"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    try:
+        with NetLab() as lab:
+            names = list_netns()
+            assert stale not in names
+            assert any(n.startswith(lab.run_id) for n in names)
+            # A live run (this one) survives a sweep.
+            assert sweep_stale() == []
+            assert any(n.startswith(lab.run_id) for n in list_netns())
+    finally:
+        subprocess.run(["ip", "netns", "delete", stale], capture_output=True, check=False)
+
+
+def test_names_are_validated() -> None:
+    with NetLab() as lab:
+        lab.add_public_host("x1")
+        with pytest.raises(ValueError, match="already used"):
+            lab.add_public_host("x1")
+        with pytest.raises(ValueError, match="lower-case"):
+            lab.add_public_host("Bad-Name")
