@@ -53,6 +53,7 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the forked child
 def popen_dies_with_parent(
     argv: Sequence[str],
     *,
+    stdin: int | IO[bytes] | None = subprocess.DEVNULL,
     stdout: int | IO[bytes] | None = None,
     stderr: int | IO[bytes] | None = None,
     cwd: str | os.PathLike[str] | None = None,
@@ -70,7 +71,7 @@ def popen_dies_with_parent(
     def spawn() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             full,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             cwd=cwd,
