@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from tunnel.crypto import KeyPair
+from tunnel.profile import Profile
+from tunnel.testing.rng import SeededRng
 from tunnel.testing.toxcore import ToxPeer
 from tunnel.testing.toxcore_factory import ToxPeerFactory
 from tunnel.toxid import ToxId
@@ -116,10 +118,24 @@ def test_toxcore_savedata_round_trips_through_our_codec_into_toxcore(
 
 
 def test_profile_reads_a_toxcore_profile(tox_peer_factory: ToxPeerFactory, tmp_path: Path) -> None:
-    profile_mod = pytest.importorskip("tunnel.profile")
     peer, raw = _toxcore_profile(tox_peer_factory)
     path = tmp_path / "alice.tox"
     path.write_bytes(raw)
-    profile = profile_mod.Profile.load(path)
-    tox_id = profile.tox_id
-    assert (tox_id.to_bytes() if isinstance(tox_id, ToxId) else bytes(tox_id)) == peer.address
+    profile = Profile.load(path)
+    assert profile.tox_id.to_bytes() == peer.address
+    assert {f.public_key for f in profile.friends} == {k.public_key for k in FRIEND_KEYS}
+    # Saving it again keeps everything toxcore needs: toxcore loads our rewrite.
+    profile.save(tmp_path / "resaved.tox")
+    resaved = (tmp_path / "resaved.tox").read_bytes()
+    with ToxPeer("resaved", udp=False, savedata=resaved, start=False) as reloaded:
+        assert reloaded.address == peer.address
+        assert reloaded.name_bytes == peer.name_bytes
+        assert len(reloaded.friend_list()) == 2
+
+
+def test_profile_we_generate_loads_into_toxcore(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.tox"
+    profile = Profile.create(path, SeededRng(2026))
+    with ToxPeer("fresh", udp=False, savedata=path.read_bytes(), start=False) as peer:
+        assert peer.address == profile.tox_id.to_bytes()
+        assert peer.secret_key == profile.key_pair.secret_key

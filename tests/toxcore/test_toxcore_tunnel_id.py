@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tunnel.cli import main
 from tunnel.testing.toxcore import ToxPeer
 from tunnel.testing.toxcore_factory import ToxPeerFactory
 
 pytestmark = pytest.mark.toxcore
-pytest.importorskip("tunnel.commands.identity")
-
-from tunnel.cli import main  # noqa: E402
 
 
 def _tunnel_id(capsys: pytest.CaptureFixture[str], *args: str) -> bytes:
