@@ -95,6 +95,8 @@ PING_TIMEOUT_S = 10.0
 UDP_IDLE_TIMEOUT_S = 120.0
 LOSSY_QUEUE_MAX_PACKETS = 256
 MAX_TUNNELS_PER_FRIEND = 4096
+CONTROL_QUEUE_SOFT_LIMIT = 4096
+"""Queued control frames per friend past which PONG/DENY answers are dropped (flooding)."""
 OUR_CAPS_FLAGS = CapFlag.ALL
 
 
@@ -506,6 +508,8 @@ class ForwardMux:
 
     def _handle_ping(self, peer: Peer, frame: Ping, now: float) -> None:
         # tuntox answers every PING (both roles) with a PONG echoing the payload, connid 0.
+        if self._flooded(peer):
+            return
         self._control(peer.friend, Pong(frame.payload))
 
     def _handle_pong(self, peer: Peer, frame: Pong, now: float) -> None:
@@ -611,6 +615,13 @@ class ForwardMux:
         handle = self._next_handle
         self._next_handle += 1
         return handle
+
+    def _flooded(self, peer: Peer) -> bool:
+        """True (and counted) when the peer's control queue is too long for optional answers."""
+        if len(peer.control) < CONTROL_QUEUE_SOFT_LIMIT:
+            return False
+        self._count("dropped_answer_flood")
+        return True
 
     def _tick(self, now: float) -> None:
         if now > self._now:

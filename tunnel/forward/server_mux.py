@@ -145,6 +145,8 @@ class ServerMux(ForwardMux):
             agreed = Capabilities(offer.flags & OUR_CAPS_FLAGS, offer.window_bytes, offer.version)
             if peer.mode is PeerMode.UNKNOWN:
                 self._set_mode(peer, agreed)
+            if self._flooded(peer):
+                return
             answer = Capabilities(agreed.flags, self._window_bytes)
             self._control(peer.friend, Pong(answer.payload(CAPS_KIND_ANSWER)))
             return
@@ -223,6 +225,8 @@ class ServerMux(ForwardMux):
 
     def _refuse(self, peer: Peer, forward_id: int, code: DenyCode, reason: str) -> None:
         self._count("denied")
+        if self._flooded(peer):
+            return
         if peer.mode is PeerMode.EXTENDED and peer.shared_flags() & CapFlag.DENY:
             self._control(peer.friend, DenyTunnel(forward_id, code, reason))
         elif self._legacy_refusal == "ack_fin":
