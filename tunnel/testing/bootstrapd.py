@@ -101,7 +101,8 @@ class Bootstrapd:
 
     Use as a context manager (starts on enter, stops on exit) or call :meth:`start` /
     :meth:`stop`. ``bootstrap_nodes`` are ``(host, udp_port, public_key)`` triples.
-    ``netns`` runs the daemon under ``ip netns exec NAME``.
+    ``netns`` runs the daemon under ``ip netns exec NAME``; then pass ``host``, the address
+    clients reach it at (otherwise :attr:`host` is loopback).
     """
 
     def __init__(
@@ -114,6 +115,7 @@ class Bootstrapd:
         bootstrap_nodes: Sequence[tuple[str, int, bytes]] = (),
         ipv6: bool = False,
         netns: str | None = None,
+        host: str | None = None,
         secret_key: bytes | None = None,
         name: str = "bootstrapd",
         executable: str = BOOTSTRAPD_EXECUTABLE,
@@ -127,6 +129,7 @@ class Bootstrapd:
         self.bootstrap_nodes = list(bootstrap_nodes)
         self.ipv6 = ipv6
         self.netns = netns
+        self._host = host
         self.name = name
         self.executable = executable
         key = PrivateKey(secret_key) if secret_key is not None else PrivateKey.generate()
@@ -146,7 +149,9 @@ class Bootstrapd:
 
     @property
     def host(self) -> str:
-        """The loopback address clients should use (``::1`` when IPv6 is on)."""
+        """The address clients should use: ``host`` if given, else loopback (``::1`` with IPv6)."""
+        if self._host is not None:
+            return self._host
         return "::1" if self.ipv6 else "127.0.0.1"
 
     @property

@@ -62,13 +62,19 @@ class ToxPeerProcess:
     """A ToxPeer living in a child process; the common ToxPeer methods are proxied.
 
     Anything else: ``call("method_name", *args)`` (properties too: ``call("udp_port")``).
+    With ``netns`` the child runs under ``ip netns exec NETNS``, so every socket toxcore
+    opens (UDP, TCP relay connections) lives in that network namespace.
     """
 
-    def __init__(self, name: str = "tox", **peer_kwargs: Any) -> None:
+    def __init__(self, name: str = "tox", *, netns: str | None = None, **peer_kwargs: Any) -> None:
         self.name = name
+        self.netns = netns
         self._lock = threading.Lock()
+        argv = [sys.executable, "-m", "tunnel.testing.toxcore_process"]
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
         self._proc = popen_dies_with_parent(
-            [sys.executable, "-m", "tunnel.testing.toxcore_process"],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
