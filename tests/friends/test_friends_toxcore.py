@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -40,6 +41,7 @@ from tunnel.testing.toxcore import (
     ToxError,
     ToxPeer,
 )
+from tunnel.wire.ip_port import Addr
 
 pytestmark = [pytest.mark.toxcore]
 
@@ -204,3 +206,87 @@ async def test_bulk_lossless_both_ways(
     mb = BULK_PACKETS * PACKET_SIZE / 1e6
     print(f"ours->toxcore {mb / elapsed_out:.1f} MB/s, toxcore->ours {mb / elapsed_in:.1f} MB/s")
     assert node.messenger.friend_state(friend) is FriendState.ONLINE
+
+
+class LossyProxy:
+    """A UDP relay between our node and toxcore that drops and reorders (seeded)."""
+
+    def __init__(self, sock: trio.socket.SocketType, ours: Addr, theirs: Addr, seed: int) -> None:
+        self.sock = sock
+        self.ours = ours
+        self.theirs = theirs
+        self.rng = random.Random(seed)
+        self.loss = 0.05
+        self.reorder = 0.05
+        self.dropped = 0
+        self.delayed = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                data, addr = await self.sock.recvfrom(2048)
+                dest = self.theirs if tuple(addr[:2]) == self.ours else self.ours
+                if self.rng.random() < self.loss:
+                    self.dropped += 1
+                elif self.rng.random() < self.reorder:
+                    self.delayed += 1
+                    nursery.start_soon(self._later, data, dest, self.rng.uniform(0.002, 0.02))
+                else:
+                    await self.sock.sendto(data, dest)
+
+    async def _later(self, data: bytes, dest: Addr, delay: float) -> None:
+        await trio.sleep(delay)  # the simulated path delay itself
+        await self.sock.sendto(data, dest)
+
+
+@pytest.mark.slow
+async def test_bulk_through_5_percent_loss_and_reordering(tox: ToxPeer) -> None:
+    real = _our_keys()
+    tox_friend = tox.friend_add_norequest(real.public_key)
+    messenger = Messenger(NetCrypto(real, KeyPair.generate(os.urandom), os.urandom))
+    port, proxy_port = PORTS.allocate(2)
+    bound = await open_udp_socket("127.0.0.1", port, port, ipv6=False)
+    proxy_sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await proxy_sock.bind(("127.0.0.1", proxy_port))
+    proxy = LossyProxy(proxy_sock, ("127.0.0.1", port), ("127.0.0.1", tox.udp_port), seed=5)
+    node = MessengerNode(messenger, bound)
+    count = 4000
+    count_in = 600
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(proxy.run)
+            await nursery.start(node.run)
+            friend = messenger.add_friend_norequest(
+                tox.public_key, node.now(), dht_pk=tox.dht_id, udp_addr=("127.0.0.1", proxy_port)
+            )
+            node.kick()
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                await node.wait_for(lambda: node.take(FriendOnline))
+            with trio.fail_after(120):
+                for i in range(count):
+                    await node.send_custom_lossless(friend, _numbered(i))
+                packets = await tox.await_for(
+                    lambda: (p := tox.events(FriendLosslessPacket)) and len(p) >= count and p,
+                    120,
+                )
+            assert [int.from_bytes(p.data[1:5], "big") for p in packets] == list(range(count))
+            # toxcore's own congestion control crawls under random loss (every resend counts
+            # as congestion), so the incoming direction moves fewer packets.
+            await trio.to_thread.run_sync(_pump_from_toxcore, tox, tox_friend, count_in)
+            with trio.fail_after(120):
+                await node.wait_for(
+                    lambda: sum(isinstance(e, CustomLossless) for e in node.received) >= count_in
+                )
+            got = [int.from_bytes(e.data[1:5], "big") for e in node.take(CustomLossless)]
+            assert got == list(range(count_in))
+            assert proxy.dropped > 150
+            assert proxy.delayed > 150
+            stats = messenger.statistics(friend).session
+            assert stats is not None
+            assert stats.resent_packets > 0
+            assert messenger.friend_state(friend) is FriendState.ONLINE
+            nursery.cancel_scope.cancel()
+    finally:
+        bound.close()
+        proxy_sock.close()
