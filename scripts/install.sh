@@ -12,8 +12,9 @@ DEV=0
 # Packages the test suite drives for real: libtoxcore (ctypes peers), tox-bootstrapd,
 # iproute2/nftables/iptables (network namespaces and NAT routers), microsocks/tinyproxy
 # (SOCKS5 and HTTP CONNECT proxies for the TCP relay proxy tests), conntrack (NAT rebinding
-# tests in the network-namespace lab).
-TEST_PKGS=(libtoxcore2 toxcore-utils iproute2 nftables iptables procps microsocks tinyproxy conntrack)
+# tests in the network-namespace lab), tor (tor + tor-gencert: the private Tor network of
+# tests/tor).
+TEST_PKGS=(libtoxcore2 toxcore-utils iproute2 nftables iptables procps microsocks tinyproxy conntrack tor)
 RUNTIME_PKGS=(python3-venv)
 
 missing=()
