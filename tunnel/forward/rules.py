@@ -128,7 +128,7 @@ def parse_rule(line: str) -> Rule:
     Raises:
         ConfigError: unparsable rule, naming it.
     """
-    text = line.strip()
+    text = line.strip().replace("@", ":")  # tuntox accepts '@' for ':' everywhere
     protocols = _PROTOCOLS["tcp"]
     head, slash, proto = text.rpartition("/")
     if slash and proto.lower() in _PROTOCOLS:
