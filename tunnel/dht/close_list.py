@@ -152,6 +152,10 @@ class CloseList:
         """The entry holding ``public_key``."""
         return self._by_pk.get(public_key)
 
+    def entries(self) -> list[ClientEntry]:
+        """All entries (a new list; in insertion order, not bucket order)."""
+        return list(self._by_pk.values())
+
     def bucket(self, index: int) -> list[ClientEntry]:
         """The entries of bucket ``index`` (a copy)."""
         return list(self._buckets[index])
@@ -245,15 +249,23 @@ class FriendClientList:
 
     def can_add(self, public_key: bytes, now: float) -> bool:
         """toxcore ``replace_all`` condition: an empty slot, or one of the two worst entries
-        is bad or farther from the friend key than the newcomer."""
-        if self.get(public_key) is not None:
-            return False
+        (bad first, then farthest) is bad or farther from the friend key than the newcomer.
+        That holds exactly when *any* entry is bad or farther, which needs no sort."""
         if len(self.entries) < MAX_FRIEND_CLIENTS:
-            return True
-        self.sort(now)
+            return self.get(public_key) is None
         pk_int = key_int(public_key)
-        return self._store_ok(self.entries[0], pk_int, now) or self._store_ok(
-            self.entries[1], pk_int, now
+        found = False
+        for entry in self.entries:
+            if entry.public_key == public_key:
+                return False
+            found = found or self._store_ok(entry, pk_int, now)
+        return found
+
+    def _worst_index(self, now: float) -> int:
+        base = self.base_int
+        return max(
+            range(len(self.entries)),
+            key=lambda i: (self.entries[i].is_bad(now), self.entries[i].pk_int ^ base),
         )
 
     def add_or_update(self, public_key: bytes, ip_port: IPPort, now: float) -> bool:
@@ -268,5 +280,5 @@ class FriendClientList:
         if len(self.entries) < MAX_FRIEND_CLIENTS:
             self.entries.append(entry)
         else:
-            self.entries[0] = entry  # sorted by can_add: slot 0 is the worst
+            self.entries[self._worst_index(now)] = entry
         return True

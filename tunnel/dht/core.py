@@ -21,7 +21,7 @@ tox-protocol.md section 4. Theory of operation:
 
 from __future__ import annotations
 
-import heapq
+import functools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -119,6 +119,11 @@ class DhtFriend:
     nat: NatState = field(default_factory=NatState)
     lock_count: int = 0
     fake: bool = False
+
+
+@functools.lru_cache(maxsize=65536)
+def _is_lan(ip_port: IPPort) -> bool:
+    return ip_is_lan(ip_port.ip)
 
 
 def _add_candidate(queue: list[_Candidate], limit: int, candidate: _Candidate) -> None:
@@ -289,21 +294,25 @@ class DhtCore:
         if now is None:
             now = self._last_tick
         target = key_int(public_key)
-        seen: dict[bytes, tuple[int, PackedNode]] = {}
+        seen: dict[bytes, tuple[int, Assoc]] = {}
+        bad_before = now - BAD_NODE_TIMEOUT_S
         for entry in self._all_entries():
             if entry.public_key in seen:
                 continue
             assoc = entry.newest_assoc()
-            if assoc.ip_port is None or assoc.is_bad(now):
+            if assoc.ip_port is None or assoc.timestamp <= bad_before:
                 continue
-            if not for_lan and ip_is_lan(assoc.ip_port.ip):
+            seen[entry.public_key] = (entry.pk_int ^ target, assoc)
+        ranked = sorted(seen.items(), key=lambda item: item[1][0])
+        nodes: list[PackedNode] = []
+        for pk, (_, assoc) in ranked:
+            ip_port = assoc.ip_port
+            if ip_port is None or (not for_lan and _is_lan(ip_port)):
                 continue
-            seen[entry.public_key] = (
-                entry.pk_int ^ target,
-                PackedNode(assoc.ip_port, entry.public_key),
-            )
-        best = heapq.nsmallest(count, seen.values(), key=lambda item: item[0])
-        return [node for _, node in best]
+            nodes.append(PackedNode(ip_port, pk))
+            if len(nodes) >= count:
+                break
+        return nodes
 
     def random_good_nodes(self, count: int, now: float) -> list[PackedNode]:
         """Up to ``count`` distinct random good nodes (onion path material)."""
@@ -527,7 +536,7 @@ class DhtCore:
     # ------------------------------------------------------------------ list maintenance
 
     def _all_entries(self) -> list[ClientEntry]:
-        entries = list(self.close)
+        entries = self.close.entries()
         for friend in self.friends.values():
             entries.extend(friend.clients)
         return entries
@@ -641,7 +650,7 @@ class DhtCore:
         return alive
 
     def _do_close(self, now: float) -> None:
-        entries = list(self.close)
+        entries = self.close.entries()
         alive = self._do_list(entries, self.public_key, self._close_work, now)
         if alive == 0 and entries:
             # Every node is past the kill timeout: make them "bad but pingable" again.
