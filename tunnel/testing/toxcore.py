@@ -15,6 +15,18 @@ Waiting, without sleeping in a loop:
 
 Timings to expect on loopback: self status after ~7.5 s, a friend request ~7.7 s after
 ``friend_add``, the friend connection ~9-10 s; use timeouts of 30 s or more.
+
+Related modules: :mod:`tunnel.testing.toxcore_factory` (peers on pool ports, bootstrapped off a
+:class:`~tunnel.testing.bootstrapd.Bootstrapd`; the ``tox_peer_factory`` fixture),
+:mod:`tunnel.testing.toxcore_bulk` (``pump_lossless``/``pump_lossy`` numbered packet streams),
+:mod:`tunnel.testing.toxcore_process` (the same peer in a child process, optionally inside a
+network namespace). Typical test::
+
+    def test_x(bootstrapd, tox_peer_factory):
+        peer = tox_peer_factory("c", bootstrap=bootstrapd)     # UDP on pool ports + TCP relay
+        number = peer.friend_add_norequest(our_public_key)
+        peer.wait_friend_connected(number, 60)
+        peer.send_lossless(number, b"\xa0hello")
 """
 
 from __future__ import annotations
@@ -370,11 +382,18 @@ class ToxPeer:
         return self._tox
 
     def kill(self) -> None:
-        """Stop iterating and ``tox_kill`` the instance. Idempotent."""
-        self._stop.set()
+        """Stop iterating and ``tox_kill`` the instance. Idempotent.
+
+        Not from a callback or iteration hook (that would free the Tox inside tox_iterate).
+        """
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is threading.current_thread():
+            raise RuntimeError("ToxPeer.kill() called from its own iteration thread")
+        self._stop.set()
+        if thread is not None:
             thread.join(KILL_JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                raise RuntimeError(f"{self.name}: iteration thread did not stop")
         with self._api:
             if self._tox is not None:
                 self._lib.tox_kill(self._tox)
