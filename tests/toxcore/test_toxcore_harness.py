@@ -222,3 +222,16 @@ def test_wait_for_times_out_and_wakes_on_kill(tox_peer_factory: ToxPeerFactory) 
     assert isinstance(outcome[0], RuntimeError)
     assert not peer.alive
     peer.kill()  # idempotent
+
+
+@pytest.mark.toxcore
+def test_bootstrapd_ipv6_answers_on_loopback(tmp_path: Path, port_pool: PortPool) -> None:
+    udp = port_pool.allocate_one()
+    with Bootstrapd(tmp_path, udp, ipv6=True, motd="six") as bsd:
+        assert bsd.host == "::1"
+        assert "enable_ipv6 = true;" in bsd.config_path.read_text()
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(b"\xf0" + bytes(77), ("::1", udp))
+            reply, _ = sock.recvfrom(2048)
+        assert reply[5:] == b"six\x00"
