@@ -67,9 +67,15 @@ class ToxPeerFactory:
         return kwargs
 
     def kill_all(self) -> None:
-        """Kill every peer made so far (idempotent)."""
+        """Kill every peer made so far (idempotent); one failing kill does not spare the rest."""
+        errors: list[BaseException] = []
         for peer in self.peers:
-            peer.kill()
+            try:
+                peer.kill()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 def _bootstrap(
