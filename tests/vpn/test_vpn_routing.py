@@ -1,0 +1,144 @@
+"""The VPN routing table: routes, drops and their counters, anti-spoofing, too-big handling."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tunnel.vpn.addressing import AddressPlan, Assignment, MemberPins
+from tunnel.vpn.ip import check_packet
+from tunnel.vpn.routing import DEFAULT_MEMBER_PACKET_LIMIT_BYTES, Route, VpnRouter
+
+from .test_vpn_ip import ipv4_packet, ipv6_packet
+
+ME, ALICE, BOB = (bytes([i]) * 32 for i in (1, 2, 3))
+V4 = {
+    ME: ipaddress.IPv4Address("10.9.0.1"),
+    ALICE: ipaddress.IPv4Address("10.9.0.2"),
+    BOB: ipaddress.IPv4Address("10.9.0.3"),
+}
+V6 = {
+    ME: ipaddress.IPv6Address("fd00::1"),
+    ALICE: ipaddress.IPv6Address("fd00::2"),
+    BOB: ipaddress.IPv6Address("fd00::3"),
+}
+
+
+def assignment() -> Assignment:
+    plan = AddressPlan("10.9.0.0/24", "fd00::/64")
+    return plan.assign(MemberPins(k, V4[k], V6[k]) for k in (ME, ALICE, BOB))
+
+
+def router(
+    online: tuple[bytes, ...] = (ALICE,), limits: dict[bytes, int] | None = None
+) -> VpnRouter:
+    r = VpnRouter(ME, tun_mtu=1400)
+    r.update(assignment(), online, limits)
+    return r
+
+
+def test_outbound_routes_by_destination() -> None:
+    r = router(online=(ALICE, BOB))
+    pkt = ipv4_packet("10.9.0.1", "10.9.0.2")
+    assert r.route_outbound(pkt, len(pkt)) == Route(ALICE, DEFAULT_MEMBER_PACKET_LIMIT_BYTES)
+    pkt6 = ipv6_packet("fd00::1", "fd00::3")
+    route = r.route_outbound(memoryview(pkt6), len(pkt6))
+    assert route is not None
+    assert route.public_key == BOB
+    assert r.statistics().out_routed == 2
+
+
+def test_outbound_drops_are_counted() -> None:
+    r = router(online=(ALICE,))
+    cases = [
+        ipv4_packet("10.9.0.1", "10.9.0.3"),  # bob is offline
+        ipv4_packet("10.9.0.1", "10.9.0.99"),  # nobody
+        ipv4_packet("10.9.0.1", "224.0.0.251"),  # mDNS
+        ipv6_packet("fd00::1", "ff02::2"),  # router solicitation
+        b"\x45\x00",  # garbage
+    ]
+    for pkt in cases:
+        assert r.route_outbound(pkt, len(pkt)) is None
+    stats = r.statistics()
+    assert (stats.out_offline, stats.out_no_route, stats.out_multicast, stats.out_malformed) == (
+        1,
+        1,
+        2,
+        1,
+    )
+    assert stats.out_routed == 0
+
+
+def test_outbound_too_big_gives_icmp_or_fragments() -> None:
+    r = router(online=(ALICE,), limits={ALICE: 600})
+    df = ipv4_packet("10.9.0.1", "10.9.0.2", payload=b"x" * 1000, flags=0x4000)
+    assert r.route_outbound(df, len(df)) is None
+    replies = r.take_local_replies()
+    assert len(replies) == 1
+    assert replies[0][20:22] == b"\x03\x04"
+    assert r.take_local_replies() == []
+
+    no_df = ipv4_packet("10.9.0.1", "10.9.0.2", payload=b"x" * 1000, flags=0)
+    route = r.route_outbound(no_df, len(no_df))
+    assert route is not None
+    assert route.public_key == ALICE
+    fragments = r.take_fragments()
+    assert len(fragments) == 2
+    assert all(len(f) <= 600 for f in fragments)
+    assert r.fragments == []
+
+    v6 = ipv6_packet("fd00::1", "fd00::2", payload=b"y" * 1000)
+    assert r.route_outbound(v6, len(v6)) is None
+    (reply6,) = r.take_local_replies()
+    assert reply6[40] == 2
+    stats = r.statistics()
+    assert stats.out_too_big == 2
+    assert stats.out_fragmented == 1
+
+
+def test_inbound_anti_spoofing_and_destination() -> None:
+    r = router(online=(ALICE, BOB))
+    good = ipv4_packet("10.9.0.2", "10.9.0.1")
+    assert r.check_inbound(ALICE, good, len(good))
+    good6 = ipv6_packet("fd00::2", "fd00::1")
+    assert r.check_inbound(ALICE, bytearray(good6), len(good6))
+    spoofed = ipv4_packet("10.9.0.3", "10.9.0.1")  # bob's address, sent by alice
+    assert not r.check_inbound(ALICE, spoofed, len(spoofed))
+    outside = ipv4_packet("192.0.2.7", "10.9.0.1")
+    assert not r.check_inbound(ALICE, outside, len(outside))
+    transit = ipv4_packet("10.9.0.2", "10.9.0.3")  # no forwarding through us
+    assert not r.check_inbound(ALICE, transit, len(transit))
+    stranger = bytes([9]) * 32
+    assert not r.check_inbound(stranger, good, len(good))
+    oversize = ipv4_packet("10.9.0.2", "10.9.0.1", payload=b"z" * 1400)
+    assert not r.check_inbound(ALICE, oversize, len(oversize))
+    assert not r.check_inbound(ALICE, b"\x60", 1)
+    stats = r.statistics()
+    assert stats.in_accepted == 2
+    assert stats.in_spoofed == 2
+    assert stats.in_not_for_us == 1
+    assert stats.in_unknown_member == 1
+    assert stats.in_oversize == 1
+    assert stats.in_malformed == 1
+
+
+def test_update_replaces_table() -> None:
+    r = router(online=(ALICE,))
+    pkt = ipv4_packet("10.9.0.1", "10.9.0.2")
+    assert r.route_outbound(pkt, len(pkt)) is not None
+    r.update(assignment(), online=())
+    assert r.route_outbound(pkt, len(pkt)) is None
+    assert r.member_addresses(ALICE) == {V4[ALICE].packed, V6[ALICE].packed}
+    r.update(Assignment({}), online=())
+    assert r.member_addresses(ALICE) == frozenset()
+
+
+@given(st.binary(max_size=100))
+def test_random_input_never_raises(data: bytes) -> None:
+    r = router(online=(ALICE, BOB))
+    r.route_outbound(data, len(data))
+    accepted = r.check_inbound(ALICE, data, len(data))
+    if accepted:
+        assert check_packet(data, len(data)) in (4, 6)
