@@ -227,3 +227,37 @@ def test_connect_request_for_cidr_only_rules_is_restricted() -> None:
     assert isinstance(request, ConnectRequest)
     assert request.restrict_to is not None
     assert [str(n) for n in request.restrict_to] == ["10.0.0.0/8"]
+
+
+def test_client_side_reconnect_unseen_by_server_drops_stale_tunnels(link: Link) -> None:
+    handle = link.client.open_tunnel(SERVER_PK, "svc", 1, link.now)
+    link.run()
+    server_handle = link.server_app.connects[0].handle
+    # Only the client noticed the friend connection bounce.
+    link.client.friend_offline(SERVER_PK, link.now)
+    link.client.friend_online(SERVER_PK, link.now)
+    link.run()
+    assert link.client_app.closed[handle] == "friend went offline"
+    assert link.server_app.closed[server_handle] is not None
+    assert link.server.statistics()["peer_restarted"] == 1
+    assert link.server.peer_mode(CLIENT_PK) is PeerMode.EXTENDED
+    again = link.client.open_tunnel(SERVER_PK, "svc", 1, link.now)
+    link.client_app.send(again, b"x" * 100_000, eof=True)
+    link.run()
+    assert bytes(link.server_app.received[link.server_app.connects[1].handle]) == b"x" * 100_000
+
+
+def test_ack_before_any_caps_answer_means_plain_tuntox() -> None:
+    from tunnel.forward.client_mux import ClientMux
+    from tunnel.wire.tuntox import AckTunnel, decode_frame_untrusted
+
+    client = ClientMux(SeededRng(3))
+    client.friend_online(SERVER_PK, 0.0)
+    handle = client.open_tunnel(SERVER_PK, "svc", 1, 0.0)
+    caps_ping, request = (decode_frame_untrusted(p) for p in client.packets_to_send(SERVER_PK))
+    forward_id = request.forward_id  # type: ignore[union-attr]
+    client.receive_packet(SERVER_PK, AckTunnel(9, forward_id).encode(), 0.0)
+    assert client.peer_mode(SERVER_PK) is PeerMode.LEGACY
+    assert client.wire_id(handle) == 9
+    client.stream_eof(handle, 0.0)
+    assert client.packets_to_send(SERVER_PK) == [bytes.fromhex("a26b060100090000")]  # TCP_FIN

@@ -11,7 +11,11 @@ Theory of operation (tuntox-toxvpn.md 1.4 "Opening a forwarded connection"):
   tuntox server echoes it (-> LEGACY), ours answers with a caps PONG (-> EXTENDED). TCP
   opens do not wait for the answer: the server handles frames in order, and its answer
   reaches us before its ACK, so both ends agree on the tunnel's features at ACK time. UDP
-  opens wait for the answer (plain tuntox cannot forward UDP).
+  opens wait for the answer (plain tuntox cannot forward UDP). There is deliberately no
+  timeout on the answer: deciding "plain tuntox" on our own while the server decided
+  "extended" would desynchronise flow control; an ACK that arrives while the mode is still
+  unknown proves the server never saw the offer (it answers before acting on later frames),
+  so it is plain tuntox for both ends.
 * ACKTUNNEL carries the server's tunnel id; DENYTUNNEL (our servers) or the open timeout
   (plain tuntox servers say nothing on failure) fails the open. An ACK arriving after we gave
   up is answered with TCP_FIN/TUN_RESET so the server does not leak the connection.
@@ -47,8 +51,6 @@ from tunnel.wire.tuntox import (
 
 OPEN_TIMEOUT_S = 30.0
 """Give up on an unanswered REQUESTTUNNEL (plain tuntox never answers a failed open)."""
-CAPS_TIMEOUT_S = 20.0
-"""Treat a server that neither answers nor echoes our caps offer as plain tuntox."""
 ABANDONED_TTL_S = 300.0
 """How long a late ACK for an abandoned open is still answered with a close."""
 
@@ -71,7 +73,6 @@ class ClientMux(ForwardMux):
         self._next_forward_id = int.from_bytes(rng(4), "big")
         self._pending: dict[tuple[FriendId, int], Tunnel] = {}
         self._abandoned: dict[tuple[FriendId, int], float] = {}
-        self._caps_deadline: dict[FriendId, float] = {}
 
     # --- application side -------------------------------------------------------------
 
@@ -103,19 +104,11 @@ class ClientMux(ForwardMux):
 
     def next_deadline(self) -> float | None:
         times = [t for t in (super().next_deadline(),) if t is not None]
-        times.extend(self._caps_deadline.values())
         times.extend(self._abandoned.values())
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
         super().handle_timer(now)
-        for friend, deadline in list(self._caps_deadline.items()):
-            if deadline <= now:
-                del self._caps_deadline[friend]
-                peer = self._peers[friend]
-                if peer.mode is PeerMode.UNKNOWN:
-                    self._count("caps_timeout")
-                    self._learned_mode(peer, None)
         for key, expiry in list(self._abandoned.items()):
             if expiry <= now:
                 del self._abandoned[key]
@@ -133,7 +126,6 @@ class ClientMux(ForwardMux):
     def _on_online(self, peer: Peer, now: float) -> None:
         if self._negotiate:
             self._control(peer.friend, Ping(self._offer_payload()))
-            self._caps_deadline[peer.friend] = now + CAPS_TIMEOUT_S
         else:
             self._set_mode(peer, None)
         for tunnel in sorted(self._tunnels.values(), key=lambda t: t.handle):
@@ -142,7 +134,6 @@ class ClientMux(ForwardMux):
 
     def friend_offline(self, friend: FriendId, now: float) -> None:
         super().friend_offline(friend, now)
-        self._caps_deadline.pop(friend, None)
         for key in [k for k in self._abandoned if k[0] == friend]:
             del self._abandoned[key]
 
@@ -160,7 +151,6 @@ class ClientMux(ForwardMux):
         if peer.mode is not PeerMode.UNKNOWN:
             self._count("unexpected_caps")
             return
-        self._caps_deadline.pop(peer.friend, None)
         # Our own offer echoed back: a plain tuntox server (it echoes every PING).
         self._learned_mode(peer, caps if kind == CAPS_KIND_ANSWER else None)
 
@@ -189,7 +179,6 @@ class ClientMux(ForwardMux):
             return
         if peer.mode is PeerMode.UNKNOWN:
             # Our servers answer the caps offer before any ACK; so this one is plain tuntox.
-            self._caps_deadline.pop(peer.friend, None)
             self._set_mode(peer, None)
         peer.tombstones.pop(frame.tunnel_id, None)
         tunnel.wire_id = frame.tunnel_id

@@ -339,9 +339,12 @@ class ForwardMux:
         peer.ready.clear()
         peer.lossy.clear()
         peer.pings.clear()
+        peer.tombstones.clear()
         for tunnel in [t for t in self._tunnels.values() if t.friend == friend]:
             tunnel.in_ready = False
             self._on_offline_tunnel(peer, tunnel, now)
+        if not any(t.friend == friend for t in self._tunnels.values()):
+            del self._peers[friend]  # nothing pending: forget the friend entirely
         if was_online:
             self._count("friend_offline")
 

@@ -143,8 +143,13 @@ class ServerMux(ForwardMux):
         if caps is not None and caps[0] == CAPS_KIND_OFFER and peer.mode is not PeerMode.LEGACY:
             offer = caps[1]
             agreed = Capabilities(offer.flags & OUR_CAPS_FLAGS, offer.window_bytes, offer.version)
-            if peer.mode is PeerMode.UNKNOWN:
-                self._set_mode(peer, agreed)
+            if peer.mode is PeerMode.EXTENDED:
+                # A new offer means the client started a new session (it saw the friend
+                # connection drop and come back even if we did not): its tunnels are gone.
+                self._count("peer_restarted")
+                for tunnel in [t for t in self._tunnels.values() if t.friend == peer.friend]:
+                    self._on_offline_tunnel(peer, tunnel, now)
+            self._set_mode(peer, agreed)
             if self._flooded(peer):
                 return
             answer = Capabilities(agreed.flags, self._window_bytes)
