@@ -254,7 +254,7 @@ def test_ack_before_any_caps_answer_means_plain_tuntox() -> None:
     client = ClientMux(SeededRng(3))
     client.friend_online(SERVER_PK, 0.0)
     handle = client.open_tunnel(SERVER_PK, "svc", 1, 0.0)
-    caps_ping, request = (decode_frame_untrusted(p) for p in client.packets_to_send(SERVER_PK))
+    _caps_ping, request = (decode_frame_untrusted(p) for p in client.packets_to_send(SERVER_PK))
     forward_id = request.forward_id  # type: ignore[union-attr]
     client.receive_packet(SERVER_PK, AckTunnel(9, forward_id).encode(), 0.0)
     assert client.peer_mode(SERVER_PK) is PeerMode.LEGACY
