@@ -261,3 +261,20 @@ def test_ack_before_any_caps_answer_means_plain_tuntox() -> None:
     assert client.wire_id(handle) == 9
     client.stream_eof(handle, 0.0)
     assert client.packets_to_send(SERVER_PK) == [bytes.fromhex("a26b060100090000")]  # TCP_FIN
+
+
+def test_driver_helpers_output_and_deadlines(link: Link) -> None:
+    assert link.client.friends_with_output() == []
+    handle = link.client.open_tunnel(SERVER_PK, "svc", 1, link.now)
+    assert link.client.friends_with_output() == [SERVER_PK]
+    link.run()
+    assert link.client.next_deadline() is None
+    link.client.close_tunnel(handle, None, link.now)
+    link.run()
+    # The closed tunnel's id rests as a tombstone, which is the only pending timer.
+    deadline = link.client.next_deadline()
+    assert deadline is not None
+    link.advance(deadline - link.now)
+    assert link.client.next_deadline() is None
+    assert link.client.statistics()["tunnels_opened"] == 1
+    assert link.client.next_event() is None
