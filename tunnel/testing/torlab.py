@@ -90,7 +90,10 @@ def tor_available() -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:port (TIME_WAIT leftovers do not count: tor
+    binds with SO_REUSEADDR too)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

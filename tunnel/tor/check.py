@@ -254,6 +254,57 @@ async def open_tor_stream(
     return trio.SocketStream(sock)
 
 
+RETRYABLE_ONION_REPLIES = frozenset({0x01, 0x06, 0xF0, 0xF2, 0xF3, 0xF7})
+"""Replies worth another attempt for a fresh onion: descriptor not yet published (0xF0),
+introduction/rendezvous hiccups, stale cached descriptor (0x01). Not 0xF6 (bad address)."""
+ONION_RETRY_INTERVAL_S = 1.0
+
+
+async def open_onion_stream(
+    socks_host: str,
+    socks_port: int,
+    host: str,
+    port: int,
+    *,
+    timeout_s: float = 2 * CONNECT_TIMEOUT_S,
+    attempt_timeout_s: float = CONNECT_TIMEOUT_S,
+    isolation: str | None = None,
+) -> trio.SocketStream:
+    """:func:`open_tor_stream` with retries, for onion services that may be just published.
+
+    Retries retryable replies (:data:`RETRYABLE_ONION_REPLIES`) and per-attempt timeouts until
+    ``timeout_s`` is spent; each attempt is bounded by ``attempt_timeout_s``.
+
+    Raises:
+        TorSocksClosedError: at once (no point retrying).
+        TorConnectError / TorConnectTimeoutError: the last failure when time is up, or a
+            non-retryable reply at once.
+    """
+    deadline = trio.current_time() + timeout_s
+    while True:
+        remaining = deadline - trio.current_time()
+        try:
+            return await open_tor_stream(
+                socks_host,
+                socks_port,
+                host,
+                port,
+                timeout_s=max(0.1, min(attempt_timeout_s, remaining)),
+                isolation=isolation,
+            )
+        except TorConnectTimeoutError:
+            if trio.current_time() + ONION_RETRY_INTERVAL_S >= deadline:
+                raise TorConnectTimeoutError(
+                    f"no connection through Tor to {host}:{port} within {timeout_s:g} s"
+                ) from None
+        except TorConnectError as exc:
+            if exc.reply not in RETRYABLE_ONION_REPLIES:
+                raise
+            if trio.current_time() + ONION_RETRY_INTERVAL_S >= deadline:
+                raise
+        await trio.sleep(ONION_RETRY_INTERVAL_S)
+
+
 async def check_tor(
     endpoints: TorEndpoints,
     *,
@@ -310,6 +361,7 @@ __all__ = [
     "TorControlError",
     "TorEndpoints",
     "check_tor",
+    "open_onion_stream",
     "open_tor_stream",
     "probe_socks_port",
     "wait_bootstrapped",
