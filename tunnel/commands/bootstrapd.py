@@ -117,6 +117,7 @@ async def serve(
     *,
     rng: Rng = os.urandom,
     host: str | None = None,
+    banner: bool = True,
     task_status: trio.TaskStatus[tuple[int, DhtCore]] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run the daemon; ``task_status.started((udp_port, dht))`` once it is listening."""
@@ -151,13 +152,15 @@ async def serve(
         # Install the signal handlers before announcing readiness: a SIGTERM right after the
         # "Public Key" line must still mean a clean exit.
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            print(f"Public Key: {keypair.public_key.hex().upper()}", flush=True)
-            print(f"Listening on UDP port {bound.port}", flush=True)
-            if not config.bootstrap_nodes:
-                print("No bootstrap nodes found. Skipping bootstrapping.", flush=True)
+            if banner:
+                print(f"Public Key: {keypair.public_key.hex().upper()}", flush=True)
+                print(f"Listening on UDP port {bound.port}", flush=True)
+                if not config.bootstrap_nodes:
+                    print("No bootstrap nodes found. Skipping bootstrapping.", flush=True)
             async with trio.open_nursery() as nursery:
                 await nursery.start(driver.run)
-                nursery.start_soon(_report_connected, dht)
+                if banner:
+                    nursery.start_soon(_report_connected, dht)
                 for task_factory in TASK_FACTORIES:
                     task = task_factory(context)
                     if task is not None:
@@ -169,7 +172,8 @@ async def serve(
                 nursery.cancel_scope.cancel()
     finally:
         bound.close()
-    print(f"Received {signal_name} signal. Exiting.", flush=True)
+    if banner:
+        print(f"Received {signal_name} signal. Exiting.", flush=True)
     stats = dht.statistics()
     log.info(
         "received %d, sent %d, dropped %d packets",
