@@ -43,8 +43,9 @@ from tunnel.forward.events import (
     TunnelData,
     TunnelOpened,
 )
-from tunnel.forward.mux import ForwardMux, PeerMode
+from tunnel.forward.mux import PeerMode
 from tunnel.forward.server_mux import ServerMux
+from tunnel.testing.forward_driver import SyncDriver
 from tunnel.testing.ports import PortPool
 from tunnel.testing.rng import SeededRng
 
@@ -119,45 +120,6 @@ def nodes_json(path: Path, bootstrapd: object) -> Path:
     node["tcp_ports"] = tcp_ports
     path.write_text(json.dumps({"nodes": [node]}) + "\n" + " " * 64)
     return path
-
-
-class SyncDriver:
-    """Moves packets between one mux and one ToxPeer friend; collects events."""
-
-    def __init__(self, mux: ForwardMux, peer: object, number: int, friend_pk: bytes) -> None:
-        self.mux, self.peer, self.number, self.pk = mux, peer, number, friend_pk
-        self.seen = 0
-        self.events: list[Event] = []
-        self.start = time.monotonic()
-        self.on_event: Callable[[Event], None] = lambda _e: None
-
-    def now(self) -> float:
-        return time.monotonic() - self.start
-
-    def pump_once(self) -> None:
-        from tunnel.testing.toxcore_events import FriendLosslessPacket
-
-        packets = self.peer.events(FriendLosslessPacket)  # type: ignore[attr-defined]
-        for event in packets[self.seen :]:
-            if event.friend == self.number:
-                self.mux.receive_packet(self.pk, event.data, self.now())
-        self.seen = len(packets)
-        self.mux.handle_timer(self.now())
-        while (event := self.mux.next_event()) is not None:
-            self.events.append(event)
-            self.on_event(event)
-        for packet in self.mux.packets_to_send(self.pk):
-            deadline = time.monotonic() + 10
-            while not self.peer.try_send_lossless(self.number, packet):  # type: ignore[attr-defined]
-                assert time.monotonic() < deadline, "send queue stuck"
-                time.sleep(0.005)
-
-    def pump_until(self, done: Callable[[], object], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            self.pump_once()
-            time.sleep(0.002)
 
 
 def test_our_client_against_real_tuntox_server(
