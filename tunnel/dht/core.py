@@ -268,6 +268,7 @@ class DhtCore:
         ip_port = addr if isinstance(addr, IPPort) else IPPort.from_addr(addr)
         if (public_key, ip_port) not in self._bootstrap_nodes:
             self._bootstrap_nodes.append((public_key, ip_port))
+        self._last_bootstrap = now
         self._send_nodes_request(ip_port, public_key, self.public_key, now)
 
     def is_connected(self, now: float) -> bool:
