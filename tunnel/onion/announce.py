@@ -85,19 +85,15 @@ class OnionFriend:
 
 def closer(base: bytes, a: bytes, b: bytes) -> bool:
     """``a`` strictly closer to ``base`` than ``b``."""
-    for x, y, z in zip(base, a, b, strict=True):
-        if x ^ y != x ^ z:
-            return x ^ y < x ^ z
-    return False
+    ref = int.from_bytes(base, "big")
+    return int.from_bytes(a, "big") ^ ref < int.from_bytes(b, "big") ^ ref
 
 
 def sort_nodes(nodes: list[OnionNode], reference: bytes, now: float) -> None:
     """toxcore's order: timed-out first, then farthest first (index 0 = worst)."""
+    ref = int.from_bytes(reference, "big")
     nodes.sort(
-        key=lambda n: (
-            not n.timed_out(now),
-            bytes(255 - (a ^ b) for a, b in zip(n.node.public_key, reference, strict=True)),
-        )
+        key=lambda n: (not n.timed_out(now), -(int.from_bytes(n.node.public_key, "big") ^ ref))
     )
 
 

@@ -67,11 +67,8 @@ GetCloseNodes = Callable[[bytes, int], Sequence[PackedNode]]
 
 def distance_less(base: bytes, a: bytes, b: bytes) -> bool:
     """True if ``a`` is strictly closer (XOR metric) to ``base`` than ``b`` is."""
-    for x, y, z in zip(base, a, b, strict=True):
-        da, db = x ^ y, x ^ z
-        if da != db:
-            return da < db
-    return False
+    ref = int.from_bytes(base, "big")
+    return int.from_bytes(a, "big") ^ ref < int.from_bytes(b, "big") ^ ref
 
 
 @dataclass(slots=True)
@@ -150,13 +147,15 @@ class OnionAnnounceStore:
 
     def next_deadline(self) -> float | None:
         """When the oldest announcement expires (purged by :meth:`handle_timer`)."""
-        if not self._entries:
-            return None
-        return min(e.announce_time for e in self._entries.values()) + ONION_ANNOUNCE_TIMEOUT_S
+        oldest = next(iter(self._entries.values()), None)
+        return None if oldest is None else oldest.announce_time + ONION_ANNOUNCE_TIMEOUT_S
 
     def handle_timer(self, now: float) -> None:
         """Forget expired announcements."""
-        for pk in [pk for pk, e in self._entries.items() if self._expired(e, now)]:
+        while self._entries:
+            pk, oldest = next(iter(self._entries.items()))
+            if not self._expired(oldest, now):
+                break
             del self._entries[pk]
 
     # --- queries --------------------------------------------------------------------------
@@ -226,6 +225,8 @@ class OnionAnnounceStore:
                 victim = farthest
             if victim is not None:
                 del self._entries[victim]
+        # Re-insert so the dict stays ordered by announce time (oldest first).
+        self._entries.pop(public_key, None)
         self._entries[public_key] = AnnounceEntry(public_key, source, ret3, data_pk, now)
         self.stats.announcements_stored += 1
         return True

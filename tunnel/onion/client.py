@@ -245,6 +245,7 @@ class OnionClient:
         self.self_paths = PathPool(dht_keys, rng)
         self.friend_paths = PathPool(dht_keys, rng)
         self.path_nodes: list[PackedNode] = []
+        self._path_node_keys: set[bytes] = set()  # membership only, never iterated
         self._path_nodes_added = 0
         self.bootstrap_nodes: list[PackedNode] = []
         self._last_pinged = LastPinged()
@@ -325,9 +326,12 @@ class OnionClient:
 
     def add_path_node(self, node: PackedNode) -> None:
         """A DHT node usable in paths (toxcore ``onion_add_path_node``)."""
-        if node.tcp or any(n.public_key == node.public_key for n in self.path_nodes):
+        if node.tcp or node.public_key in self._path_node_keys:
             return
         self.path_nodes.append(node)
+        self._path_node_keys.add(node.public_key)
+        for old in self.path_nodes[:-MAX_PATH_NODES]:
+            self._path_node_keys.discard(old.public_key)
         del self.path_nodes[:-MAX_PATH_NODES]
         self._path_nodes_added += 1
 
