@@ -21,7 +21,6 @@ Trio backend, remote DNS so ``.onion`` names reach Tor).
 
 from __future__ import annotations
 
-import errno
 import re
 from dataclasses import dataclass
 
@@ -38,6 +37,7 @@ from tunnel.tor.errors import (
     TorNetworkUnreachableError,
     TorNotSocksError,
     TorSocksClosedError,
+    connection_refused,
 )
 from tunnel.tor.protocol import BootstrapStatus, socks_reply_meaning
 
@@ -50,7 +50,7 @@ CONNECT_TIMEOUT_S = 30.0
 """Default bound on one stream through Tor (a fresh onion can take ~15 s; Tor's own is 120 s)."""
 SOCKS5_GREETING_NO_AUTH = b"\x05\x01\x00"
 SOCKS5_CHOICE_NO_AUTH = b"\x05\x00"
-_REPLY_CODE_RE = re.compile(r"0x([0-9A-Fa-f]{2})")
+_REPLY_CODE_RE = re.compile(r"0[xX]([0-9A-Fa-f]{2})")
 
 
 def _parse_host_port(text: str, what: str) -> tuple[str, int]:
@@ -132,7 +132,7 @@ async def probe_socks_port(
             try:
                 stream = await trio.open_tcp_stream(host, port)
             except OSError as exc:
-                if exc.errno == errno.ECONNREFUSED or "refused" in str(exc).lower():
+                if connection_refused(exc):
                     raise TorSocksClosedError(f"Tor SOCKS port {where} closed") from exc
                 raise TorSocksClosedError(
                     f"Tor SOCKS port {where} unreachable: {exc.strerror or exc}"
@@ -185,13 +185,46 @@ async def wait_bootstrapped(
                 await trio.sleep(BOOTSTRAP_POLL_INTERVAL_S)
                 status = await controller.bootstrap_status()
         if not status.done:
+            disabled = (
+                "; Tor's DisableNetwork is set" if await controller.network_disabled() else ""
+            )
             raise TorNetworkUnreachableError(
-                f"cannot reach the Tor network ({status.describe()}, after {wait_s:g} s)",
+                f"cannot reach the Tor network ({status.describe()}{disabled}, after {wait_s:g} s)",
                 status.progress,
             )
         return status, version
     finally:
         await controller.aclose()
+
+
+async def _disabled_network_error(
+    endpoints: TorEndpoints, timeout_s: float
+) -> TorNetworkUnreachableError | None:
+    """The error to report when Tor answers on its control port with DisableNetwork set."""
+    if endpoints.control_host is None or endpoints.control_port is None:
+        return None
+    try:
+        controller = await connect_tor_controller(
+            endpoints.control_host,
+            endpoints.control_port,
+            password=endpoints.control_password,
+            cookie_path=endpoints.cookie_path,
+            timeout_s=timeout_s,
+        )
+    except TorControlError:
+        return None
+    try:
+        if not await controller.network_disabled():
+            return None
+        status = await controller.bootstrap_status()
+    except TorControlError:
+        return None
+    finally:
+        await controller.aclose()
+    return TorNetworkUnreachableError(
+        f"cannot reach the Tor network ({status.describe()}; Tor's DisableNetwork is set)",
+        status.progress,
+    )
 
 
 def _reply_code(exc: ProxyError) -> int | None:
@@ -241,7 +274,7 @@ async def open_tor_stream(
             f"no connection through Tor to {target} within {timeout_s:g} s"
         ) from exc
     except ProxyConnectionError as exc:
-        if exc.errno == errno.ECONNREFUSED:
+        if connection_refused(exc):
             raise TorSocksClosedError(f"Tor SOCKS port {socks_host}:{socks_port} closed") from exc
         raise TorSocksClosedError(
             f"Tor SOCKS port {socks_host}:{socks_port} unreachable: {exc}"
@@ -327,7 +360,16 @@ async def check_tor(
         TorConnectError (TorConnectTimeoutError): see the module table.
     """
     start = trio.current_time()
-    await probe_socks_port(endpoints.socks_host, endpoints.socks_port, timeout_s=socks_timeout_s)
+    try:
+        await probe_socks_port(
+            endpoints.socks_host, endpoints.socks_port, timeout_s=socks_timeout_s
+        )
+    except TorSocksClosedError as closed:
+        if endpoints.has_control:  # Tor with DisableNetwork runs but opens no SOCKS port
+            disabled = await _disabled_network_error(endpoints, socks_timeout_s)
+            if disabled is not None:
+                raise disabled from closed
+        raise
     status: BootstrapStatus | None = None
     version: str | None = None
     if endpoints.has_control:

@@ -23,7 +23,6 @@ what a node wants: its onion service lives exactly as long as its controller.
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,7 +31,7 @@ from pathlib import Path
 import trio
 
 from tunnel.errors import BadPacket
-from tunnel.tor.errors import TorControlError
+from tunnel.tor.errors import TorControlError, connection_refused
 from tunnel.tor.onion_key import OnionKey
 from tunnel.tor.protocol import (
     COOKIE_SIZE_BYTES,
@@ -46,9 +45,11 @@ from tunnel.tor.protocol import (
     authchallenge_command,
     authenticate_command,
     del_onion_command,
+    getconf_command,
     getinfo_command,
     parse_add_onion,
     parse_bootstrap_phase,
+    parse_getconf,
     parse_getinfo,
     parse_hs_desc_event,
     parse_protocolinfo,
@@ -238,6 +239,18 @@ class TorController:
         except BadPacket as exc:
             raise TorControlError(f"Tor control port {self.where}: {exc}") from exc
 
+    async def getconf(self, *keys: str) -> dict[str, str | None]:
+        """``GETCONF`` values by key (``None``: at its default)."""
+        reply = await self._ok(getconf_command(*keys), "GETCONF")
+        try:
+            return parse_getconf(reply)
+        except BadPacket as exc:
+            raise TorControlError(f"Tor control port {self.where}: {exc}") from exc
+
+    async def network_disabled(self) -> bool:
+        """True when Tor's ``DisableNetwork`` is set (it then opens no SOCKS port either)."""
+        return (await self.getconf("DisableNetwork")).get("DisableNetwork") == "1"
+
     async def setconf(self, settings: dict[str, str]) -> None:
         """``SETCONF`` (e.g. ``{"DisableNetwork": "0"}``)."""
         await self._ok(setconf_command(settings), "SETCONF")
@@ -329,7 +342,7 @@ class TorController:
 
 
 def _describe_connect_error(where: str, exc: OSError) -> str:
-    if exc.errno == errno.ECONNREFUSED:
+    if connection_refused(exc):
         return f"Tor control port {where} closed"
     return f"cannot connect to Tor control port {where}: {exc.strerror or exc}"
 

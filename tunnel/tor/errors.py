@@ -43,3 +43,30 @@ class TorControlError(TorError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+ECONNREFUSED = 111
+"""Linux errno for a refused TCP connect (kept here so this module stays import-free)."""
+
+
+def connection_refused(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it wraps: ``__cause__``, exception groups) is ECONNREFUSED.
+
+    ``trio.open_tcp_stream`` raises a generic "all attempts to connect ... failed" OSError whose
+    cause holds the per-address errors.
+    """
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == ECONNREFUSED:
+            return True
+        if isinstance(e, BaseExceptionGroup):
+            stack.extend(e.exceptions)
+        for nxt in (e.__cause__, e.__context__):
+            if nxt is not None:
+                stack.append(nxt)
+    return False

@@ -280,6 +280,21 @@ def parse_getinfo(reply: Reply) -> dict[str, str]:
     return values
 
 
+def parse_getconf(reply: Reply) -> dict[str, str | None]:
+    """``{key: value}`` from a GETCONF reply; ``None`` for a key at its default (no ``=``).
+
+    Raises:
+        BadPacket: not a 250 reply.
+    """
+    if reply.status != 250:
+        raise BadPacket(f"GETCONF failed: {reply.status} {reply.message}")
+    values: dict[str, str | None] = {}
+    for line in reply.lines:
+        key, eq, value = line.text.partition("=")
+        values[key] = value if eq else None
+    return values
+
+
 @dataclass(frozen=True, slots=True)
 class BootstrapStatus:
     """``GETINFO status/bootstrap-phase`` (control-spec 5.5.2 / 4.1.10 BOOTSTRAP)."""
@@ -420,6 +435,13 @@ def getinfo_command(*keys: str) -> bytes:
     if not keys or any(not k or " " in k for k in keys):
         raise ValueError("GETINFO needs non-empty keys without spaces")
     return _command("GETINFO", *keys)
+
+
+def getconf_command(*keys: str) -> bytes:
+    """``GETCONF key1 key2 ...``."""
+    if not keys or any(not k or " " in k for k in keys):
+        raise ValueError("GETCONF needs non-empty keys without spaces")
+    return _command("GETCONF", *keys)
 
 
 def setconf_command(settings: dict[str, str]) -> bytes:
