@@ -3,6 +3,8 @@ retry (4.7), bad/kill timeouts (4.6.2) and friend lists (4.6.5), with explicit `
 
 from __future__ import annotations
 
+import pytest
+
 from tunnel.crypto import KeyPair
 from tunnel.dht.close_list import (
     BAD_NODE_TIMEOUT_S,
@@ -25,14 +27,23 @@ def make_core(label: str, **kwargs: object) -> DhtCore:
     return DhtCore(KeyPair.generate(rng), rng, **kwargs)  # type: ignore[arg-type]
 
 
-def test_friends_behind_port_restricted_nats_find_each_other() -> None:
+@pytest.mark.parametrize("b_nat", [NatKind.PORT_RESTRICTED, NatKind.SYMMETRIC])
+def test_friends_behind_nats_find_each_other(b_nat: NatKind) -> None:
+    """Port-restricted on both sides: the friends' direct lookups cross and open both NATs.
+    A symmetric NAT on b needs the real thing: NAT pings routed through the DHT (0x20/0xfe)
+    and a's port guessing around the ports the DHT reports for b."""
     net = SimNetwork(11, trace=False)
     cores: list[DhtCore] = []
     addrs = []
     for i in range(16):
         rng = net.fork_rng(f"n{i}")
         core = DhtCore(KeyPair.generate(rng), rng, now=net.now)
-        host = net.add_natted_host(NatKind.PORT_RESTRICTED) if i >= 14 else net.add_host()
+        if i == 14:
+            host = net.add_natted_host(NatKind.PORT_RESTRICTED)
+        elif i == 15:
+            host = net.add_natted_host(b_nat)
+        else:
+            host = net.add_host()
         endpoint = net.attach(core, host, 33445)
         addrs.append(endpoint.addr)
         if i:
@@ -56,6 +67,9 @@ def test_friends_behind_port_restricted_nats_find_each_other() -> None:
     assert events[0].public_key == b.public_key
     assert not events[0].ip_port.ip.is_private  # the NAT's public mapping
     assert all(c.stats.dropped_malformed == 0 and c.stats.dropped_decrypt == 0 for c in cores)
+    if b_nat is NatKind.SYMMETRIC:
+        assert sum(c.stats.dht_requests_forwarded for c in cores) > 0  # NAT pings routed
+        assert a.stats.hole_punch_pings_sent >= 48  # port guessing around b's ports
 
 
 def test_port_guessing_matches_toxcore() -> None:
