@@ -134,6 +134,10 @@ async def serve(
         made = factory(context)
         if made is not None:
             dispatcher.register(*made)
+    if config.tcp_relay_ports and not TASK_FACTORIES:
+        log.warning("tcp_relay_ports: no TCP relay in this build yet; serving UDP only")
+    if config.onion and not CORE_FACTORIES:
+        log.warning("onion: no onion relay in this build yet; serving the DHT only")
     for node in config.bootstrap_nodes:
         try:
             addresses = await trio.socket.getaddrinfo(

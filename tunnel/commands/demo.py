@@ -61,6 +61,7 @@ async def _demo(workdir: Path, port: int, timeout_s: float) -> int:
         motd="tunnel demo",
         tcp_relay_ports=(),
         lan_discovery=False,
+        onion=False,
     )
     joined = False
     node: DhtCore | None = None
