@@ -32,6 +32,8 @@ pytestmark = [pytest.mark.toxcore, pytest.mark.slow]
 
 SECRET = b"open sesame"
 FRIEND_TIMEOUT_S = 90.0
+WINDOW = 128 * 1024
+"""Small windows so the 400 kB uploads need several WINDOW grants."""
 
 
 def _blob(seed: int, size: int) -> bytes:
@@ -48,13 +50,13 @@ def test_extended_peers_over_real_toxcore(
         server_address, request_message(SECRET)
     )
     request = server_peer.wait_event(FriendRequest, FRIEND_TIMEOUT_S)  # type: ignore[attr-defined]
-    server = ServerMux(SeededRng(1), auth=AuthPolicy(secret=SECRET))
+    server = ServerMux(SeededRng(1), auth=AuthPolicy(secret=SECRET), window_bytes=WINDOW)
     assert server.friend_request(request.public_key, request.message)
     number_at_server = server_peer.friend_add_norequest(request.public_key)  # type: ignore[attr-defined]
     client_peer.wait_friend_connected(number_at_client, FRIEND_TIMEOUT_S)  # type: ignore[attr-defined]
     server_peer.wait_friend_connected(number_at_server, FRIEND_TIMEOUT_S)  # type: ignore[attr-defined]
 
-    client = ClientMux(SeededRng(2))
+    client = ClientMux(SeededRng(2), window_bytes=WINDOW)
     cdrv = SyncDriver(client, client_peer, number_at_client, server_address[:32])  # type: ignore[arg-type]
     sdrv = SyncDriver(server, server_peer, number_at_server, request.public_key)  # type: ignore[arg-type]
     client.friend_online(cdrv.pk, cdrv.now())
@@ -126,5 +128,6 @@ def test_extended_peers_over_real_toxcore(
         except TimeoutError:
             continue
     assert DatagramReceived(udp, b"?gnip") in cdrv.events
+    assert server.statistics()["frames_received"] > 3 * 400_000 // 1365
     assert client.statistics().get("bad_packet", 0) == 0
     assert server.statistics().get("bad_packet", 0) == 0

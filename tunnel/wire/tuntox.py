@@ -474,7 +474,7 @@ class Capabilities:
     """What one of our peers supports, carried in a caps offer or answer."""
 
     flags: int = CapFlag.ALL
-    window_bytes: int = 256 * 1024
+    window_bytes: int = 1024 * 1024
     version: int = CAPS_VERSION
 
     def __post_init__(self) -> None:
