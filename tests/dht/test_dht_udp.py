@@ -182,3 +182,53 @@ def test_bootstrapd_command_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_dual_stack_bootstrapd_serves_ipv4_and_ipv6_nodes(tmp_path: Path) -> None:
+    bsd_port, v4_port, v6_port = PORTS.allocate(3)
+    keys = load_or_create_keys(tmp_path / "ds.keys")
+    config = BootstrapdConfig(
+        keys_file=tmp_path / "ds.keys",
+        port=bsd_port,
+        ipv6=True,
+        motd="ds",
+        tcp_relay_ports=(),
+        onion=False,
+    )
+    nodes = []
+    drivers = []
+    for label, host, port in (("v4", "127.0.0.1", v4_port), ("v6", "::1", v6_port)):
+        rng = SeededRng(f"ds-{label}")
+        core = DhtCore(KeyPair.generate(rng), rng, now=trio.current_time())
+        bound = await open_udp_socket(host, port, port, ipv6=host == "::1")
+        dispatcher = PacketDispatcher()
+        dispatcher.register(PACKET_KINDS, core)
+        nodes.append((core, host))
+        drivers.append(UdpDriver(dispatcher, bound))
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            _, dht = await nursery.start(serve, config, keys)
+            for driver, (core, host) in zip(drivers, nodes, strict=True):
+                await nursery.start(driver.run)
+                core.bootstrap(keys.public_key, (host, bsd_port), trio.current_time())
+                driver.kick()
+            v4, v6 = nodes[0][0], nodes[1][0]
+            # One dual-stack socket answers both families (the two nodes cannot reach each
+            # other: one is IPv4-only, the other bound to ::1).
+            await wait_until(lambda: v6.close.get(keys.public_key) is not None)
+            await wait_until(lambda: v4.close.get(keys.public_key) is not None)
+            await wait_until(
+                lambda: (
+                    dht.close.get(v4.public_key) is not None
+                    and dht.close.get(v6.public_key) is not None
+                )
+            )
+            entry = dht.close.get(v6.public_key)
+            assert entry is not None
+            assert str(entry.assoc6.ip_port) == f"[::1]:{v6_port}"
+            entry = dht.close.get(v4.public_key)
+            assert entry is not None
+            assert str(entry.assoc4.ip_port) == f"127.0.0.1:{v4_port}"
+            nursery.cancel_scope.cancel()
+    for driver in drivers:
+        driver.bound.close()
