@@ -33,4 +33,13 @@ PingTimedOut, PeerModeKnown), then for each friend in ``mux.friends_with_output(
 ``mux.packets_to_send(pk, free_slots)`` with ``tox_friend_send_lossless_packet`` (all of them,
 in order: the budget is how the transport's send queue applies back-pressure) and
 ``mux.lossy_packets_to_send(pk)`` with the lossy call (drops allowed).
+
+Notes for drivers: ``-U`` keeps one UDP association (one ``open_tunnel(..., udp=True)``) per
+local source address and ends it on ``TunnelClosed`` (idle timeout); ``-D`` runs
+``socks5.Socks5Handshake`` before ``open_tunnel`` and answers with ``result()``. Opens made
+while the server is offline wait (up to the open timeout) and are sent after it comes back;
+re-adding the friend after a failed request is the friend layer's job. With plain tuntox
+peers a local EOF must close the whole tunnel (TCP_FIN), so half-closed protocols only work
+between our own peers. ``tunnel.testing.forward_driver.SyncDriver`` is a small synchronous
+reference driver over a real toxcore ``ToxPeer`` (used by the interop tests).
 """
