@@ -56,6 +56,7 @@ class FakeTox:
     connected: set[frozenset[bytes]] = field(default_factory=set)
     events: dict[bytes, list[Event]] = field(default_factory=dict)
     now: float = 0.0
+    collect_events: bool = True
 
     def add(self, node: Membership) -> bytes:
         key = node.own_key
@@ -90,7 +91,8 @@ class FakeTox:
             busy = False
             for key in list(self.nodes):
                 node = self.nodes[key]
-                self.events[key].extend(node.events())
+                if self.collect_events:
+                    self.events[key].extend(node.events())
                 for action in node.actions():
                     busy = True
                     self._apply(key, action)
@@ -149,10 +151,12 @@ def tox_id(node: Membership) -> ToxId:
     return node.own.tox_id
 
 
-def build_mesh(n: int, seed: int = 1) -> tuple[FakeTox, list[Membership]]:
+def build_mesh(
+    n: int, seed: int = 1, *, collect_events: bool = True
+) -> tuple[FakeTox, list[Membership]]:
     """A founder plus n-1 members, each joining by an invite from the previous one."""
     rng = SeededRng(seed)
-    tox = FakeTox()
+    tox = FakeTox(collect_events=collect_events)
     nodes = [member(rng)]
     tox.add(nodes[0])
     for i in range(1, n):
