@@ -6,7 +6,7 @@ import hashlib
 
 from tunnel.forward.client_mux import ClientMux
 from tunnel.forward.loopback import CLIENT_PK, SERVER_PK, Link, make_link
-from tunnel.forward.mux import DEFAULT_WINDOW_BYTES, LEGACY_MAX_UNCONSUMED_BYTES
+from tunnel.forward.state import DEFAULT_WINDOW_BYTES, LEGACY_MAX_UNCONSUMED_BYTES
 from tunnel.testing.rng import SeededRng
 from tunnel.wire.tuntox import TcpData
 

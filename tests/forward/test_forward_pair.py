@@ -6,7 +6,7 @@ import hashlib
 
 from tunnel.forward.events import ConnectRequest, PeerModeKnown
 from tunnel.forward.loopback import CLIENT_PK, SERVER_PK, Link, make_link
-from tunnel.forward.mux import PeerMode
+from tunnel.forward.state import PeerMode
 from tunnel.testing.rng import SeededRng
 from tunnel.wire.tuntox import CapFlag
 

@@ -22,8 +22,8 @@ from tunnel.forward.events import (
     TunnelData,
     TunnelOpened,
 )
-from tunnel.forward.mux import PeerMode
 from tunnel.forward.server_mux import ServerMux
+from tunnel.forward.state import PeerMode
 from tunnel.testing.forward_driver import SyncDriver
 from tunnel.testing.rng import SeededRng
 from tunnel.testing.toxcore_events import FriendRequest

@@ -21,9 +21,9 @@ from tunnel.forward.events import (
     TunnelOpened,
     TunnelOpenFailed,
 )
-from tunnel.forward.mux import PeerMode
 from tunnel.forward.rules import RuleSet
 from tunnel.forward.server_mux import ServerMux
+from tunnel.forward.state import PeerMode
 from tunnel.testing.rng import SeededRng
 from tunnel.wire.tuntox import DenyCode
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from tunnel.forward.loopback import CLIENT_PK, SERVER_PK, Link, make_link
-from tunnel.forward.mux import UDP_IDLE_TIMEOUT_S
 from tunnel.forward.rules import RuleSet
 from tunnel.forward.server_mux import ServerMux
+from tunnel.forward.state import UDP_IDLE_TIMEOUT_S
 from tunnel.testing.rng import SeededRng
 from tunnel.wire.tuntox import MAX_UDP_PAYLOAD_BYTES, UDP_LOSSY_PACKET_ID, DenyCode, UdpDatagram
 

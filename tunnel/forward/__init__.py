@@ -3,7 +3,8 @@
 Modules (all sans-IO; the Trio glue that owns sockets belongs to the node / CLI commands):
 
 * ``client_mux.ClientMux`` / ``server_mux.ServerMux``: the tunnel multiplexers (``mux`` holds
-  the shared machinery and the theory of operation); ``events``: what they tell the driver;
+  the shared machinery and the theory of operation, ``state`` its records and tunables);
+  ``events``: what they tell the driver;
 * ``rules`` (what a server lets friends reach), ``auth`` (who may befriend a server),
   ``specs`` (``-L/-U/-W/-D`` strings), ``socks5`` (the ``-D`` handshake);
 * ``loopback``: two muxes back to back with fake drivers, for tests and simulations.

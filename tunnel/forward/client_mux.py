@@ -25,17 +25,17 @@ from __future__ import annotations
 
 from tunnel.crypto.keys import Rng
 from tunnel.forward.events import FriendId, TunnelOpened, TunnelOpenFailed
-from tunnel.forward.mux import (
+from tunnel.forward.mux import ForwardMux
+from tunnel.forward.rules import validate_request_host
+from tunnel.forward.state import (
     DEFAULT_WINDOW_BYTES,
     TOMBSTONE_S,
-    ForwardMux,
     Peer,
     PeerMode,
     Tunnel,
     TunnelState,
     reason_text,
 )
-from tunnel.forward.rules import validate_request_host
 from tunnel.wire.tuntox import (
     CAPS_KIND_ANSWER,
     AckTunnel,

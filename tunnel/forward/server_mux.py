@@ -30,18 +30,18 @@ from tunnel.crypto.keys import Rng
 from tunnel.errors import BadPacket
 from tunnel.forward.auth import AuthPolicy
 from tunnel.forward.events import ConnectRequest, FriendId, TunnelClosed, TunnelOpened
-from tunnel.forward.mux import (
+from tunnel.forward.mux import ForwardMux
+from tunnel.forward.rules import RuleSet, validate_request_host
+from tunnel.forward.state import (
     DEFAULT_WINDOW_BYTES,
     MAX_TUNNELS_PER_FRIEND,
     OUR_CAPS_FLAGS,
     TOMBSTONE_S,
-    ForwardMux,
     Peer,
     PeerMode,
     Tunnel,
     TunnelState,
 )
-from tunnel.forward.rules import RuleSet, validate_request_host
 from tunnel.wire.tuntox import (
     CAPS_KIND_ANSWER,
     CAPS_KIND_OFFER,
