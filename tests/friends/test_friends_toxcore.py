@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -30,6 +31,7 @@ from tunnel.friends.messenger import (
 from tunnel.io.netcrypto_udp import MessengerNode
 from tunnel.io.udp import open_udp_socket
 from tunnel.netcrypto.core import NetCrypto
+from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.ports import PortPool
 from tunnel.testing.toxcore import (
     Connection,
@@ -290,3 +292,59 @@ async def test_bulk_through_5_percent_loss_and_reordering(tox: ToxPeer) -> None:
     finally:
         bound.close()
         proxy_sock.close()
+
+
+async def test_over_tcp_relay_only(tmp_path: Path) -> None:
+    """No UDP between us and toxcore: net_crypto via a real tox-bootstrapd TCP relay."""
+    udp_port, tcp_port = PORTS.allocate(2)
+    with Bootstrapd(tmp_path / "bsd", udp_port, (tcp_port,)) as bsd:
+        tox = ToxPeer("toxcore-tcp", udp=False)
+        try:
+            tox.add_tcp_relay("127.0.0.1", tcp_port, bsd.public_key)
+            real = _our_keys()
+            tox_friend = tox.friend_add_norequest(real.public_key)
+            messenger = Messenger(NetCrypto(real, KeyPair.generate(os.urandom), os.urandom))
+            port = PORTS.allocate_one()
+            bound = await open_udp_socket("127.0.0.1", port, port, ipv6=False)
+            node = MessengerNode(messenger, bound)
+            relays = node.enable_relays()
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(node.run)
+                    relays.add_relay("127.0.0.1", tcp_port, bsd.public_key)
+                    relays.add_peer(tox.dht_id)
+                    friend = messenger.add_friend_norequest(
+                        tox.public_key, node.now(), dht_pk=tox.dht_id
+                    )
+                    node.kick()
+                    with trio.fail_after(CONNECT_TIMEOUT_S):
+                        await node.wait_for(lambda: node.take(FriendOnline))
+                    status = await tox.await_friend_connected(tox_friend, CONNECT_TIMEOUT_S)
+                    assert status is Connection.TCP
+                    node.send_message(friend, b"via the relay")
+                    got = await tox.await_event(FriendMessage, DELIVERY_TIMEOUT_S)
+                    assert got.message == b"via the relay"
+                    tox.send_lossless(tox_friend, b"\xa0back")
+                    tox.send_lossy(tox_friend, b"\xc8lossy back")
+                    with trio.fail_after(DELIVERY_TIMEOUT_S):
+                        back = await node.wait_for(lambda: node.take(CustomLossless))
+                        lossy = await node.wait_for(lambda: node.take(CustomLossy))
+                    assert back == [CustomLossless(friend, b"\xa0back")]
+                    assert lossy == [CustomLossy(friend, b"\xc8lossy back")]
+                    count = 1000
+                    with trio.fail_after(60):
+                        for i in range(count):
+                            await node.send_custom_lossless(friend, _numbered(i))
+                        packets = await tox.await_for(
+                            lambda: (
+                                (p := tox.events(FriendLosslessPacket)) and len(p) >= count and p
+                            ),
+                            60,
+                        )
+                    seqs = [int.from_bytes(p.data[1:5], "big") for p in packets]
+                    assert seqs == list(range(count))
+                    nursery.cancel_scope.cancel()
+            finally:
+                bound.close()
+        finally:
+            tox.kill()

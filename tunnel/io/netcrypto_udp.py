@@ -14,7 +14,9 @@ from typing import TypeVar
 import trio
 
 from tunnel.friends.messenger import Messenger, MessengerEvent, SendQueueFull
+from tunnel.io.tcp_relay import RelayPoolDriver
 from tunnel.io.udp import BoundSocket, UdpDriver
+from tunnel.tcp_relay.connections import OobData, PeerData, PoolEvent
 from tunnel.wire.ip_port import Addr
 
 _T = TypeVar("_T")
@@ -51,6 +53,26 @@ class MessengerNode:
         self.driver = UdpDriver(_Adapter(self), bound)
         self.received: list[MessengerEvent] = []
         self._changed = trio.Event()
+        self.relays: RelayPoolDriver | None = None
+        self.tcp_send_failures = 0
+        self._relay_events: list[PoolEvent] = []
+        self._in_after = False
+
+    def enable_relays(self) -> RelayPoolDriver:
+        """Carry net_crypto over TCP relays too (our DHT key is the relay identity).
+
+        Call before :meth:`run`; then ``add_relay`` / ``add_peer`` (the friend's DHT key) on
+        the returned driver.
+        """
+        netcrypto = self.messenger.netcrypto
+        self.relays = RelayPoolDriver(netcrypto.ident.dht, on_event=self._on_relay_event)
+        netcrypto.tcp_enabled = True
+        return self.relays
+
+    def _on_relay_event(self, event: PoolEvent) -> None:
+        self._relay_events.append(event)
+        if not self._in_after:
+            self._after()
 
     @property
     def port(self) -> int:
@@ -58,15 +80,50 @@ class MessengerNode:
         return self.bound.port
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Drive the Messenger until cancelled."""
-        await self.driver.run(task_status=task_status)
+        """Drive the Messenger (and the relays, if enabled) until cancelled."""
+        async with trio.open_nursery() as nursery:
+            if self.relays is not None:
+                await nursery.start(self.relays.run)
+            await nursery.start(self.driver.run)
+            task_status.started()
 
     def _after(self) -> None:
-        events = self.messenger.events()
-        if events:
-            self.received.extend(events)
+        if self._in_after:
+            return
+        self._in_after = True
+        try:
+            self._process()
+        finally:
+            self._in_after = False
         self._changed.set()
         self._changed = trio.Event()
+
+    def _process(self) -> None:
+        messenger = self.messenger
+        for _ in range(1000):  # relay sends can report events that produce more sends
+            while self._relay_events:
+                event = self._relay_events.pop(0)
+                now = trio.current_time()
+                if isinstance(event, PeerData):
+                    messenger.receive_tcp(event.data, event.peer, event.relay, now)
+                elif isinstance(event, OobData):
+                    messenger.receive_tcp(event.data, event.sender, event.relay, now)
+            events = messenger.events()
+            if events:
+                self.received.extend(events)
+            relays = self.relays
+            packets = messenger.netcrypto.tcp_packets_to_send()
+            if relays is not None:
+                for packet in packets:
+                    if isinstance(packet.via, bytes):
+                        ok = relays.send_oob(packet.via, packet.dht_pk, packet.data)
+                    else:
+                        ok = relays.send_to_peer(packet.dht_pk, packet.data)
+                    if not ok:
+                        self.tcp_send_failures += 1
+            if not self._relay_events:
+                break
+        self.driver.kick()
 
     def kick(self) -> None:
         """After a command: process its events, flush its datagrams, re-read the deadline."""

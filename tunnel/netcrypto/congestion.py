@@ -57,6 +57,7 @@ class Congestion:
         "loss_events",
         "min_rtt",
         "rate",
+        "rate_cap",
         "rttvar",
         "srtt",
         "startup",
@@ -65,6 +66,7 @@ class Congestion:
 
     def __init__(self, now: float) -> None:
         self.rate = INITIAL_RATE_PKT_S
+        self.rate_cap = MAX_RATE_PKT_S
         self.delivery_rate = 0.0
         self.startup = True
         self.srtt = INITIAL_RTT_S
@@ -143,9 +145,15 @@ class Congestion:
 
     # ------------------------------------------------------------------ pacing
 
+    def set_rate_cap(self, cap: float) -> None:
+        """Upper bound for the rate (the path's own limit, e.g. over a TCP relay)."""
+        self.rate_cap = cap
+        self.rate = min(self.rate, cap)
+
     def available(self, now: float) -> int:
         """Whole packets that may be sent now (runs the control step and refills tokens)."""
         self._control(now)
+        self.rate = min(self.rate, self.rate_cap)
         dt = now - self._last_refill
         if dt > 0:
             burst = max(MIN_BURST_PKTS, self.rate * BURST_S)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from tunnel.crypto import KeyPair, Rng, decrypt_untrusted, encrypt, random_nonce, sha512
 from tunnel.errors import BadPacket
+from tunnel.netcrypto.congestion import MAX_RATE_PKT_S
 from tunnel.netcrypto.cookies import Identity
 from tunnel.netcrypto.session import (
     Lossless,
@@ -53,6 +54,9 @@ from tunnel.wire.netcrypto import (
 UDP_DIRECT_TIMEOUT_S = 8.0
 UDP_SMALL_PROBE_INTERVAL_S = 4.0
 UDP_SMALL_PROBE_MAX_BYTES = 96
+TCP_MAX_RATE_PKT_S = 1000.0
+"""Rate cap while a session runs over TCP relays (toxcore clients stall when a relay floods
+them: its TCP client stops reading under saturation, toxcore-test-peers.md 5.2)."""
 
 
 # ----------------------------------------------------------------------------- events
@@ -137,6 +141,8 @@ class NetCrypto:
         self._tcp_out: list[TcpPacket] = []
         self._events: list[NetCryptoEvent] = []
         self.counters: Counter[str] = Counter()
+        self.tcp_enabled = False
+        """True when a TCP relay layer is attached: peers are then also tried via TCP."""
         self._now = 0.0
 
     # ------------------------------------------------------------------ commands
@@ -419,6 +425,8 @@ class NetCrypto:
         if session.outbox:
             path = self._paths[peer]
             direct = now - path.last_udp_recv < UDP_DIRECT_TIMEOUT_S
+            via_tcp = not direct and (path.tcp or self.tcp_enabled)
+            session.congestion.set_rate_cap(TCP_MAX_RATE_PKT_S if via_tcp else MAX_RATE_PKT_S)
             for packet in session.outbox:
                 self._route(session, path, packet, direct, now)
             session.outbox.clear()
@@ -442,10 +450,11 @@ class NetCrypto:
     def _route(
         self, session: Session, path: _Path, packet: bytes, direct: bool, now: float
     ) -> None:
-        if path.udp_addr is not None and (direct or not path.tcp):
+        tcp = path.tcp or self.tcp_enabled
+        if path.udp_addr is not None and (direct or not tcp):
             self._udp_out.append((path.udp_addr, packet))
             return
-        if path.tcp:
+        if tcp:
             self._tcp_out.append(TcpPacket(session.peer_dht_pk, packet))
         if path.udp_addr is None:
             return
