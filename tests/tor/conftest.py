@@ -44,7 +44,11 @@ def tor_lab(
     workdir = tmp_path_factory.mktemp("torlab")
     lab = TorLab(workdir, TOR_LAB_PORT_BASE)
     with lab:
-        print(f"\ntor lab: keys {lab.setup_s:.1f} s, ready {lab.ready_s:.1f} s after start")
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"tor lab: keys {lab.setup_s:.1f} s, ready {lab.ready_s:.1f} s after start"
+            )
         yield lab
     if request.session.testsfailed == 0:
         shutil.rmtree(workdir, ignore_errors=True)

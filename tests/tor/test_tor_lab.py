@@ -33,7 +33,7 @@ async def test_lab_socks_through_exit_reaches_local_echo(tor_lab: TorLab, echo_p
                 "127.0.0.1",
                 echo_port,
                 timeout_s=30,
-                isolation=f"lab-test-{i}",
+                isolation=f"lab:test@{i}",  # any bytes: not put in a URL
             )
             async with stream:
                 payload = os.urandom(64 * 1024)

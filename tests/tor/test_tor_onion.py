@@ -16,7 +16,12 @@ import trio
 from tunnel.testing.rng import SeededRng
 from tunnel.testing.torlab import TorLab
 from tunnel.tor.check import open_onion_stream
-from tunnel.tor.control import TorController, connect_tor_controller, open_tor_controller
+from tunnel.tor.control import (
+    TorController,
+    connect_tor_controller,
+    open_onion_service,
+    open_tor_controller,
+)
 from tunnel.tor.errors import TorControlError
 from tunnel.tor.keystore import load_or_create_onion_key
 
@@ -72,9 +77,20 @@ async def test_onion_service_echo_and_stable_address(
         with pytest.raises(TorControlError, match="DEL_ONION refused"):
             await ctl.del_onion(service_id)  # gone
 
-        again = await _publish(ctl, key_path, echo_port)  # same key file, new ADD_ONION
-        assert again == address
-        await _echo_via_onion(tor_lab, again, "second")
+    # the same key file, published again (the way a node does it): the same address
+    key = load_or_create_onion_key(key_path)
+    async with open_onion_service(
+        "127.0.0.1",
+        tor_lab.control_port(1),
+        key,
+        [(ONION_VIRTUAL_PORT, f"127.0.0.1:{echo_port}")],
+        publish_timeout_s=PUBLISH_TIMEOUT_S,
+    ) as service:
+        assert service.address == address
+        await _echo_via_onion(tor_lab, service.address, "second")
+    # leaving the block removed it: Tor accepts the same key again (no address collision)
+    async with open_tor_controller("127.0.0.1", tor_lab.control_port(1)) as ctl:
+        await ctl.add_onion(key, [(ONION_VIRTUAL_PORT, f"127.0.0.1:{echo_port}")])
 
 
 async def test_tor_generated_key_matches_our_address_derivation(tor_lab: TorLab) -> None:

@@ -599,7 +599,7 @@ class TorLab:
         pending = list(self.nodes)
         last: dict[str, str] = {}
         while pending:
-            self._check_alive()
+            self.check_alive()
             for node in list(pending):
                 try:
                     status = bootstrap_status(
@@ -618,7 +618,7 @@ class TorLab:
         for i, client in enumerate(self.clients):
             payload = f"torlab ready probe {client.nick}".encode()
             while True:
-                self._check_alive()
+                self.check_alive()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TorLabError(self._not_ready(f"exit probe from {client.nick}", last))
@@ -640,13 +640,15 @@ class TorLab:
         self.ready_s = time.monotonic() - self._started_at
         return self.ready_s
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise :class:`TorLabError` (with log tails) if a lab node's tor has exited.
+
+        Extra tors (:meth:`start_extra_tor`) are the caller's business and not checked.
+        """
         dead = [n for n in self.nodes if n.process is not None and not n.process.running()]
-        dead_extra = [p for p in self._extra if not p.running()]
         if dead:
             tails = "\n".join(n.process.log_tail() for n in dead if n.process)
             raise TorLabError(f"tor exited: {[n.nick for n in dead]}\n{tails}")
-        del dead_extra  # extra tors are the tests' business
 
     def _not_ready(self, phase: str, last: dict[str, str]) -> str:
         state = "; ".join(f"{k}: {v}" for k, v in last.items())
@@ -716,3 +718,37 @@ class TorLab:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tunnel.testing.torlab WORKDIR [--base 48000]``: run a lab until Ctrl-C.
+
+    For manual experiments and benchmarks: prints each client's SOCKS/control port and the
+    torrc lines an app-owned tor needs to join.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tunnel.testing.torlab")
+    parser.add_argument("workdir")
+    parser.add_argument("--base", type=int, default=48000)
+    parser.add_argument("--relays", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=2)
+    args = parser.parse_args(argv)
+    lab = TorLab(args.workdir, args.base, relays=args.relays, clients=args.clients)
+    with lab:
+        print(f"ready after {lab.ready_s:.1f} s (keys {lab.setup_s:.1f} s)")
+        for i in range(len(lab.clients)):
+            print(
+                f"client {i}: socks 127.0.0.1:{lab.socks_port(i)} "
+                f"control 127.0.0.1:{lab.control_port(i)} cookie {lab.cookie_path(i)}"
+            )
+        print("torrc lines to join:\n" + "\n".join(lab.client_torrc_lines()), flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                lab.check_alive()
+                time.sleep(1.0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

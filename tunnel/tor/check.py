@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 
 import trio
-from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
+from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
 from python_socks.async_.trio import Proxy
 
 from tunnel.errors import ConfigError
@@ -253,14 +253,14 @@ async def open_tor_stream(
         TorConnectTimeoutError: no stream within ``timeout_s`` (Tor alone would wait 120 s).
         TorConnectError: Tor answered with an error (``reply`` holds the SOCKS5 code).
     """
-    username = password = None
-    if isolation is not None:
-        username, password = isolation, "tunnel"
-    proxy = Proxy.from_url(f"socks5://{socks_host}:{socks_port}", rdns=True)
-    if username is not None:
-        proxy = Proxy.from_url(
-            f"socks5://{username}:{password}@{socks_host}:{socks_port}", rdns=True
-        )
+    proxy = Proxy(
+        ProxyType.SOCKS5,
+        socks_host,
+        socks_port,
+        username=isolation,
+        password=None if isolation is None else "tunnel",
+        rdns=True,
+    )
     target = f"{host}:{port}"
     try:
         with trio.fail_after(timeout_s):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -61,6 +62,8 @@ from tunnel.tor.protocol import (
 
 CONTROL_TIMEOUT_S = 10.0
 """Bound on connecting to the control port and on each command's reply."""
+PUBLISH_TIMEOUT_S = 60.0
+"""Default bound on the first descriptor upload after ADD_ONION (lab: ~1.2 s; real Tor: more)."""
 RECEIVE_CHUNK_BYTES = 16 * 1024
 MAX_QUEUED_EVENTS = 1000
 """Events read while waiting for a reply are queued; beyond this the oldest are dropped."""
@@ -406,3 +409,54 @@ async def open_tor_controller(
         yield controller
     finally:
         await controller.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class OnionService:
+    """A published onion service; alive while its :func:`open_onion_service` block runs."""
+
+    key: OnionKey
+    address: str
+    ports: tuple[tuple[int, str], ...]
+    controller: TorController
+
+    @property
+    def service_id(self) -> str:
+        """The address without ``.onion``."""
+        return self.key.service_id
+
+
+@asynccontextmanager
+async def open_onion_service(
+    host: str,
+    port: int,
+    key: OnionKey,
+    ports: list[tuple[int, str]],
+    *,
+    password: str | None = None,
+    cookie_path: str | os.PathLike[str] | None = None,
+    publish_timeout_s: float | None = PUBLISH_TIMEOUT_S,
+    timeout_s: float = CONTROL_TIMEOUT_S,
+) -> AsyncIterator[OnionService]:
+    """Publish ``key``'s onion service on the Tor at ``host:port`` for the ``async with`` block.
+
+    The service is tied to its own control connection (no Detach): it disappears when the
+    block ends, when the process dies, or when Tor restarts (re-enter the block then; the
+    address stays the same because the key does). With ``publish_timeout_s`` the block is
+    entered only after the first descriptor upload (``HS_DESC UPLOADED``), so friends can
+    reach it within seconds; ``None`` skips the wait.
+
+    Raises:
+        TorControlError: control port closed, auth refused, ADD_ONION refused, or not
+            published within ``publish_timeout_s``.
+    """
+    async with open_tor_controller(
+        host, port, password=password, cookie_path=cookie_path, timeout_s=timeout_s
+    ) as ctl:
+        if publish_timeout_s is not None:
+            await ctl.set_events("HS_DESC")
+        result = await ctl.add_onion(key, ports)
+        if publish_timeout_s is not None:
+            await ctl.wait_hs_desc_uploaded(result.service_id, timeout_s=publish_timeout_s)
+            await ctl.set_events()
+        yield OnionService(key, result.address, tuple(ports), ctl)
