@@ -7,10 +7,15 @@ used by the simulations and usable by ``tunnel/node.py``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
+from tunnel.crypto import KeyPair, Rng
 from tunnel.onion.announce_store import ANNOUNCE_STORE_PACKET_KINDS, OnionAnnounceStore
 from tunnel.onion.client import ONION_CLIENT_PACKET_KINDS, OnionClient
 from tunnel.onion.relay import RELAY_PACKET_KINDS, OnionRelay
 from tunnel.wire.ip_port import Addr
+from tunnel.wire.packed_node import PackedNode
 
 ONION_PACKET_KINDS = RELAY_PACKET_KINDS | ANNOUNCE_STORE_PACKET_KINDS | ONION_CLIENT_PACKET_KINDS
 
@@ -63,3 +68,44 @@ class OnionStack:
         for core in (self.relay, self.store, self.client):
             if core is not None:
                 core.handle_timer(now)
+
+
+class _CloseNodes(Protocol):
+    def get_close_nodes(
+        self, public_key: bytes, count: int = ..., for_lan: bool = ..., now: float | None = ...
+    ) -> Sequence[PackedNode]: ...
+
+
+class _DaemonContext(Protocol):
+    @property
+    def keypair(self) -> KeyPair: ...
+    @property
+    def rng(self) -> Rng: ...
+    @property
+    def dht(self) -> _CloseNodes: ...
+
+
+def relay_and_store(dht_keys: KeyPair, rng: Rng, dht: _CloseNodes, now: float) -> OnionStack:
+    """The onion roles every node plays for others: relay and announce store (no client).
+
+    ``dht`` supplies ``get_close_nodes`` (a :class:`tunnel.dht.core.DhtCore`); LAN nodes are
+    asked for and filtered per requester by the store.
+    """
+
+    def close_nodes(public_key: bytes, count: int) -> Sequence[PackedNode]:
+        return dht.get_close_nodes(public_key, count, True)
+
+    return OnionStack(
+        OnionRelay(dht_keys, rng, now),
+        OnionAnnounceStore(dht_keys, rng, close_nodes),
+        None,
+    )
+
+
+def bootstrapd_core_factory(
+    context: _DaemonContext, now: float = 0.0
+) -> tuple[frozenset[int], OnionStack]:
+    """A ``tunnel.commands.bootstrapd.CORE_FACTORIES`` entry: relay + announce store on the
+    daemon's DHT key, so toxcore peers can announce through a ``tunnel bootstrapd``."""
+    stack = relay_and_store(context.keypair, context.rng, context.dht, now)
+    return RELAY_PACKET_KINDS | ANNOUNCE_STORE_PACKET_KINDS, stack
