@@ -115,3 +115,14 @@ def test_socks5_random_input_never_raises(chunks: list[bytes]) -> None:
     for chunk in chunks:
         hs.receive(chunk)
     assert len(hs.data_to_send()) <= 12
+
+
+@given(st.text(max_size=40))
+def test_spec_and_rule_parsers_raise_only_config_error(text: str) -> None:
+    from tunnel.forward.rules import parse_rule
+
+    for parse in (parse_local_forward, parse_pipe_forward, parse_socks_listen, parse_rule):
+        try:
+            parse(text)  # type: ignore[operator]
+        except ConfigError:
+            pass
