@@ -233,3 +233,20 @@ def test_cluster_friend_found_and_dht_request_routed() -> None:
         received.append(event)
     assert DhtRequestReceived(a.public_key, 0x9C, b"hello dht-pk", received[-1].source) in received
     assert all(c.stats.dropped_malformed == 0 and c.stats.dropped_decrypt == 0 for c in cores)
+
+
+def test_low_order_public_keys_are_dropped_not_raised() -> None:
+    """Found by the fuzz test: libsodium refuses an all-zero (low-order) key."""
+    a, b = make_core("lo-a"), make_core("lo-b")
+    a.receive(b"\x00" + bytes(81), B_ADDR, 0.0)  # ping request "from" the zero key
+    assert a.stats.dropped_decrypt == 1
+    # A genuine nodes response that lists a node with the zero key: a must not query it.
+    b.close.add_or_update(bytes(32), IPPort.parse("11.0.0.3", 1), 0.0)
+    a._send_nodes_request(IPPort.from_addr(B_ADDR), b.public_key, bytes(32), 0.0)
+    ((_, request),) = a.datagrams_to_send()
+    b.receive(request, A_ADDR, 0.0)
+    ((_, response),) = b.datagrams_to_send()
+    a.receive(response, B_ADDR, 0.1)
+    a.handle_timer(1.0)
+    assert all(dst != ("11.0.0.3", 1) for dst, _ in a.datagrams_to_send())
+    assert a.stats.unusable_keys >= 1

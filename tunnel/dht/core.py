@@ -26,9 +26,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
+import nacl.exceptions
+
 from tunnel.crypto import KeyPair, SharedKeyCache, random_nonce
 from tunnel.dht.close_list import (
     BAD_NODE_TIMEOUT_S,
+    KILL_NODE_TIMEOUT_S,
     MAX_FRIEND_CLIENTS,
     PING_INTERVAL_S,
     Assoc,
@@ -105,6 +108,9 @@ class _ListWork:
     """Per-list periodic state (toxcore keeps it in DHT / DHT_Friend)."""
 
     last_get_node: float = float("-inf")
+    next_due: float = float("-inf")
+    """Earliest time the list needs work (re-pings, random lookups, kill timeouts); reset to
+    "now" whenever a node enters or comes back to life in it."""
     bootstrap_times: int = 0
     to_bootstrap: list[_Candidate] = field(default_factory=list)
 
@@ -231,9 +237,11 @@ class DhtCore:
         if now < self._last_tick + TICK_INTERVAL_S:
             return
         self._last_tick = now
-        self._do_close(now)
+        if self._close_work.to_bootstrap or self._close_work.next_due <= now:
+            self._do_close(now)
         for friend in list(self.friends.values()):
-            self._do_friend(friend, now)
+            if friend.work.to_bootstrap or friend.work.next_due <= now:
+                self._do_friend(friend, now)
         if self._hole_punching:
             for friend in list(self.friends.values()):
                 if not friend.fake:
@@ -372,8 +380,12 @@ class DhtCore:
         return None
 
     def send_dht_request(self, receiver_pk: bytes, request_id: int, data: bytes) -> bytes:
-        """A sealed DHT request (0x20) to ``receiver_pk``; route it with ``route_to_friend``."""
-        key = self._keys.get(receiver_pk)
+        """A sealed DHT request (0x20) to ``receiver_pk``; route it with ``route_to_friend``.
+
+        Raises:
+            DecryptError: ``receiver_pk`` is not a usable Curve25519 key (e.g. low order).
+        """
+        key = self._shared_key(receiver_pk)
         return DhtRequest.seal(
             receiver_pk, self.public_key, key, random_nonce(self._rng), request_id, data
         ).encode()
@@ -402,13 +414,33 @@ class DhtCore:
         self.stats.packets_sent += 1
         self._out.append((ip_port.to_addr(), data))
 
+    def _shared_key(self, peer_pk: bytes) -> bytes:
+        """The precomputed key with ``peer_pk``.
+
+        Raises:
+            DecryptError: libsodium refuses the key (low-order point, as toxcore's
+                ``encrypt_precompute`` failing).
+        """
+        try:
+            return self._keys.get(peer_pk)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+            raise DecryptError("unusable public key") from exc
+
+    def _usable(self, peer_pk: bytes) -> bool:
+        try:
+            self._shared_key(peer_pk)
+        except DecryptError:
+            self.stats.unusable_keys += 1
+            return False
+        return True
+
     def _seal(self, kind: int, peer_pk: bytes, plain: bytes) -> bytes:
         return seal_dht_packet(
-            kind, self.public_key, self._keys.get(peer_pk), random_nonce(self._rng), plain
+            kind, self.public_key, self._shared_key(peer_pk), random_nonce(self._rng), plain
         )
 
     def _send_ping_request(self, ip_port: IPPort, peer_pk: bytes, now: float) -> None:
-        if peer_pk == self.public_key:
+        if peer_pk == self.public_key or not self._usable(peer_pk):
             return
         ping_id = self._ping_ids.add((peer_pk, ip_port), now).to_bytes(8, "big")
         plain = PingPayload(KIND_PING_REQUEST, ping_id).encode()
@@ -418,7 +450,7 @@ class DhtCore:
     def _send_nodes_request(
         self, ip_port: IPPort, peer_pk: bytes, wanted_pk: bytes, now: float
     ) -> None:
-        if peer_pk == self.public_key:
+        if peer_pk == self.public_key or not self._usable(peer_pk):
             return
         ping_id = self._nodes_ids.add((peer_pk, ip_port), now).to_bytes(8, "big")
         plain = NodesRequestPayload(wanted_pk, ping_id).encode()
@@ -432,7 +464,7 @@ class DhtCore:
         if packet.sender_pk == self.public_key:
             self.stats.dropped_from_self += 1
             return None
-        return packet, packet.open_untrusted(self._keys.get(packet.sender_pk))
+        return packet, packet.open_untrusted(self._shared_key(packet.sender_pk))
 
     def _handle_ping_request(self, data: bytes, source: IPPort, now: float) -> None:
         opened = self._open(data, KIND_PING_REQUEST)
@@ -512,7 +544,7 @@ class DhtCore:
         if request.sender_pk == self.public_key:
             self.stats.dropped_from_self += 1
             return
-        request_id, body = request.open_untrusted(self._keys.get(request.sender_pk))
+        request_id, body = request.open_untrusted(self._shared_key(request.sender_pk))
         if request_id == REQUEST_ID_NAT_PING:
             self._handle_nat_ping(request.sender_pk, NatPing.decode(body), now)
             return
@@ -546,8 +578,14 @@ class DhtCore:
         """toxcore ``addto_lists``: a node proved alive; store it wherever it fits."""
         if public_key == self.public_key:
             return
+        entry = self.close.get(public_key)
+        if entry is None or entry.assoc_for(ip_port).is_killed(now):
+            self._close_work.next_due = now  # a new or revived node: due for maintenance
         self.close.add_or_update(public_key, ip_port, now)
         for friend in self.friends.values():
+            entry = friend.clients.get(public_key)
+            if entry is None or entry.assoc_for(ip_port).is_killed(now):
+                friend.work.next_due = now
             friend.clients.add_or_update(public_key, ip_port, now)
             if public_key == friend.public_key and not friend.fake:
                 self._events.append(FriendIpFound(public_key, ip_port))
@@ -628,6 +666,7 @@ class DhtCore:
             self._send_nodes_request(ip_port, pk, base, now)
         work.to_bootstrap = []
         alive = 0
+        due = float("inf")
         good: list[tuple[ClientEntry, Assoc]] = []
         for entry in entries:
             for assoc in entry.assocs():
@@ -637,6 +676,9 @@ class DhtCore:
                 if assoc.last_pinged + PING_INTERVAL_S <= now:
                     self._send_nodes_request(assoc.ip_port, entry.public_key, base, now)
                     assoc.last_pinged = now
+                due = min(
+                    due, assoc.last_pinged + PING_INTERVAL_S, assoc.timestamp + KILL_NODE_TIMEOUT_S
+                )
                 if not assoc.is_bad(now):
                     good.append((entry, assoc))
         if good and (
@@ -648,6 +690,12 @@ class DhtCore:
             self._send_nodes_request(assoc.ip_port, entry.public_key, base, now)
             work.last_get_node = now
             work.bootstrap_times += 1
+        if good:
+            if work.bootstrap_times < MAX_BOOTSTRAP_TIMES:
+                due = now  # the next tick
+            else:
+                due = min(due, work.last_get_node + GET_NODE_INTERVAL_S)
+        work.next_due = due if due > now else now + TICK_INTERVAL_S
         return alive
 
     def _do_close(self, now: float) -> None:
@@ -659,6 +707,7 @@ class DhtCore:
                 for assoc in entry.assocs():
                     if assoc.timestamp != float("-inf"):
                         assoc.timestamp = now - BAD_NODE_TIMEOUT_S
+            self._close_work.next_due = now  # recompute the schedule on the next tick
 
     def _do_friend(self, friend: DhtFriend, now: float) -> None:
         self._do_list(list(friend.clients), friend.public_key, friend.work, now)
@@ -734,7 +783,11 @@ class DhtCore:
         self, friend: DhtFriend, is_response: bool, ping_id: bytes, now: float
     ) -> bool:
         data = NatPing(is_response, ping_id).encode()
-        packet = self.send_dht_request(friend.public_key, REQUEST_ID_NAT_PING, data)
+        try:
+            packet = self.send_dht_request(friend.public_key, REQUEST_ID_NAT_PING, data)
+        except DecryptError:
+            self.stats.unusable_keys += 1
+            return False
         if is_response:
             return self.routeone_to_friend(friend.public_key, packet, now)
         return self.route_to_friend(friend.public_key, packet, now) > 0

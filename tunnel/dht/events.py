@@ -53,6 +53,8 @@ class DhtStats:
     dht_requests_forwarded: int = 0
     bootstrap_info_answered: int = 0
     hole_punch_pings_sent: int = 0
+    unusable_keys: int = 0
+    """Keys libsodium refuses (low-order points): nothing is sent to them."""
 
     @property
     def dropped(self) -> int:
