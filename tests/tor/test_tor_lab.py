@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from tunnel.testing.ports import PortPool
-from tunnel.testing.torlab import READY_TIMEOUT_S, TorLab, bootstrap_status
+from tunnel.testing.torlab import READY_TIMEOUT_S, TorLab, bench_socks_echo, bootstrap_status
 from tunnel.tor.check import open_tor_stream
 
 pytestmark = pytest.mark.slow
@@ -113,3 +113,19 @@ def test_lab_rejects_bad_shapes(tmp_path: Path) -> None:
     assert lab.nodes[0].dir_port == 48020
     assert lab.clients[0].socks_port == 48064
     assert lab.control_port(1) == 48045
+
+
+def test_lab_raw_socks_baseline_benchmark(tor_lab: TorLab) -> None:
+    """The raw Tor SOCKS numbers a tunnel over Tor is compared with (small sample here)."""
+    result = bench_socks_echo(
+        tor_lab.socks_port(0),
+        "127.0.0.1",
+        tor_lab.echo_port,
+        payload_bytes=512 * 1024,
+        rtt_samples=20,
+        timeout_s=30,
+        username="bench",
+    )
+    assert 0 < result.rtt_median_s <= result.rtt_p90_s < 5
+    assert result.echo_bytes_per_s > 10_000
+    print(f"raw Tor SOCKS on the lab: {result.describe()}")

@@ -294,6 +294,99 @@ def socks_echo(
     return got
 
 
+@dataclass(frozen=True, slots=True)
+class SocksBenchResult:
+    """Raw Tor SOCKS baseline: stream set-up time, round trips of 32-byte messages, echo
+    throughput (bytes sent and echoed back, counted once)."""
+
+    connect_s: float
+    rtt_median_s: float
+    rtt_p90_s: float
+    echo_bytes_per_s: float
+
+    def describe(self) -> str:
+        """One line for logs and reports."""
+        return (
+            f"connect {self.connect_s * 1000:.0f} ms, RTT median {self.rtt_median_s * 1000:.1f} ms"
+            f" / p90 {self.rtt_p90_s * 1000:.1f} ms, echo {self.echo_bytes_per_s / 1e6:.2f} MB/s"
+        )
+
+
+def bench_socks_echo(
+    socks_port: int,
+    target_host: str,
+    target_port: int,
+    *,
+    payload_bytes: int = 4 * 1024 * 1024,
+    rtt_samples: int = 50,
+    timeout_s: float = 60.0,
+    username: str | None = None,
+) -> SocksBenchResult:
+    """Measure one SOCKS stream to an echo server: the baseline a tunnel over Tor is
+    compared with ("benchmark vs raw Tor SOCKS").
+
+    Blocking; the upload runs on a helper thread while this thread reads the echo.
+
+    Raises:
+        OSError, ProxyError, ProxyTimeoutError: the stream failed; TimeoutError: too slow.
+    """
+    cred = f"{username}:x@" if username else ""
+    proxy = Proxy.from_url(f"socks5://{cred}127.0.0.1:{socks_port}", rdns=True)
+    t0 = time.monotonic()
+    sock = proxy.connect(target_host, target_port, timeout=timeout_s)
+    connect_s = time.monotonic() - t0
+    with sock:
+        sock.settimeout(timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        rtts: list[float] = []
+        for i in range(rtt_samples):
+            msg = i.to_bytes(4, "big") * 8
+            t = time.monotonic()
+            sock.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                chunk = sock.recv(len(msg) - len(got))
+                if not chunk:
+                    raise ConnectionResetError("echo closed during RTT probe")
+                got += chunk
+            rtts.append(time.monotonic() - t)
+        block = bytes(range(256)) * 256  # 64 KiB
+        errors: list[BaseException] = []
+
+        def upload() -> None:
+            try:
+                left = payload_bytes
+                while left > 0:
+                    n = min(left, len(block))
+                    sock.sendall(block[:n])
+                    left -= n
+            except BaseException as exc:  # reported by the reader
+                errors.append(exc)
+
+        t = time.monotonic()
+        writer = threading.Thread(target=upload, name="socks-bench-upload", daemon=True)
+        writer.start()
+        received = 0
+        while received < payload_bytes:
+            chunk = sock.recv(1024 * 1024)
+            if not chunk:
+                break
+            received += len(chunk)
+            if errors:
+                raise errors[0]
+        elapsed = time.monotonic() - t
+        writer.join(timeout_s)
+        if received < payload_bytes:
+            raise ConnectionResetError(f"echo stopped after {received} of {payload_bytes} bytes")
+    rtts.sort()
+    return SocksBenchResult(
+        connect_s=connect_s,
+        rtt_median_s=rtts[len(rtts) // 2] if rtts else 0.0,
+        rtt_p90_s=rtts[min(len(rtts) - 1, (len(rtts) * 9) // 10)] if rtts else 0.0,
+        echo_bytes_per_s=payload_bytes / elapsed if elapsed > 0 else 0.0,
+    )
+
+
 # ------------------------------------------------------------------------------ the lab
 
 
