@@ -1,16 +1,12 @@
 """Our muxes against the REAL tuntox binary, over real c-toxcore 0.2.18 friend connections.
 
-Opt-in: set ``TUNTOX_BIN`` to a tuntox built from gjedeer/tuntox HEAD with three test-only
-changes (the same ones the tuntox-toxvpn.md 4.1 measurements used), so that it bootstraps only
-off the local tox-bootstrapd and sends nothing beyond loopback::
-
-    git archive HEAD | tar -x -C /tmp/tuntox-build && cd /tmp/tuntox-build
-    # 1. the -b JSON key bug (sizeof(char*)-1 hex chars): use the whole string
-    sed -i 's/sizeof(pk->valuestring)-1/strlen(pk->valuestring)/' tox_bootstrap_json.c
-    # 2. no LAN discovery broadcasts, 3. no hard-coded internet bootstrap nodes
-    sed -i 's/local_discovery_enabled = 1;/local_discovery_enabled = 0;/' main.c
-    sed -i 's/^    do_bootstrap(tox);$//' main.c
-    make tuntox_nostatic   # needs libtoxcore-dev; then TUNTOX_BIN=$PWD/tuntox_nostatic
+Opt-in, local only (tuntox is not packaged, so CI cannot run it): set ``TUNTOX_BIN`` to a
+tuntox binary you built yourself from its public source against Debian's libtoxcore-dev. For an
+offline run the binary needs three test-only changes (the ones the tuntox-toxvpn.md 4.1
+measurements used): its ``-b`` JSON bootstrap loader must read the whole hex key string (upstream
+reads only ``sizeof(char*) - 1`` characters), LAN discovery must be off, and its hard-coded
+internet bootstrap nodes must not be contacted, so that it bootstraps only off the local
+tox-bootstrapd and sends nothing beyond loopback. No tuntox code or build script is kept here.
 
 Our side uses a real toxcore (``ToxPeer``) as its friend transport and a minimal synchronous
 driver defined here (the product drivers live with the node).
