@@ -1,0 +1,816 @@
+"""The Node: one Tox identity on the network, every layer wired together on Trio.
+
+tox-protocol.md sections 3-8 as one running program (c-toxcore's ``Messenger`` +
+``friend_connection`` + ``onion_client`` + ``TCP_connection`` + ``DHT`` + ``net_crypto``).
+
+Wiring. One UDP socket (unless UDP is off) carries a :class:`~tunnel.io.udp.PacketDispatcher`:
+DHT kinds go to :class:`~tunnel.dht.core.DhtCore`, onion kinds to an
+:class:`~tunnel.onion.stack.OnionStack` (relay + announce store + client), net_crypto kinds to
+the :class:`~tunnel.friends.messenger.Messenger`. A :class:`~tunnel.io.tcp_relay.RelayPoolDriver`
+keeps connections to the bootstrap nodes' TCP ports and the configured relays (through the
+proxy, if any; then UDP is off). After every input and every timer the node runs its glue
+(:meth:`Node._process`), which moves information between layers:
+
+* DHT ``FriendIpFound``   -> friend_connection learns the friend's direct UDP address;
+* DHT request 0x9c        -> onion client (a friend's DHT-PK announcement via the DHT);
+* onion ``FriendDhtKeyLearned`` -> DHT friend + relay peer for that key, friend_connection
+  connects; TCP relays in the announcement are added to the pool;
+* onion ``FriendRequestReceived`` -> :class:`FriendRequest` event (unless already a friend);
+* onion DHT-PK data for the DHT -> routed DHT requests; onion-over-TCP requests -> relays;
+* relay events (routed data, OOB, onion responses) -> net_crypto / onion client;
+* net_crypto TCP packets -> relays; Messenger events -> node events, onion online state and
+  the profile (friends are saved at once, atomically).
+
+The public API is async where it may wait (``send_lossless`` waits for send capacity and never
+drops) and plain otherwise. Events go to every :meth:`Node.subscribe` channel. ``aclose``
+sends net_crypto kill packets, saves the profile and stops within ``GRACEFUL_SHUTDOWN_S``.
+
+Create the node inside ``trio.run`` (the cores read the Trio clock).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
+
+import trio
+
+from tunnel.crypto import KeyPair, Rng
+from tunnel.dht.core import PACKET_KINDS as DHT_PACKET_KINDS
+from tunnel.dht.core import DhtCore
+from tunnel.dht.events import DhtRequestReceived, FriendIpFound
+from tunnel.friends import messenger as m
+from tunnel.io.tcp_relay import RelayPoolDriver
+from tunnel.io.udp import BoundSocket, PacketDispatcher, UdpDriver, open_udp_socket
+from tunnel.netcrypto.core import NetCrypto
+from tunnel.netcrypto.session import NotConnected, SendQueueFull
+from tunnel.node_types import (
+    GRACEFUL_SHUTDOWN_S,
+    FriendConnected,
+    FriendDhtKey,
+    FriendDisconnected,
+    FriendRequest,
+    FriendStatistics,
+    LosslessPacket,
+    LossyPacket,
+    Message,
+    NodeEvent,
+    NodeOptions,
+    NodeStatistics,
+    Path,
+    ReadReceipt,
+    SelfConnectionChanged,
+)
+from tunnel.onion.announce_store import OnionAnnounceStore
+from tunnel.onion.client import (
+    FriendDhtKeyLearned,
+    FriendRequestReceived,
+    OnionClient,
+    OnionHooks,
+    OnionStatusChanged,
+)
+from tunnel.onion.relay import OnionRelay
+from tunnel.onion.stack import ONION_PACKET_KINDS, OnionStack
+from tunnel.profile import Profile
+from tunnel.tcp_relay.connections import (
+    OnionData,
+    OobData,
+    PeerData,
+    PeerOffline,
+    PeerOnline,
+    PoolEvent,
+    RelayConnected,
+    RelayDisconnected,
+)
+from tunnel.toxid import ToxId
+from tunnel.wire.ip_port import Addr, IPPort
+from tunnel.wire.netcrypto import (
+    COOKIE_REQUEST_KIND,
+    COOKIE_RESPONSE_KIND,
+    DATA_KIND,
+    HANDSHAKE_KIND,
+)
+from tunnel.wire.onion import ONION_DATA_DHTPK
+from tunnel.wire.packed_node import PackedNode
+from tunnel.wire.savedata import (
+    FRIEND_STATUS_CONFIRMED,
+    FRIEND_STATUS_REQUESTED,
+    SavedFriend,
+)
+
+__all__ = ["Node", "NodeOptions"]
+
+NETCRYPTO_PACKET_KINDS = (COOKIE_REQUEST_KIND, COOKIE_RESPONSE_KIND, HANDSHAKE_KIND, DATA_KIND)
+MAX_PROCESS_ROUNDS = 1000
+MAX_DHTPK_RELAYS = 2
+MAX_FRIEND_RELAYS = 8
+"""TCP relays learnt from friends' DHT-PK announcements that we connect to, at most."""
+DHTPK_NODES = 4
+TCP_ONION_REQUEST_ID = 0x08
+
+log = logging.getLogger("tunnel.node")
+_T = TypeVar("_T")
+
+
+class NodeClosed(RuntimeError):
+    """The node is shut down (or not running yet)."""
+
+
+class _Core:
+    """The dispatcher as one DatagramCore that runs the node's glue after every input/timer."""
+
+    def __init__(self, node: Node, dispatcher: PacketDispatcher) -> None:
+        self._node = node
+        self._dispatcher = dispatcher
+
+    def receive(self, data: bytes, addr: Addr, now: float) -> None:
+        self._dispatcher.receive(data, addr, now)
+        self._node._process(now)
+
+    def datagrams_to_send(self) -> list[tuple[Addr, bytes]]:
+        out = self._dispatcher.datagrams_to_send()
+        if not self._node.options.use_udp:
+            self._node.udp_discarded += len(out)
+            return []
+        return out
+
+    def next_deadline(self) -> float | None:
+        return self._dispatcher.next_deadline()
+
+    def handle_timer(self, now: float) -> None:
+        self._dispatcher.handle_timer(now)
+        self._node._process(now)
+
+
+class Node:
+    """One Tox identity on the network (see the module docstring).
+
+    Args:
+        profile: keys, nospam and friends; saved whenever friends change if it has a path.
+        options: network options (:meth:`NodeOptions.from_config` for a config file).
+        rng: randomness (``os.urandom``).
+    """
+
+    def __init__(
+        self, profile: Profile, options: NodeOptions | None = None, *, rng: Rng = os.urandom
+    ) -> None:
+        self.profile = profile
+        self.options = options or NodeOptions()
+        self._rng = rng
+        now = trio.current_time()
+        self.real_keys = profile.key_pair
+        self.dht_keys = KeyPair.generate(rng)
+        opts = self.options
+        self.dht = DhtCore(
+            self.dht_keys,
+            rng,
+            lan_discovery=opts.lan_discovery and opts.use_udp,
+            lan_discovery_ipv6=opts.ipv6,
+            hole_punching=opts.hole_punching,
+            now=now,
+        )
+        hooks = OnionHooks(
+            random_dht_nodes=self._random_dht_nodes,
+            dht_connected=self._dht_connected,
+            onion_tcp_relays=self._onion_tcp_relays,
+            dhtpk_nodes=self._dhtpk_nodes,
+        )
+        self.onion = OnionClient(
+            self.real_keys,
+            self.dht_keys,
+            rng,
+            now,
+            hooks=hooks,
+            nospam=profile.nospam,
+            unix_time_offset=time.time() - now,
+        )
+        relay = OnionRelay(self.dht_keys, rng, now) if opts.use_udp else None
+        store = (
+            OnionAnnounceStore(
+                self.dht_keys,
+                rng,
+                lambda pk, n: self.dht.get_close_nodes(pk, n, True, trio.current_time()),
+            )
+            if opts.use_udp
+            else None
+        )
+        self.onion_stack = OnionStack(relay, store, self.onion)
+        self.netcrypto = NetCrypto(self.real_keys, self.dht_keys, rng)
+        self.messenger = m.Messenger(self.netcrypto, name=opts.name)
+        dispatcher = PacketDispatcher()
+        dispatcher.register(DHT_PACKET_KINDS, self.dht)
+        dispatcher.register(ONION_PACKET_KINDS, self.onion_stack)
+        dispatcher.register(NETCRYPTO_PACKET_KINDS, self.messenger)
+        self._core = _Core(self, dispatcher)
+        self.relays = RelayPoolDriver(
+            self.dht_keys, rng=rng, proxy=opts.proxy, on_event=self._on_relay_event
+        )
+        self.netcrypto.tcp_enabled = True
+        self.udp: UdpDriver | None = None
+        self._bound: BoundSocket | None = None
+        self._subscribers: list[trio.MemorySendChannel[NodeEvent]] = []
+        self._relay_events: list[PoolEvent] = []
+        self._processing = False
+        self._changed = trio.Event()
+        self._wakeup = trio.Event()
+        self._friend_dht: dict[bytes, bytes] = {}  # real pk -> DHT pk
+        self._by_dht: dict[bytes, bytes] = {}  # DHT pk -> real pk
+        self._pending_requests: dict[bytes, bytes] = {}  # real pk -> message
+        self._friend_relays: dict[bytes, None] = {}
+        self._cancel: trio.CancelScope | None = None
+        self._running = False
+        self._closing = False
+        self._stopped = trio.Event()
+        self.udp_discarded = 0
+        self.tcp_send_failures = 0
+        self._load_friends(now)
+
+    # ======================================================================= properties
+
+    @property
+    def tox_id(self) -> ToxId:
+        """Our Tox ID (public key, current nospam, checksum)."""
+        return self.onion.tox_id
+
+    @property
+    def public_key(self) -> bytes:
+        """Our long-term public key."""
+        return self.real_keys.public_key
+
+    @property
+    def dht_public_key(self) -> bytes:
+        """Our DHT key for this session."""
+        return self.dht_keys.public_key
+
+    @property
+    def udp_port(self) -> int | None:
+        """The bound UDP port (None with UDP off or before :meth:`run`)."""
+        return self._bound.port if self._bound is not None else None
+
+    @property
+    def onion_connected(self) -> bool:
+        """Announced on the onion: friends can find us."""
+        return self.onion.connected
+
+    # ======================================================================= running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every layer until cancelled or :meth:`aclose`; ``started()`` once listening."""
+        if self._running or self._closing:
+            raise RuntimeError("a Node runs once")
+        self._running = True
+        opts = self.options
+        try:
+            with trio.CancelScope() as scope:
+                self._cancel = scope
+                async with trio.open_nursery() as nursery:
+                    if opts.use_udp:
+                        self._bound = await open_udp_socket(
+                            opts.udp_host, opts.port_start, opts.port_end, ipv6=opts.ipv6
+                        )
+                        self.udp = UdpDriver(self._core, self._bound)
+                        await nursery.start(self.udp.run)
+                    else:
+                        nursery.start_soon(self._timer_loop)
+                    await nursery.start(self.relays.run)
+                    await self._bootstrap()
+                    log.info("node %s listening (UDP port %s)", self.tox_id, self.udp_port)
+                    self._kick()
+                    task_status.started()
+                    await trio.sleep_forever()
+        finally:
+            self._running = False
+            if self._bound is not None:
+                self._bound.close()
+            for channel in self._subscribers:
+                channel.close()
+            self._stopped.set()
+
+    async def aclose(self, timeout_s: float = GRACEFUL_SHUTDOWN_S) -> None:
+        """Say goodbye to friends (net_crypto kill), save the profile, stop :meth:`run`."""
+        if self._closing:
+            with trio.move_on_after(timeout_s):
+                await self._stopped.wait()
+            return
+        self._closing = True
+        now = trio.current_time()
+        for pk in list(self.netcrypto.sessions):
+            self.netcrypto.kill(pk, now)
+        self._process(now)
+        self._kick()
+        with trio.move_on_after(timeout_s):
+            if self.udp is not None:
+                await trio.sleep(0.05)  # let the driver flush the kill packets
+        self._save()
+        if self._cancel is not None:
+            self._cancel.cancel()
+        if self._running:
+            with trio.move_on_after(timeout_s):
+                await self._stopped.wait()
+
+    async def _timer_loop(self) -> None:
+        """Timers only (UDP off): the same core, no socket."""
+        core = self._core
+        while True:
+            now = trio.current_time()
+            core.datagrams_to_send()
+            deadline = core.next_deadline()
+            if deadline is not None and deadline <= now:
+                core.handle_timer(now)
+                await trio.lowlevel.checkpoint()
+                continue
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+
+    async def _resolve(self, host: str, port: int) -> list[IPPort]:
+        try:
+            return [IPPort.parse(host, port)]
+        except ValueError:
+            pass
+        try:
+            infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("cannot resolve %s: %s", host, exc)
+            return []
+        out: list[IPPort] = []
+        for family, *_, sockaddr in infos:
+            if family == trio.socket.AF_INET6 and not self.options.ipv6:
+                continue
+            ip_port = IPPort.parse(str(sockaddr[0]), int(sockaddr[1]))
+            if ip_port not in out:
+                out.append(ip_port)
+        return out
+
+    async def _bootstrap(self) -> None:
+        opts = self.options
+        now = trio.current_time()
+        for node in opts.bootstrap:
+            for ip_port in await self._resolve(node.host, node.port):
+                if opts.use_udp:
+                    self.dht.bootstrap(node.public_key, ip_port, now)
+                self.onion.add_bootstrap_node(PackedNode(ip_port, node.public_key))
+            for tcp_port in node.tcp_ports:
+                for ip_port in (await self._resolve(node.host, tcp_port))[:1]:
+                    host, port = ip_port.to_addr()
+                    self.relays.add_relay(host, port, node.public_key)
+        for relay in opts.tcp_relays:
+            for ip_port in (await self._resolve(relay.host, relay.port))[:1]:
+                host, port = ip_port.to_addr()
+                self.relays.add_relay(host, port, relay.public_key)
+
+    # ======================================================================= public API
+
+    def subscribe(self) -> trio.MemoryReceiveChannel[NodeEvent]:
+        """A new channel receiving every event from now on (closed when the node stops).
+
+        The buffer is unbounded: read it, or close it when done.
+        """
+        send, receive = trio.open_memory_channel[NodeEvent](math.inf)
+        self._subscribers.append(send)
+        return receive
+
+    def friends(self) -> list[bytes]:
+        """Real public keys of our friends (confirmed and requested)."""
+        return [f.public_key for f in self.profile.friends]
+
+    def is_friend(self, public_key: bytes) -> bool:
+        """True if ``public_key`` is in our friend list."""
+        return self.messenger.friend_number(public_key) is not None
+
+    def is_online(self, public_key: bytes) -> bool:
+        """True if the friend is online (its ONLINE packet arrived)."""
+        number = self.messenger.friend_number(public_key)
+        return number is not None and self.messenger.friend_state(number) is m.FriendState.ONLINE
+
+    def friend_path(self, public_key: bytes) -> Path | None:
+        """``"udp"``/``"tcp"`` while the friend is online, else None."""
+        if not self.is_online(public_key):
+            return None
+        return "udp" if self.netcrypto.is_direct(public_key, trio.current_time()) else "tcp"
+
+    def friend_dht_public_key(self, public_key: bytes) -> bytes | None:
+        """The friend's DHT key if we learnt it."""
+        return self._friend_dht.get(public_key)
+
+    def add_friend(self, tox_id: ToxId | str | bytes, message: bytes) -> bytes:
+        """Send a friend request (resent until the friend comes online); returns its public key.
+
+        Raises:
+            ValueError: bad Tox ID, our own ID, empty or over-long message, already a friend.
+        """
+        if isinstance(tox_id, str):
+            tox_id = ToxId.parse(tox_id)
+        elif isinstance(tox_id, bytes):
+            tox_id = ToxId.from_bytes(tox_id)
+        pk = tox_id.public_key
+        if self.is_friend(pk):
+            raise ValueError("already a friend")
+        self.onion.send_friend_request(tox_id, message)
+        self._add_friend_record(pk, trio.current_time())
+        self._store_friend(
+            SavedFriend(FRIEND_STATUS_REQUESTED, pk, request_message=message, nospam=tox_id.nospam)
+        )
+        self._kick()
+        return pk
+
+    def add_friend_norequest(self, public_key: bytes) -> None:
+        """Add a friend by key without a request (both sides must add each other)."""
+        if self.is_friend(public_key):
+            return
+        if public_key == self.public_key:
+            raise ValueError("that is our own key")
+        self.onion.accept_friend_request(public_key)
+        self._add_friend_record(public_key, trio.current_time())
+        self._store_friend(SavedFriend(FRIEND_STATUS_CONFIRMED, public_key))
+        self._kick()
+
+    def accept_friend_request(self, public_key: bytes) -> None:
+        """Accept a :class:`FriendRequest` (the friend connection follows)."""
+        self._pending_requests.pop(public_key, None)
+        self.add_friend_norequest(public_key)
+
+    def pending_friend_requests(self) -> dict[bytes, bytes]:
+        """Requests received and not accepted yet: public key -> message."""
+        return dict(self._pending_requests)
+
+    def remove_friend(self, public_key: bytes) -> None:
+        """Forget a friend (its session is killed)."""
+        now = trio.current_time()
+        number = self.messenger.friend_number(public_key)
+        if number is not None:
+            self.messenger.delete_friend(number, now)
+        self.onion.remove_friend(public_key)
+        self._drop_friend_dht(public_key)
+        self.profile.update(
+            friends=tuple(f for f in self.profile.friends if f.public_key != public_key)
+        )
+        self._save()
+        self._process(now)
+
+    def set_nospam(self, nospam: bytes) -> None:
+        """Change our nospam (old Tox IDs stop working for new friend requests); saved."""
+        self.profile.set_nospam(nospam)
+        self.onion.set_nospam(nospam)
+        self._save()
+
+    def set_name(self, name: bytes) -> None:
+        """Our name, sent to friends."""
+        self.messenger.set_name(name, trio.current_time())
+        self._kick()
+
+    def send_message(self, public_key: bytes, text: bytes, *, action: bool = False) -> int:
+        """Send a text message; returns its id (a :class:`ReadReceipt` follows on delivery).
+
+        Raises:
+            NotConnected: the friend is not online.  KeyError: not a friend.
+        """
+        message_id = self.messenger.send_message(
+            self._number(public_key), text, trio.current_time(), action=action
+        )
+        self._kick()
+        return message_id
+
+    def send_capacity(self, public_key: bytes) -> int:
+        """Custom lossless packets that can be queued now without waiting (0: offline/full)."""
+        number = self.messenger.friend_number(public_key)
+        return 0 if number is None else self.messenger.send_capacity(number)
+
+    def try_send_lossless(self, public_key: bytes, data: bytes) -> bool:
+        """Queue a custom lossless packet if there is room (False: full, nothing queued).
+
+        Raises:
+            NotConnected: the friend is not online.  ValueError: bad packet id or size.
+        """
+        try:
+            self.messenger.send_custom_lossless(self._number(public_key), data, trio.current_time())
+        except SendQueueFull:
+            return False
+        self._kick()
+        return True
+
+    async def send_lossless(self, public_key: bytes, data: bytes) -> None:
+        """Send a custom lossless packet ``[160..191][data]``, waiting while the queue is full.
+
+        Never drops: it returns once the packet is queued for reliable, in-order delivery.
+
+        Raises:
+            NotConnected: the friend is (or went) offline.  ValueError: bad id or size.
+        """
+        while not self.try_send_lossless(public_key, data):
+            await self.wait_for(lambda: self.send_capacity(public_key) > 0 or None)
+
+    def send_lossy(self, public_key: bytes, data: bytes) -> None:
+        """Send a custom lossy packet ``[200..254][data]`` once.
+
+        Raises:
+            NotConnected: the friend is not online.  ValueError: bad id or size.
+        """
+        self.messenger.send_custom_lossy(self._number(public_key), data, trio.current_time())
+        self._kick()
+
+    async def wait_for(self, predicate: Callable[[], _T | None]) -> _T:
+        """Wait until ``predicate()`` returns something truthy (checked after every change).
+
+        Raises:
+            NotConnected: raised by the predicate, e.g. a friend went offline.
+        """
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if self._stopped.is_set():
+                raise NodeClosed("node stopped")
+            await self._changed.wait()
+
+    def statistics(self) -> NodeStatistics:
+        """A snapshot of the node and every friend (path, RTT, rates)."""
+        now = trio.current_time()
+        friends: list[FriendStatistics] = []
+        for saved in self.profile.friends:
+            pk = saved.public_key
+            session = self.netcrypto.statistics(pk)
+            online = self.is_online(pk)
+            friends.append(
+                FriendStatistics(
+                    public_key=pk,
+                    online=online,
+                    path=self.friend_path(pk),
+                    dht_public_key=self._friend_dht.get(pk),
+                    rtt_s=session.srtt_s if session is not None else None,
+                    send_rate_pkt_s=session.rate_pkt_s if session is not None else 0.0,
+                    delivery_rate_pkt_s=(
+                        session.delivery_rate_pkt_s if session is not None else 0.0
+                    ),
+                    sent_bytes=session.sent_bytes if session is not None else 0,
+                    received_bytes=session.received_bytes if session is not None else 0,
+                    resent_packets=session.resent_packets if session is not None else 0,
+                    send_queue=session.send_queue if session is not None else 0,
+                )
+            )
+        dht_stats = self.dht.statistics()
+        return NodeStatistics(
+            udp_port=self.udp_port,
+            dht_connected=self.options.use_udp and self.dht.is_connected(now),
+            dht_close_nodes=dht_stats.close_nodes,
+            onion_connected=self.onion.connected,
+            tcp_relays_connected=len(self.relays.pool.connected_relays()),
+            udp_datagrams_sent=self.udp.sent if self.udp is not None else 0,
+            udp_datagrams_received=self.udp.received if self.udp is not None else 0,
+            tcp_send_failures=self.tcp_send_failures,
+            friends=tuple(friends),
+        )
+
+    # ======================================================================= friends
+
+    def _number(self, public_key: bytes) -> int:
+        number = self.messenger.friend_number(public_key)
+        if number is None:
+            raise KeyError("not a friend")
+        return number
+
+    def _load_friends(self, now: float) -> None:
+        for saved in self.profile.friends:
+            if saved.status >= FRIEND_STATUS_CONFIRMED or not saved.request_message:
+                self.onion.accept_friend_request(saved.public_key)
+            else:
+                try:
+                    self.onion.send_friend_request(
+                        ToxId(saved.public_key, saved.nospam), saved.request_message
+                    )
+                except ValueError:
+                    self.onion.accept_friend_request(saved.public_key)
+            self._add_friend_record(saved.public_key, now)
+        for pk in self.options.friends:
+            if not self.is_friend(pk) and pk != self.public_key:
+                self.onion.accept_friend_request(pk)
+                self._add_friend_record(pk, now)
+                self._store_friend(SavedFriend(FRIEND_STATUS_CONFIRMED, pk), save=False)
+
+    def _add_friend_record(self, public_key: bytes, now: float) -> None:
+        self.messenger.add_friend_norequest(public_key, now)
+
+    def _store_friend(self, friend: SavedFriend, *, save: bool = True) -> None:
+        others = tuple(f for f in self.profile.friends if f.public_key != friend.public_key)
+        self.profile.update(friends=(*others, friend))
+        if save:
+            self._save()
+
+    def _mark_confirmed(self, public_key: bytes) -> None:
+        for saved in self.profile.friends:
+            if saved.public_key == public_key:
+                if saved.status < FRIEND_STATUS_CONFIRMED:
+                    self._store_friend(SavedFriend(FRIEND_STATUS_CONFIRMED, public_key))
+                return
+
+    def _save(self) -> None:
+        if self.profile.path is None:
+            return
+        try:
+            self.profile.save()
+        except Exception as exc:  # a full disk must not take the node down
+            log.error("saving the profile failed: %s", exc)
+
+    def _set_friend_dht(self, real_pk: bytes, dht_pk: bytes, now: float) -> None:
+        old = self._friend_dht.get(real_pk)
+        if old == dht_pk:
+            return
+        if old is not None:
+            self._drop_friend_dht(real_pk)
+        self._friend_dht[real_pk] = dht_pk
+        self._by_dht[dht_pk] = real_pk
+        self.dht.add_friend(dht_pk, now)
+        self.relays.add_peer(dht_pk)
+        self.messenger.connections.set_dht_pk(real_pk, dht_pk, now)
+        self._emit(FriendDhtKey(real_pk, dht_pk))
+
+    def _drop_friend_dht(self, real_pk: bytes) -> None:
+        old = self._friend_dht.pop(real_pk, None)
+        if old is None:
+            return
+        self._by_dht.pop(old, None)
+        self.dht.remove_friend(old)
+        self.relays.remove_peer(old)
+
+    # ======================================================================= onion hooks
+
+    def _random_dht_nodes(self, count: int) -> Sequence[PackedNode]:
+        if not self.options.use_udp:
+            return ()
+        return self.dht.random_good_nodes(count, trio.current_time())
+
+    def _dht_connected(self) -> bool:
+        return self.options.use_udp and self.dht.is_connected(trio.current_time())
+
+    def _onion_tcp_relays(self) -> Sequence[Hashable]:
+        return [info.public_key for info in self.relays.pool.connected_relays()]
+
+    def _connected_relay_nodes(self) -> list[PackedNode]:
+        return [
+            PackedNode(info.ip_port, info.public_key, tcp=True)
+            for info in self.relays.pool.connected_relays()
+        ]
+
+    def _dhtpk_nodes(self) -> Sequence[PackedNode]:
+        nodes = self._connected_relay_nodes()[:MAX_DHTPK_RELAYS]
+        if self.options.use_udp:
+            close = self.dht.get_close_nodes(
+                self.dht_keys.public_key, DHTPK_NODES, True, trio.current_time()
+            )
+            nodes.extend(close[: DHTPK_NODES - len(nodes)])
+        return nodes
+
+    # ======================================================================= glue
+
+    def _on_relay_event(self, event: PoolEvent) -> None:
+        self._relay_events.append(event)
+        if not self._processing:
+            self._process(trio.current_time())
+
+    def _emit(self, event: NodeEvent) -> None:
+        for channel in list(self._subscribers):
+            try:
+                channel.send_nowait(event)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                self._subscribers.remove(channel)
+
+    def _kick(self) -> None:
+        """After an API call: run the glue, flush output, re-read deadlines."""
+        self._process(trio.current_time())
+
+    def _process(self, now: float) -> None:
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            for _ in range(MAX_PROCESS_ROUNDS):
+                if not self._process_once(now):
+                    break
+        finally:
+            self._processing = False
+        if self.udp is not None:
+            self.udp.kick()
+        self._wakeup.set()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _process_once(self, now: float) -> bool:
+        """One round of moving information between layers; True if anything happened."""
+        busy = False
+        while self._relay_events:
+            busy = True
+            self._handle_relay_event(self._relay_events.pop(0), now)
+        while (dht_event := self.dht.next_event()) is not None:
+            busy = True
+            if isinstance(dht_event, FriendIpFound):
+                real = self._by_dht.get(dht_event.public_key)
+                if real is not None:
+                    addr = dht_event.ip_port.to_addr()
+                    self.messenger.connections.set_udp_addr(real, addr, now)
+            elif (
+                isinstance(dht_event, DhtRequestReceived)
+                and dht_event.request_id == ONION_DATA_DHTPK
+            ):
+                self.onion.handle_dht_dhtpk(dht_event.sender_pk, dht_event.data, now)
+        while (onion_event := self.onion.next_event()) is not None:
+            busy = True
+            self._handle_onion_event(onion_event, now)
+        for friend_dht_pk, data in self.onion.dht_dhtpk_to_send():
+            if self.options.use_udp:
+                packet = self.dht.send_dht_request(friend_dht_pk, ONION_DATA_DHTPK, data)
+                self.dht.route_to_friend(friend_dht_pk, packet, now)
+        for handle, packet in self.onion.tcp_onion_requests_to_send():
+            ok = (
+                bool(packet)
+                and packet[0] == TCP_ONION_REQUEST_ID
+                and isinstance(handle, bytes)
+                and self.relays.send_onion_request(packet[1:], handle)
+            )
+            if not ok:
+                self.tcp_send_failures += 1
+        for event in self.messenger.events():
+            busy = True
+            self._handle_messenger_event(event, now)
+        for tcp in self.netcrypto.tcp_packets_to_send():
+            if isinstance(tcp.via, bytes):
+                sent = self.relays.send_oob(tcp.via, tcp.dht_pk, tcp.data)
+            else:
+                sent = self.relays.send_to_peer(tcp.dht_pk, tcp.data)
+            if not sent:
+                self.tcp_send_failures += 1
+        return busy or bool(self._relay_events)
+
+    def _handle_relay_event(self, event: PoolEvent, now: float) -> None:
+        if isinstance(event, PeerData):
+            self.messenger.receive_tcp(event.data, event.peer, event.relay, now)
+        elif isinstance(event, OobData):
+            self.messenger.receive_tcp(event.data, event.sender, event.relay, now)
+        elif isinstance(event, OnionData):
+            self.onion.receive_tcp_onion_response(event.data, now)
+        elif isinstance(event, RelayConnected | RelayDisconnected):
+            log.info(
+                "TCP relay %s %s",
+                event.relay.ip_port,
+                "connected" if isinstance(event, RelayConnected) else "disconnected",
+            )
+            self.messenger.connections.set_own_relays(self._connected_relay_nodes(), now)
+        elif isinstance(event, PeerOnline | PeerOffline):
+            real = self._by_dht.get(event.peer)
+            if real is not None:
+                self.netcrypto.set_tcp_available(real, self.relays.pool.peer_online(event.peer))
+
+    def _handle_onion_event(
+        self, event: OnionStatusChanged | FriendDhtKeyLearned | FriendRequestReceived, now: float
+    ) -> None:
+        if isinstance(event, OnionStatusChanged):
+            log.info("onion %s", "connected" if event.connected else "disconnected")
+            self._emit(SelfConnectionChanged(event.connected, event.tcp))
+        elif isinstance(event, FriendDhtKeyLearned):
+            if not self.is_friend(event.public_key):
+                return
+            self._set_friend_dht(event.public_key, event.dht_public_key, now)
+            for node in event.nodes:
+                if node.tcp and len(self._friend_relays) < MAX_FRIEND_RELAYS:
+                    if node.public_key not in self._friend_relays:
+                        self._friend_relays[node.public_key] = None
+                        host, port = node.ip_port.to_addr()
+                        self.relays.add_relay(host, port, node.public_key)
+                elif not node.tcp and self.options.use_udp:
+                    self.onion.add_path_node(node)
+        elif isinstance(event, FriendRequestReceived):
+            if self.is_friend(event.public_key):
+                return
+            self._pending_requests[event.public_key] = event.message
+            log.info("friend request from %s", event.public_key.hex().upper())
+            self._emit(FriendRequest(event.public_key, event.message))
+
+    def _handle_messenger_event(self, event: m.MessengerEvent, now: float) -> None:
+        try:
+            pk = self.messenger.friend_public_key(event.friend)
+        except KeyError:
+            return
+        if isinstance(event, m.FriendOnline):
+            self.onion.set_friend_online(pk, True)
+            self._mark_confirmed(pk)
+            path = self.friend_path(pk) or "tcp"
+            log.info("friend %s online (%s)", pk.hex().upper()[:16], path)
+            self._emit(FriendConnected(pk, path))
+        elif isinstance(event, m.FriendOffline):
+            self.onion.set_friend_online(pk, False)
+            log.info("friend %s offline", pk.hex().upper()[:16])
+            self._emit(FriendDisconnected(pk))
+        elif isinstance(event, m.MessageReceived):
+            self._emit(Message(pk, event.text, event.action))
+        elif isinstance(event, m.ReadReceipt):
+            self._emit(ReadReceipt(pk, event.message_id))
+        elif isinstance(event, m.CustomLossless):
+            self._emit(LosslessPacket(pk, event.data))
+        elif isinstance(event, m.CustomLossy):
+            self._emit(LossyPacket(pk, event.data))
+
+
+__all__ += ["NodeClosed", "NotConnected"]
