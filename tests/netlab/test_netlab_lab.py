@@ -217,3 +217,46 @@ def test_names_are_validated() -> None:
             lab.add_public_host("x1")
         with pytest.raises(ValueError, match="lower-case"):
             lab.add_public_host("Bad-Name")
+
+
+# Punch: send to the peer's public address every 50 ms (the first one after argv[4] s),
+# until a datagram from the peer arrives; print who it came from.
+PUNCH = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(0.05)
+peer = (sys.argv[2], int(sys.argv[3]))
+time.sleep(float(sys.argv[4]))
+end = time.monotonic() + 5
+while time.monotonic() < end:
+    s.sendto(b"punch", peer)
+    try:
+        data, addr = s.recvfrom(100)
+    except TimeoutError:
+        continue
+    for _ in range(5):
+        s.sendto(b"punch", peer)  # let the peer hear us too before we exit
+    print(f"{addr[0]}:{addr[1]}")
+    break
+else:
+    print("timeout")
+"""
+
+
+def test_simultaneous_udp_hole_punching_between_nats(lab: NetLab) -> None:
+    a = lab.add_nat_host("a")
+    b = lab.add_nat_host("b")
+    port_a, port_b = 49020, 49021
+    # a starts first: its first packets hit b's router before b has sent anything (dropped
+    # by the router's firewall, without leaving a conntrack entry that would steal the port).
+    proc_a = lab.popen(
+        a, [sys.executable, "-c", PUNCH, str(port_a), b.public_address, str(port_b), "0"]
+    )
+    proc_b = lab.popen(
+        b, [sys.executable, "-c", PUNCH, str(port_b), a.public_address, str(port_a), "0.3"]
+    )
+    out_a, _ = proc_a.communicate(timeout=10)
+    out_b, _ = proc_b.communicate(timeout=10)
+    assert out_a.decode().strip() == f"{b.public_address}:{port_b}"
+    assert out_b.decode().strip() == f"{a.public_address}:{port_a}"

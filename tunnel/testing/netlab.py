@@ -23,7 +23,9 @@ created directly inside their namespaces (never in the caller's namespace), so d
 namespaces deletes every link the lab made. NAT routers run one nftables ``masquerade`` rule:
 ``NatMode.ENDPOINT_INDEPENDENT`` keeps the source port when it can (Linux conntrack: one mapping
 per inside socket, address-and-port-dependent filtering), ``NatMode.RANDOM`` adds
-``random,fully-random`` (a new random public port per flow: port prediction fails).
+``random,fully-random`` (a new random public port per flow: port prediction fails). Routers
+drop unsolicited inbound packets to themselves (a home router's firewall), so simultaneous
+UDP hole punching between two endpoint-independent NATs works (see ``set_nat_mode``).
 
 Teardown (``__exit__`` or :meth:`NetLab.close`, also after failures) kills every process the
 lab started (and anything else still running in its namespaces), then deletes the namespaces.
@@ -344,7 +346,16 @@ class NetLab:
         return host
 
     def set_nat_mode(self, router: Router, nat: NatMode) -> None:
-        """(Re)write the router's masquerade rule; existing conntrack entries are kept."""
+        """(Re)write the router's rules; existing conntrack entries are kept.
+
+        Besides the masquerade rule, unsolicited packets from the internet to the router
+        itself are dropped in its ``input`` hook, as a home router's firewall does. That
+        matters for hole punching: without it, the first punch packet from a peer (arriving
+        before our own outbound packet) would leave a confirmed conntrack entry for
+        ``peer -> router:port`` and force masquerade to pick another port for our flow to
+        that peer, so simultaneous punching would never meet. Dropped in ``input``, the
+        entry is never confirmed.
+        """
         ruleset = (
             f"table ip {NAT_TABLE}\n"
             f"delete table ip {NAT_TABLE}\n"
@@ -352,6 +363,10 @@ class NetLab:
             "  chain postrouting {\n"
             "    type nat hook postrouting priority srcnat; policy accept;\n"
             f'    oifname "wan" ip saddr {router.subnet} {nat.value}\n'
+            "  }\n"
+            "  chain input {\n"
+            "    type filter hook input priority filter; policy accept;\n"
+            '    iifname "wan" ct state new counter drop\n'
             "  }\n"
             "}\n"
         )
