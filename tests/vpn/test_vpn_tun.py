@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pwd
 import secrets
 import struct
 import threading
@@ -181,3 +182,36 @@ def test_bad_names_and_configs() -> None:
 def test_missing_netns_is_reported() -> None:
     with pytest.raises(TunError, match="netns"):
         TunDevice(f"tnl{secrets.token_hex(4)}", netns=f"tnl-missing-{secrets.token_hex(2)}")
+
+
+# Inside the namespace: create and configure a TUN, drop root, then inject an echo request
+# from the "peer" to our own address and read the kernel's echo reply out of the device.
+DROP_AND_ECHO = """
+import os, select, struct, sys
+from tunnel.io.tun import TunDevice, drop_privileges
+from tunnel.vpn.ip import internet_checksum
+tun = TunDevice(sys.argv[1])
+tun.configure(["10.200.0.1/24"], mtu=1400)
+drop_privileges("nobody")
+icmp = bytearray(struct.pack("!BBHHH", 8, 0, 0, 7, 1) + b"after-drop")
+struct.pack_into("!H", icmp, 2, internet_checksum(icmp))
+ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0,
+                           bytes([10, 200, 0, 2]), bytes([10, 200, 0, 1])))
+struct.pack_into("!H", ip, 10, internet_checksum(ip))
+tun.write(bytes(ip + icmp))
+poller = select.poll()
+poller.register(tun.fileno(), select.POLLIN)
+buf = bytearray(2048)
+while poller.poll(5000):
+    n = tun.read_into(buf)
+    if buf[9] == 1 and buf[20] == 0:
+        print("reply", os.getuid(), bytes(buf[16:20]).hex(), bytes(buf[28:n]).decode())
+        break
+"""
+
+
+def test_tun_keeps_working_after_dropping_privileges(lab_host: tuple[NetLab, Host]) -> None:
+    lab, host = lab_host
+    out = lab.python(host, DROP_AND_ECHO, f"tnl{secrets.token_hex(4)}", timeout=10)
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert out.strip() == f"reply {nobody} 0ac80002 after-drop"
