@@ -188,3 +188,14 @@ async def test_closed_control_port(tor_ports: PortPool) -> None:
     (port,) = tor_ports.allocate(1)
     with pytest.raises(TorControlError, match=f"^Tor control port 127.0.0.1:{port} closed$"):
         await connect_tor_controller("127.0.0.1", port)
+
+
+async def test_cancelled_command_closes_the_connection() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    ctl = TorController(client, "fake", timeout_s=5)
+    with trio.move_on_after(0.05):
+        await ctl.getinfo("version")  # the fake Tor never answers
+    with pytest.raises(trio.BrokenResourceError):  # the late reply finds the connection closed
+        await server.send_all(b"250-version=0.4.9.11\r\n250 OK\r\n")
+    with pytest.raises(TorControlError, match="is closed"):
+        await ctl.getinfo("config-file")

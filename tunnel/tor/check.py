@@ -179,11 +179,12 @@ async def wait_bootstrapped(
     )
     try:
         version = controller.protocol_info.tor_version if controller.protocol_info else None
+        deadline = trio.current_time() + wait_s
         status = await controller.bootstrap_status()
-        with trio.move_on_after(wait_s):
-            while not status.done:
-                await trio.sleep(BOOTSTRAP_POLL_INTERVAL_S)
-                status = await controller.bootstrap_status()
+        while not status.done and trio.current_time() < deadline:
+            # sleep, then ask (never cancel a command mid-reply: that closes the connection)
+            await trio.sleep(min(BOOTSTRAP_POLL_INTERVAL_S, deadline - trio.current_time()))
+            status = await controller.bootstrap_status()
         if not status.done:
             disabled = (
                 "; Tor's DisableNetwork is set" if await controller.network_disabled() else ""

@@ -111,6 +111,9 @@ class TorController:
     async def command(self, line: bytes, *, timeout_s: float | None = None) -> Reply:
         """Send one command line and return its reply (any status); events are queued.
 
+        If the call is cancelled before the reply arrives, the connection is closed (the
+        reply would otherwise answer the next command).
+
         Raises:
             TorControlError: the connection failed or no reply came within the timeout.
         """
@@ -137,6 +140,11 @@ class TorController:
                 raise TorControlError(
                     f"Tor control port {self.where} did not answer {verb} within {bound:g} s"
                 ) from None
+            except BaseException:
+                # cancelled (or failed) between sending and reading the reply: a late reply
+                # would be taken for the next command's, so this connection is done
+                await self.aclose()
+                raise
 
     async def _ok(self, line: bytes, what: str) -> Reply:
         reply = await self.command(line)
