@@ -119,3 +119,17 @@ def test_load_from_file(tmp_path: Path) -> None:
     path.write_text("secret: [\n")
     with pytest.raises(ConfigError, match="YAML syntax error"):
         load_vpn_config(path)
+
+
+def test_records_for_membership() -> None:
+    cfg = load_vpn_config(EXAMPLE)
+    records = cfg.initial_records()
+    assert len(records) == 1  # the second member has only a public key
+    assert records[0].ipv4 == bytes([10, 77, 0, 1])
+    assert records[0].serial == 0
+    pinned = parse_vpn_config(
+        {"secret": SECRET_HEX, "ipv4_pool": "10.1.0.0/16", "ipv4": "10.1.2.3"}
+    ).own_record(TOX_ID, 5)
+    assert pinned.ipv4 == bytes([10, 1, 2, 3])
+    assert pinned.ipv6 is None
+    assert pinned.serial == 5

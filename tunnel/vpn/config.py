@@ -24,7 +24,7 @@ from tunnel.errors import ConfigError
 from tunnel.toxid import ToxId, ToxIdError
 from tunnel.vpn.addressing import IPV6_MAX_PREFIX_LEN, IPV6_ULA
 from tunnel.vpn.membership import SECRET_SIZE_BYTES, NetworkParams
-from tunnel.wire.vpn import MAX_IP_PACKET_BYTES, MAX_NAME_BYTES
+from tunnel.wire.vpn import MAX_IP_PACKET_BYTES, MAX_NAME_BYTES, MemberRecord
 
 INVITE_PREFIX = "tunnel-vpn:"
 DEFAULT_INTERFACE = "tunnel0"
@@ -86,6 +86,30 @@ class VpnConfig:
     ipv4: ipaddress.IPv4Address | None
     ipv6: ipaddress.IPv6Address | None
     members: tuple[VpnMember, ...]
+
+    def own_record(self, tox_id: ToxId, serial: int) -> MemberRecord:
+        """Our member record: our Tox ID and pins. Raise ``serial`` whenever they change
+        (persist it), so the new record wins over copies other members still hold."""
+        return MemberRecord(
+            tox_id,
+            serial,
+            None if self.ipv4 is None else self.ipv4.packed,
+            None if self.ipv6 is None else self.ipv6.packed,
+        )
+
+    def initial_records(self) -> list[MemberRecord]:
+        """Records of the listed members that have a Tox ID (serial 0: any record the member
+        itself sends wins); members given only by public key are left to the network."""
+        return [
+            MemberRecord(
+                m.tox_id,
+                0,
+                None if m.ipv4 is None else m.ipv4.packed,
+                None if m.ipv6 is None else m.ipv6.packed,
+            )
+            for m in self.members
+            if m.tox_id is not None
+        ]
 
 
 def _parse_secret(value: object, path: str) -> bytes:
