@@ -27,9 +27,11 @@ from tunnel.testing.toxcore import ToxPeer
 from tunnel.wire.dht import (
     KIND_NODES_REQUEST,
     KIND_NODES_RESPONSE,
+    BootstrapInfo,
     DhtPacket,
     NodesRequestPayload,
     NodesResponsePayload,
+    bootstrap_info_request,
     seal_dht_packet,
 )
 
@@ -140,6 +142,29 @@ async def test_our_node_bootstraps_from_tox_bootstrapd_and_is_listed(
         assert core.stats.pings_answered >= 1
         assert core.stats.dropped_decrypt == 0
         assert core.stats.dropped_malformed == 0
+
+
+async def test_bootstrap_info_codec_matches_tox_bootstrapd(
+    stack: ExitStack, tmp_path: Path
+) -> None:
+    bsd = start_bootstrapd(stack, tmp_path)
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    try:
+        await sock.bind((LOCALHOST, 0))
+        with trio.fail_after(TIMEOUT_S):
+            for _ in range(20):
+                await sock.sendto(bootstrap_info_request(), (LOCALHOST, bsd.udp_port))
+                with trio.move_on_after(0.5):
+                    data, _ = await sock.recvfrom(2048)
+                    break
+            else:
+                raise AssertionError("no bootstrap info reply")
+    finally:
+        sock.close()
+    info = BootstrapInfo.decode(data)
+    # Measured: the MOTD comes NUL-terminated and the version is 1000000000 + 2018.
+    assert info.motd == bsd.motd.encode() + b"\0"
+    assert info.version == 1_000_002_018
 
 
 async def test_toxcore_peers_bootstrap_only_through_tunnel_bootstrapd(

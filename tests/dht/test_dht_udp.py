@@ -147,7 +147,8 @@ async def test_bootstrapd_serve_answers_bootstrap_info_and_joins(tmp_path: Path)
             await client.sendto(bootstrap_info_request(), ("127.0.0.1", p1))
             data, _ = await client.recvfrom(1000)
             info = BootstrapInfo.decode(data)
-            assert info.motd == b"hello"
+            assert info.motd == b"hello\0"  # NUL-terminated, as tox-bootstrapd sends it
+            assert info.version == 1_000_002_018
             client.close()
             await wait_until(
                 lambda: bool(dht1.close.get(k2.public_key) and dht2.close.get(k1.public_key))

@@ -89,7 +89,8 @@ def build_dht(config: BootstrapdConfig, keypair: KeyPair, rng: Rng, now: float) 
         rng,
         lan_discovery=config.lan_discovery,
         lan_discovery_ipv6=config.ipv6,
-        bootstrap_info=config.motd.encode()[:256],
+        # tox-bootstrapd sends the MOTD with its terminating NUL byte (measured).
+        bootstrap_info=config.motd.encode()[:255] + b"\0",
         now=now,
     )
 

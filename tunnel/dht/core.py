@@ -85,7 +85,8 @@ LAN_DISCOVERY_PORT_RANGE = 100  # 33446..33545, 10 per round
 LAN_DISCOVERY_PORTS_PER_ROUND = 10
 LAN_DISCOVERY_BROADCASTS: tuple[str, ...] = ("255.255.255.255",)
 LAN_DISCOVERY_BROADCASTS_V6: tuple[str, ...] = ("ff02::1",)
-BOOTSTRAP_INFO_VERSION = 2018  # our daemon version number in 0xf0 replies
+BOOTSTRAP_INFO_VERSION = 1_000_002_018
+"""Version in 0xf0 replies: tox-bootstrapd 0.2.18 sends 1000000000 + 2018 (measured)."""
 
 PACKET_KINDS = frozenset(
     {
