@@ -250,3 +250,9 @@ def test_low_order_public_keys_are_dropped_not_raised() -> None:
     a.handle_timer(1.0)
     assert all(dst != ("11.0.0.3", 1) for dst, _ in a.datagrams_to_send())
     assert a.stats.unusable_keys >= 1
+
+
+def test_send_to_friend_with_unusable_key_is_counted() -> None:
+    a = make_core("stf")
+    assert a.send_to_friend(bytes(32), 0x9C, b"x", 0.0) == 0
+    assert a.stats.unusable_keys == 1

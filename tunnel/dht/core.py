@@ -401,6 +401,16 @@ class DhtCore:
             self._send(ip_port, packet)
         return len(routes)
 
+    def send_to_friend(self, dht_pk: bytes, request_id: int, data: bytes, now: float) -> int:
+        """Seal a DHT request for ``dht_pk`` and :meth:`route_to_friend` it; never raises for
+        a bad key (counted in ``unusable_keys``). Returns how many copies were sent."""
+        try:
+            packet = self.send_dht_request(dht_pk, request_id, data)
+        except DecryptError:
+            self.stats.unusable_keys += 1
+            return 0
+        return self.route_to_friend(dht_pk, packet, now)
+
     def routeone_to_friend(self, dht_pk: bytes, packet: bytes, now: float) -> bool:
         """Send ``packet`` through one random node that reported the friend's address."""
         routes = self._friend_routes(dht_pk, now)
