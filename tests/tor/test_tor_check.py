@@ -30,6 +30,7 @@ from tunnel.tor.check import (
     open_tor_stream,
     probe_socks_port,
     wait_bootstrapped,
+    wait_tor_usable,
 )
 from tunnel.tor.control import connect_tor_controller, open_tor_controller
 from tunnel.tor.errors import (
@@ -239,3 +240,32 @@ async def test_check_disabled_network_then_recovery(
     with contextlib.suppress(TorControlError):
         await connect_tor_controller("127.0.0.1", control)
     assert trio.current_time() - t0 < 1.0
+
+
+async def test_wait_tor_usable_reports_once_and_recovers(
+    tor_ports: PortPool, nursery: trio.Nursery
+) -> None:
+    (port,) = tor_ports.allocate(1)
+    errors: list[str] = []
+
+    async def fake_socks(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some(3)
+            await stream.send_all(b"\x05\x00")
+
+    async def tor_comes_back() -> None:
+        with trio.fail_after(5):
+            while len(errors) < 1:  # noqa: ASYNC110 - polling a plain list
+                await trio.sleep(0.01)
+        await trio.sleep(0.3)  # several failed retries meanwhile
+        await nursery.start(partial(trio.serve_tcp, fake_socks, port, host="127.0.0.1"))
+
+    nursery.start_soon(tor_comes_back)
+    with trio.fail_after(5):
+        result = await wait_tor_usable(
+            TorEndpoints("127.0.0.1", port),
+            on_error=lambda exc: errors.append(str(exc)),
+            retry_interval_s=0.05,
+        )
+    assert errors == [f"Tor SOCKS port 127.0.0.1:{port} closed"]  # reported once
+    assert result.bootstrap is None  # no control port configured

@@ -22,6 +22,7 @@ Trio backend, remote DNS so ``.onion`` names reach Tor).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -34,6 +35,7 @@ from tunnel.tor.errors import (
     TorConnectError,
     TorConnectTimeoutError,
     TorControlError,
+    TorError,
     TorNetworkUnreachableError,
     TorNotSocksError,
     TorSocksClosedError,
@@ -396,6 +398,41 @@ async def check_tor(
     return TorCheckResult(status, version, probe_s, trio.current_time() - start)
 
 
+TOR_RETRY_INTERVAL_S = 5.0
+"""Default pause between checks while waiting for Tor to become usable."""
+
+
+async def wait_tor_usable(
+    endpoints: TorEndpoints,
+    *,
+    on_error: Callable[[TorError], None] | None = None,
+    retry_interval_s: float = TOR_RETRY_INTERVAL_S,
+    bootstrap_wait_s: float = BOOTSTRAP_WAIT_S,
+    probe: tuple[str, int] | None = None,
+    probe_timeout_s: float = CONNECT_TIMEOUT_S,
+) -> TorCheckResult:
+    """Run :func:`check_tor` until it passes (recovery after "Tor down"); no overall bound.
+
+    ``on_error`` is called with each failure whose message differs from the previous one, so a
+    node logs "Tor SOCKS port 127.0.0.1:9050 closed" once, not every ``retry_interval_s``.
+    Wrap in ``trio.move_on_after`` / ``fail_after`` for a bound.
+    """
+    last: str | None = None
+    while True:
+        try:
+            return await check_tor(
+                endpoints,
+                bootstrap_wait_s=bootstrap_wait_s,
+                probe=probe,
+                probe_timeout_s=probe_timeout_s,
+            )
+        except TorError as exc:
+            if on_error is not None and str(exc) != last:
+                on_error(exc)
+            last = str(exc)
+        await trio.sleep(retry_interval_s)
+
+
 __all__ = [
     "BOOTSTRAP_WAIT_S",
     "CONNECT_TIMEOUT_S",
@@ -408,4 +445,5 @@ __all__ = [
     "open_tor_stream",
     "probe_socks_port",
     "wait_bootstrapped",
+    "wait_tor_usable",
 ]
