@@ -184,7 +184,7 @@ def test_resend_schedule_until_online() -> None:
 
 @pytest.mark.parametrize(
     "count",
-    [pytest.param(60, id="60-nodes"), pytest.param(300, id="300-nodes", marks=pytest.mark.slow)],
+    [pytest.param(40, id="40-nodes"), pytest.param(300, id="300-nodes", marks=pytest.mark.slow)],
 )
 def test_many_friend_pairs_with_loss(count: int) -> None:
     """With 10% loss on every link, every pair of friends has learned a DHT key within 180 s
@@ -293,3 +293,23 @@ def test_client_drops_bad_input() -> None:
     assert stats.dropped_decrypt == 1
     assert stats.dropped_malformed == 3
     assert client.datagrams_to_send() == []
+
+
+def test_friend_search_backs_off_for_an_absent_friend() -> None:
+    """3 s per node while the friend is new, then 2**(run_count-2) s (tox-protocol.md 5.10)."""
+    net, nodes = _network(12, seed=8)
+    client = nodes[0].client
+    absent = KeyPair.generate(SeededRng("absent")).public_key
+    friend = client.add_friend(absent)
+    sends: list[float] = []
+    for _ in range(900):
+        net.run_for(1.0)
+        if friend.time_last_pinged > (sends[-1] if sends else float("-inf")):
+            sends.append(friend.time_last_pinged)
+    assert client.stats.announce_requests_sent > 0
+    assert friend.run_count > 5
+    early = [b - a for a, b in itertools.pairwise(sends[:12])]
+    late = [b - a for a, b in itertools.pairwise(sends[-6:])]
+    assert max(early) <= 3
+    assert min(late) >= 2 ** (friend.run_count - 3) / 4
+    assert len(sends) < 900 / 3 / 2  # far fewer searches than the "new friend" rate

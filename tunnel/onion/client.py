@@ -735,6 +735,10 @@ class OnionClient:
             pool = self.path_nodes or self.bootstrap_nodes
             if not pool:
                 return
+            if count > MAX_ONION_CLIENTS_ANNOUNCE // 2:
+                # Deviation from toxcore (which repeats this every second while the list is
+                # not full, i.e. forever on a network of fewer than 13 nodes): once per 600 s.
+                self._last_populated = now
             for _ in range(MAX_ONION_CLIENTS_ANNOUNCE // 2):
                 target = pool[random_below(self._rng, len(pool))]
                 self._send_announce(None, target, None, None, now)
