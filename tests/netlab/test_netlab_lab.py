@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
+import trio
 
 from tunnel.testing.netlab import (
     Host,
@@ -14,6 +16,7 @@ from tunnel.testing.netlab import (
     NetLab,
     NetLabError,
     list_netns,
+    run_in_netns,
     sweep_stale,
     unavailable_reason,
 )
@@ -260,3 +263,48 @@ def test_simultaneous_udp_hole_punching_between_nats(lab: NetLab) -> None:
     out_b, _ = proc_b.communicate(timeout=10)
     assert out_a.decode().strip() == f"{b.public_address}:{port_b}"
     assert out_b.decode().strip() == f"{a.public_address}:{port_a}"
+
+
+def test_call_in_creates_sockets_inside_the_namespace(lab: NetLab) -> None:
+    server = lab.add_public_host("srv")
+    a = lab.add_nat_host("a")
+    _start_server(lab, UDP_WHOAMI, server)
+
+    def make_socket() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("0.0.0.0", CLIENT_UDP_PORT))
+        sock.settimeout(3)
+        return sock
+
+    sock = lab.call_in(a, make_socket)
+    try:
+        # used from this (root-namespace) thread, the socket still lives in a's namespace
+        sock.sendto(b"x", (server.address, UDP_PORT))
+        data, _ = sock.recvfrom(100)
+        assert data.decode() == f"{a.public_address}:{CLIENT_UDP_PORT}"
+    finally:
+        sock.close()
+    assert "eth0" in lab.call_in(a, lambda: str(socket.if_nameindex()))
+
+
+async def _trio_whoami(address: str) -> str:
+    stream = await trio.open_tcp_stream(address, TCP_PORT)
+    async with stream:
+        return (await stream.receive_some(100)).decode()
+
+
+def test_trio_runs_inside_a_namespace(lab: NetLab) -> None:
+    server = lab.add_public_host("srv")
+    a = lab.add_nat_host("a")
+    _start_server(lab, TCP_WHOAMI, server)
+    seen = lab.call_in(a, lambda: trio.run(_trio_whoami, server.address), timeout=10)
+    assert seen.split(":")[0] == a.public_address
+
+
+def test_call_in_errors() -> None:
+    with pytest.raises(NetLabError, match="cannot open netns"):
+        run_in_netns("tnl-does-not-exist", lambda: None)
+    with NetLab() as lab:
+        host = lab.add_public_host("h")
+        with pytest.raises(ZeroDivisionError):
+            lab.call_in(host, lambda: 1 // 0)
