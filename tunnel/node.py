@@ -794,6 +794,9 @@ class Node:
         except KeyError:
             return
         if isinstance(event, m.FriendOnline):
+            session = self.netcrypto.sessions.get(pk)
+            if session is not None and pk not in self._friend_dht:
+                self._set_friend_dht(pk, session.peer_dht_pk, now)  # learnt from its handshake
             self.onion.set_friend_online(pk, True)
             self._mark_confirmed(pk)
             path = self.friend_path(pk) or "tcp"

@@ -16,6 +16,7 @@ import trio
 from tunnel.node import Node
 from tunnel.node_types import (
     FriendConnected,
+    FriendDhtKey,
     FriendRequest,
     LosslessPacket,
     LossyPacket,
@@ -160,3 +161,30 @@ async def test_node_and_toxcore_friends_tcp_only(
         assert stats.udp_port is None
         assert stats.udp_datagrams_sent == 0
         assert stats.tcp_relays_connected == 1
+
+
+async def test_dht_keys_learned_through_the_onion_both_ways(
+    node_factory: Any,
+    tox_peer_factory: ToxPeerFactory,
+    bootstrapd: Bootstrapd,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each side learns the other's DHT key from DHT-PK announcements (onion / DHT route).
+
+    Our node is kept from ever starting net_crypto itself, so the friend connection can only
+    come up if toxcore sent its cookie request to our DHT key: it learnt it from us.
+    """
+    async with node_factory("ours-dhtpk") as node:
+        monkeypatch.setattr(node.messenger.connections, "_maybe_connect", lambda *_: None)
+        events = node.subscribe()
+        tox = tox_peer_factory("carol", bootstrap=bootstrapd)
+        tox_friend = tox.friend_add_norequest(node.public_key)
+        node.add_friend_norequest(tox.public_key)
+        learned = await next_event(events, FriendDhtKey)
+        assert learned == FriendDhtKey(tox.public_key, tox.dht_id)
+        assert node.netcrypto.sessions == {}  # we learnt it without any session
+        connected = await next_event(events, FriendConnected)
+        assert connected.public_key == tox.public_key
+        assert node.netcrypto.counters["cookie_responses_sent"] >= 1
+        status = await tox.await_friend_connected(tox_friend, FIND_TIMEOUT_S)
+        assert status in (Connection.UDP, Connection.TCP)

@@ -1,0 +1,81 @@
+"""Two of our Nodes befriend each other through a real tox-bootstrapd and exchange data;
+a node restarted from its saved profile finds its friend again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from tunnel.node_types import (
+    FriendConnected,
+    FriendDisconnected,
+    FriendRequest,
+    LosslessPacket,
+    LossyPacket,
+    Message,
+)
+from tunnel.profile import Profile
+from tunnel.wire.savedata import FRIEND_STATUS_CONFIRMED
+
+from .test_node_toxcore import FIND_TIMEOUT_S, next_event
+
+pytestmark = [pytest.mark.toxcore, pytest.mark.slow]
+
+BULK_PACKETS = 300
+
+
+async def test_two_nodes_befriend_and_exchange(node_factory: Any, tmp_path: Any) -> None:
+    async with node_factory("a") as a, node_factory("b") as b:
+        a_events, b_events = a.subscribe(), b.subscribe()
+        a.add_friend(b.tox_id, b"hi b, it's a")
+        request = await next_event(b_events, FriendRequest)
+        assert request == FriendRequest(a.public_key, b"hi b, it's a")
+        assert b.pending_friend_requests() == {a.public_key: b"hi b, it's a"}
+        b.accept_friend_request(a.public_key)
+        await next_event(a_events, FriendConnected, lambda e: e.public_key == b.public_key)
+        await next_event(b_events, FriendConnected, lambda e: e.public_key == a.public_key)
+        assert a.friend_dht_public_key(b.public_key) == b.dht_public_key
+        assert b.friend_dht_public_key(a.public_key) == a.dht_public_key
+
+        a.send_message(b.public_key, b"ping")
+        assert await next_event(b_events, Message) == Message(a.public_key, b"ping", False)
+        b.send_message(a.public_key, b"pong", action=True)
+        assert await next_event(a_events, Message) == Message(b.public_key, b"pong", True)
+
+        # Lossless: many full-size packets, complete and in order (back-pressure, no drops).
+        async def pump() -> None:
+            for i in range(BULK_PACKETS):
+                await a.send_lossless(b.public_key, b"\xa0" + i.to_bytes(4, "big") + bytes(1368))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump)
+            got: list[int] = []
+            with trio.fail_after(FIND_TIMEOUT_S):
+                while len(got) < BULK_PACKETS:
+                    event = await next_event(b_events, LosslessPacket)
+                    got.append(int.from_bytes(event.data[1:5], "big"))
+        assert got == list(range(BULK_PACKETS))
+        b.send_lossy(a.public_key, b"\xc8lossy")
+        assert await next_event(a_events, LossyPacket) == LossyPacket(b.public_key, b"\xc8lossy")
+
+        # Friends are in both profiles (saved, confirmed).
+        for node, other in ((a, b), (b, a)):
+            saved = Profile.load(node.profile.path)
+            assert [(f.public_key, f.status) for f in saved.friends] == [
+                (other.public_key, FRIEND_STATUS_CONFIRMED)
+            ]
+
+        # b shuts down gracefully: a sees it go offline at once (kill packet), not after 32 s.
+        with trio.fail_after(5):
+            await b.aclose()
+            await next_event(a_events, FriendDisconnected, timeout=4)
+
+        # b comes back from its profile (new DHT key) and a finds it again.
+        profile = Profile.load(b.profile.path)
+        async with node_factory("b2", profile=profile) as b2:
+            assert b2.public_key == b.public_key
+            assert b2.friends() == [a.public_key]
+            await next_event(a_events, FriendConnected, lambda e: e.public_key == b.public_key)
+            assert a.friend_dht_public_key(b.public_key) == b2.dht_public_key
