@@ -201,3 +201,11 @@ _LONE = Store(7)
 def test_random_bytes_never_raise(prefix: bytes, data: bytes) -> None:
     _LONE.store.receive(prefix + data, C_ADDR, 1000.0)
     assert _LONE.store.datagrams_to_send() == []
+
+
+def test_oversized_data_request_dropped() -> None:
+    s = Store(8)
+    s.store.receive(b"\x85" + bytes(1400), C_ADDR, 1000.0)  # 1401 bytes with ret3
+    s.store.receive(b"\x83" + bytes(400), C_ADDR, 1000.0)  # announce of the wrong size
+    assert s.store.datagrams_to_send() == []
+    assert s.store.statistics().dropped_malformed == 2

@@ -203,3 +203,17 @@ def test_random_bytes_never_raise(lone_relay: OnionRelay, prefix: bytes, data: b
         before.dropped_decrypt + before.dropped_malformed
     )
     assert dropped == 2
+
+
+def test_oversized_packets_dropped_and_counted() -> None:
+    h = Harness(6)
+    big = h.request(b"\x83" + bytes(1173))  # the largest payload: a 1400-byte 0x80
+    assert len(big) == 1400
+    h.client.sendto(big, ("11.0.0.1", PORT))
+    h.client.sendto(big + b"\x00", ("11.0.0.1", PORT))  # 1401 bytes
+    h.client.sendto(b"\x8e" + bytes(1400), ("11.0.0.1", PORT))
+    h.net.run_for(1.0)
+    assert len(h.d_inbox) == 1
+    assert h.relays[0].stats.dropped_malformed == 2
+    with pytest.raises(ValueError, match="onion payload"):
+        h.request(b"\x83" + bytes(1174))

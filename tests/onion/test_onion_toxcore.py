@@ -209,3 +209,25 @@ async def test_friend_requests_both_ways_with_toxcore(
             )
             assert ours.client.stats.dropped_decrypt == 0
             assert ours.client.stats.dropped_malformed == 0
+
+
+async def test_toxcore_peers_befriend_through_tunnel_bootstrapd(
+    stack: ExitStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two libtoxcore peers whose only bootstrap node is ours find each other (onion search,
+    friend request, DHT-PK) and connect; our relay and store carry part of that traffic."""
+    async with our_bootstrapd(tmp_path, monkeypatch) as (port, keys, onion):
+        alice = start_peer(stack, "alice")
+        bob = start_peer(stack, "bob")
+        for peer in (alice, bob):
+            peer.bootstrap(LOCALHOST, port, keys.public_key)
+        await alice.await_self_connected(TIMEOUT_S)
+        friend = alice.friend_add(bob.address, "via tunnel bootstrapd")
+        await bob.await_event(FriendRequest, TIMEOUT_S, lambda e: e.public_key == alice.public_key)
+        await alice.await_friend_connected(friend, TIMEOUT_S)
+        assert onion.store is not None
+        assert onion.relay is not None
+        assert onion.store.stats.announce_requests > 0
+        assert onion.relay.stats.requests_forwarded > 0
+        assert onion.store.stats.dropped_decrypt == 0
+        assert onion.relay.stats.dropped_decrypt == 0
