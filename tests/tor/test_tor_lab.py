@@ -14,7 +14,8 @@ import pytest
 import trio
 
 from tunnel.testing.ports import PortPool
-from tunnel.testing.torlab import READY_TIMEOUT_S, TorLab, bench_socks_echo, bootstrap_status
+from tunnel.testing.torlab import READY_TIMEOUT_S, TorLab
+from tunnel.testing.torlab_tools import bench_socks_echo, bootstrap_status
 from tunnel.tor.check import open_tor_stream
 
 pytestmark = pytest.mark.slow

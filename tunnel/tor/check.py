@@ -7,9 +7,12 @@ holds them for ``SocksTimeout`` (120 s) before answering 0x06, and bootstrap may
 * nothing on the SOCKS port: ``Tor SOCKS port 127.0.0.1:9050 closed``, at once (connection
   refused; bounded by ``SOCKS_PROBE_TIMEOUT_S``);
 * something else on the SOCKS port: ``127.0.0.1:9050 is not a Tor SOCKS5 port (...)``, at once;
-* Tor up but not bootstrapped (no network, DisableNetwork, unreachable directory):
+* Tor up but not bootstrapped (no network, unreachable relays):
   ``cannot reach the Tor network (bootstrap at 5%: Connecting to a relay; ...)`` after
   ``bootstrap_wait_s`` (default :data:`BOOTSTRAP_WAIT_S`), read from the control port;
+* Tor with ``DisableNetwork 1`` (it opens no SOCKS port then): ``cannot reach the Tor network
+  (bootstrap at 0%: Starting; Tor's DisableNetwork is set)`` at once, when a control port is
+  configured (otherwise it looks like a closed SOCKS port);
 * a stream through Tor that hangs: ``no connection through Tor to H:P within N s`` after the
   caller's ``timeout_s`` (default :data:`CONNECT_TIMEOUT_S`);
 * Tor refuses a stream: ``Tor could not connect to H:P: <meaning> (SOCKS reply 0xNN)`` as soon as
