@@ -313,3 +313,38 @@ def test_friend_search_backs_off_for_an_absent_friend() -> None:
     assert max(early) <= 3
     assert min(late) >= 2 ** (friend.run_count - 3) / 4
     assert len(sends) < 900 / 3 / 2  # far fewer searches than the "new friend" rate
+
+
+def test_paths_through_dead_nodes_are_replaced() -> None:
+    """Nodes vanish: paths through them stop answering, are detected and rebuilt; the client
+    stays announced and can still reach a friend."""
+    net, nodes = _network(20, seed=9)
+    alice, bob = nodes[0], nodes[1]
+    _run_until(net, nodes, lambda: alice.client.connected and bob.client.connected, 60.0)
+    used = {
+        n.public_key
+        for pool in (alice.client.self_paths, alice.client.friend_paths)
+        for p in pool.paths
+        if p is not None
+        for n in p.udp_nodes()
+    }
+    dead = [n for n in nodes[2:] if n.node.public_key in used][:4]
+    assert dead
+    for n in dead:
+        net.block(str(n.node.ip_port.ip))
+    dead_keys = {n.node.public_key for n in dead}
+    net.run_for(60.0)
+    alice.client.send_friend_request(bob.client.tox_id, b"still there?")
+    _run_until(
+        net, nodes, lambda: any(isinstance(e, FriendRequestReceived) for e in bob.events), 120.0
+    )
+    assert alice.client.connected
+    now = net.now
+    confirmed = 0
+    for pool in (alice.client.self_paths, alice.client.friend_paths):
+        for path in pool.paths:
+            if path is not None and path.created < path.last_success > now - 5.0:
+                # a path that answered in the last seconds holds no dead node
+                assert not {n.public_key for n in path.udp_nodes()} & dead_keys
+                confirmed += 1
+    assert confirmed >= 1
