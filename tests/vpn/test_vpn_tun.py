@@ -215,3 +215,28 @@ def test_tun_keeps_working_after_dropping_privileges(lab_host: tuple[NetLab, Hos
     out = lab.python(host, DROP_AND_ECHO, f"tnl{secrets.token_hex(4)}", timeout=10)
     nobody = pwd.getpwnam("nobody").pw_uid
     assert out.strip() == f"reply {nobody} 0ac80002 after-drop"
+
+
+# Drop to nobody, keeping only CAP_NET_ADMIN or nothing, then try to add another address.
+DROP_AND_RECONFIGURE = """
+import os, sys
+from tunnel.io.tun import TunDevice, TunError, drop_privileges
+tun = TunDevice(sys.argv[1])
+tun.configure(["10.200.0.1/24"])
+drop_privileges("nobody", keep_net_admin=sys.argv[2] == "keep")
+try:
+    tun.configure(["10.201.0.1/24"])
+    print("reconfigured", os.getuid())
+except TunError as exc:
+    print("refused", os.getuid())
+"""
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("keep", "reconfigured"), ("drop", "refused")])
+def test_drop_privileges_keeping_net_admin(
+    lab_host: tuple[NetLab, Host], mode: str, expected: str
+) -> None:
+    lab, host = lab_host
+    name = f"tnl{secrets.token_hex(4)}"
+    out = lab.python(host, DROP_AND_RECONFIGURE, name, mode, timeout=10)
+    assert out.strip() == f"{expected} {pwd.getpwnam('nobody').pw_uid}"

@@ -32,6 +32,8 @@ The control plane stays on Trio; only the per-packet path lives on these threads
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import logging
 import os
@@ -301,11 +303,45 @@ class TunPump:
         )
 
 
-def drop_privileges(user: str) -> None:
+_PR_SET_KEEPCAPS = 8
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_RAISE = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+CAP_NET_ADMIN = 12
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _keep_only_net_admin(libc: ctypes.CDLL) -> None:
+    """After setuid with KEEPCAPS: CAP_NET_ADMIN effective, permitted, inheritable, ambient."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    bit = 1 << CAP_NET_ADMIN
+    data[0].effective = data[0].permitted = data[0].inheritable = bit
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+    if libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, CAP_NET_ADMIN, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAP_AMBIENT_RAISE)")
+
+
+def drop_privileges(user: str, *, keep_net_admin: bool = False) -> None:
     """Switch to ``user`` (its primary group, no supplementary groups) after TUN setup.
 
-    The open TUN fd keeps working; reconfiguring the device afterwards does not (configure the
-    whole pool route before dropping).
+    The open TUN fd keeps working. Without ``keep_net_admin`` the device can no longer be
+    reconfigured (install the whole pool route before dropping, as :meth:`TunDevice.configure`
+    does). With it, only ``CAP_NET_ADMIN`` is kept (also as an ambient capability, so the
+    ``ip`` commands of :meth:`TunDevice.configure` still work), as toxvpn's ``-u`` does: enough
+    to follow an address change after a collision, nothing else of root.
 
     Raises:
         TunError: unknown user, or the switch failed.
@@ -314,9 +350,14 @@ def drop_privileges(user: str) -> None:
         entry = pwd.getpwnam(user)
     except KeyError as exc:
         raise TunError(f"unknown user {user!r}") from exc
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     try:
+        if keep_net_admin and libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_KEEPCAPS)")
         os.setgroups([])
         os.setgid(entry.pw_gid)
         os.setuid(entry.pw_uid)
+        if keep_net_admin:
+            _keep_only_net_admin(libc)
     except OSError as exc:
         raise TunError(f"cannot drop privileges to {user!r}: {exc}") from exc
