@@ -1,0 +1,123 @@
+"""``tunnel run -c FILE``: run a node (one Tox identity) until SIGINT/SIGTERM.
+
+Loads the ``role: node`` config, loads the profile (creating it on first use), starts a
+:class:`tunnel.node.Node` and logs its Tox ID and friend events. The Tox ID is also printed
+alone on one stdout line, ``Tox ID: <76 hex>``, for scripts. Friends listed in the config are
+kept as confirmed friends; friend requests from anyone else are logged and, with
+``--accept-all``, accepted. SIGINT/SIGTERM shut the node down gracefully (friends see us go
+offline at once, the profile is saved) and exit with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+import trio
+
+from tunnel.config import NodeConfig, load_node_config
+from tunnel.node import Node
+from tunnel.node_types import (
+    FriendConnected,
+    FriendDisconnected,
+    FriendRequest,
+    Message,
+    NodeEvent,
+    NodeOptions,
+    SelfConnectionChanged,
+)
+from tunnel.profile import Profile
+
+HELP = "run a node: join the Tox network with this identity until interrupted"
+
+log = logging.getLogger("tunnel.run")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-c FILE``, ``--accept-all``."""
+    parser.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML config")
+    parser.add_argument(
+        "--accept-all",
+        action="store_true",
+        help="accept every friend request (default: only log them)",
+    )
+
+
+def load_or_create_profile(config: NodeConfig) -> Profile:
+    """The config's profile, created (mode 0600) if it does not exist yet."""
+    path = config.profile
+    if not path.exists() and not path.is_symlink():
+        profile = Profile.create(path, os.urandom)
+        log.info("created new identity at %s", path)
+        return profile
+    return Profile.load(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load config and profile, then run the node until SIGTERM/SIGINT."""
+    config = load_node_config(args.config)
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    profile = load_or_create_profile(config)
+    return trio.run(serve, profile, NodeOptions.from_config(config), args.accept_all)
+
+
+def _short(public_key: bytes) -> str:
+    return public_key.hex().upper()[:16]
+
+
+async def _log_events(node: Node, accept_all: bool) -> None:
+    events = node.subscribe()
+    async for event in events:
+        _log_event(node, event, accept_all)
+
+
+def _log_event(node: Node, event: NodeEvent, accept_all: bool) -> None:
+    if isinstance(event, SelfConnectionChanged):
+        state = "online" if event.connected else "offline"
+        log.info("self %s%s", state, " (TCP)" if event.connected and event.tcp else "")
+    elif isinstance(event, FriendRequest):
+        who = event.public_key.hex().upper()
+        text = event.message.decode("utf-8", "replace")
+        if accept_all:
+            node.accept_friend_request(event.public_key)
+            log.info("friend request from %s accepted: %s", who, text)
+        else:
+            log.info("friend request from %s (not accepted): %s", who, text)
+    elif isinstance(event, FriendConnected):
+        log.info("friend %s online via %s", _short(event.public_key), event.path.upper())
+    elif isinstance(event, FriendDisconnected):
+        log.info("friend %s offline", _short(event.public_key))
+    elif isinstance(event, Message):
+        text = event.text.decode("utf-8", "replace")
+        log.info("message from %s: %s", _short(event.public_key), text)
+
+
+async def serve(
+    profile: Profile,
+    options: NodeOptions,
+    accept_all: bool = False,
+    *,
+    task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+) -> int:
+    """Run a node until SIGTERM/SIGINT; ``task_status.started(node)`` once it is listening."""
+    node = Node(profile, options)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_log_events, node, accept_all)
+            await nursery.start(node.run)
+            print(f"Tox ID: {node.tox_id}", flush=True)
+            log.info("Tox ID %s, UDP port %s", node.tox_id, node.udp_port or "off (TCP only)")
+            task_status.started(node)
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                break
+            await node.aclose()
+            nursery.cancel_scope.cancel()
+    return 0
