@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "version": "version",
     "bootstrapd": "bootstrapd",
     "demo": "demo",
+    "run": "run",
 }
 
 
