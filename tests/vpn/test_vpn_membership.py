@@ -374,3 +374,29 @@ def test_many_members_split_over_packets() -> None:
 def test_bad_secret_length() -> None:
     with pytest.raises(ValueError, match="secret"):
         Membership(secret=b"short", own=MemberRecord(ToxId(b"\x01" * 32, b"\x00" * 4)), params=None)
+
+
+def test_record_limit_and_packet_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tunnel.vpn.membership as membership_module
+
+    monkeypatch.setattr(membership_module, "MAX_MEMBERS", 3)
+    _tox, (a, b) = build_mesh(2, seed=12)
+    assert a.verified_peers()[b.own_key] == 1372
+    rng = SeededRng(13)
+    fakes = tuple(MemberRecord(ToxId(make_key(rng), rng(4)), 1) for _ in range(3))
+    a.handle_control(b.own_key, Members(fakes).encode())
+    assert len(a.records()) == 3
+    assert a.statistics().records_over_limit == 2
+    # a peer announcing a tiny packet limit is raised to the IPv6 minimum
+    c = member(rng)
+    small = Hello(
+        network_id(SECRET),
+        hello_proof(SECRET, c.own_key, a.own_key),
+        100,
+        c.own,
+        *PARAMS.wire(),
+        "lab",
+    )
+    a.friend_online(c.own_key, 0.0)
+    a.handle_control(c.own_key, small.encode())
+    assert a.verified_peers()[c.own_key] == 1280

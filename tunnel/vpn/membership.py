@@ -67,6 +67,11 @@ from tunnel.wire.vpn import (
 )
 
 SECRET_SIZE_BYTES = 32
+MAX_MEMBERS = 1024
+"""Records kept at most (a member flooding made-up records cannot exhaust memory)."""
+MIN_PEER_PACKET_BYTES = 1280
+"""Floor for a peer's advertised largest IP packet: every Tox lossy packet holds 1372 bytes,
+and IPv6 needs 1280 (RFC 8200 section 5), so smaller announcements are raised to this."""
 RESYNC_INTERVAL_S = 300.0
 """How often every verified peer gets our whole member list again (anti-entropy)."""
 
@@ -244,6 +249,7 @@ class MembershipStats:
     hello_revoked: int = 0
     revoke_bad_proof: int = 0
     records_ignored: int = 0
+    records_over_limit: int = 0
 
 
 def _record_wins(new: MemberRecord, old: MemberRecord) -> bool:
@@ -491,7 +497,9 @@ class Membership:
             return
         self._online.add(public_key)
         first = public_key not in self._verified
-        self._verified[public_key] = min(hello.max_ip_packet, self.max_ip_packet)
+        self._verified[public_key] = min(
+            max(hello.max_ip_packet, MIN_PEER_PACKET_BYTES), self.max_ip_packet
+        )
         if self._merge(hello.record):
             self._events.append(MembersChanged())
             self._flood(Members((hello.record,)).encode(), exclude=public_key)
@@ -516,6 +524,9 @@ class Membership:
             return False
         old = self._records.get(key)
         if old is not None and not _record_wins(record, old):
+            return False
+        if old is None and len(self._records) >= MAX_MEMBERS:
+            self._stats["records_over_limit"] += 1
             return False
         self._records[key] = record
         if old is None and key not in self._online:
