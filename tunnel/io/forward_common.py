@@ -1,0 +1,401 @@
+"""Trio glue shared by the forwarding drivers: one mux, one FriendTransport, many local sockets.
+
+Theory of operation (the driver contract is in :mod:`tunnel.forward`):
+
+* :class:`MuxDriver` owns the mux. Three tasks: the *receiver* feeds transport events into the
+  mux, the *sender* moves the mux's packets into the transport within its free send slots
+  (waiting for send space per friend, so a full queue never drops a packet), the *timer*
+  sleeps until ``mux.next_deadline()``. Every mux call is followed by :meth:`MuxDriver.kick`,
+  which dispatches the mux's events at once (Trio is single-threaded: no locks) and wakes the
+  sender.
+* Each tunnel handle has a :class:`Pipe`: an inbox of items for its local socket (bytes, EOF,
+  close), and events for "open finished" and "send space". :func:`pump_stream` runs one local
+  byte stream against its tunnel: the reader reads at most ``mux.send_capacity(handle)``
+  bytes (it never reads faster than the tunnel takes them), the writer writes delivered bytes
+  and only then calls ``mux.data_consumed`` (which grants the peer more credit).
+* A local error aborts the tunnel (``mux.close_tunnel``); a tunnel that ends with an error
+  resets the local TCP connection (RST), so the application sees an error, never a silently
+  truncated stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from tunnel.forward.events import (
+    DatagramReceived,
+    Event,
+    PeerEof,
+    SendSpaceAvailable,
+    TunnelClosed,
+    TunnelData,
+    TunnelOpened,
+    TunnelOpenFailed,
+)
+from tunnel.forward.mux import ForwardMux
+from tunnel.forward.transport import (
+    FriendOffline,
+    FriendOnline,
+    FriendRequestReceived,
+    FriendTransport,
+    PacketReceived,
+    TransportClosed,
+    TransportEvent,
+)
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK_BYTES = 64 * 1024
+"""Largest single read from a local socket (then bounded by the tunnel's send capacity)."""
+CLOSE_GRACE_S = 2.0
+"""How long closing a local socket may take."""
+
+
+class _Eof:
+    """Inbox item: the peer half-closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Closed:
+    """Inbox item: the tunnel is over (``error`` None = normally)."""
+
+    error: str | None
+
+
+EOF = _Eof()
+InboxItem = bytes | _Eof | _Closed
+
+
+@dataclass(eq=False)
+class Pipe:
+    """Driver-side state of one tunnel handle."""
+
+    handle: int
+    inbox: deque[InboxItem] = field(default_factory=deque)
+    wake: trio.Event = field(default_factory=trio.Event)
+    space: trio.Event = field(default_factory=trio.Event)
+    open_done: trio.Event = field(default_factory=trio.Event)
+    opened: bool = False
+    failure: TunnelOpenFailed | None = None
+    closed: bool = False
+    cancel_scope: trio.CancelScope | None = None
+
+    def put(self, item: InboxItem) -> None:
+        self.inbox.append(item)
+        self.wake.set()
+
+    async def get(self) -> InboxItem:
+        while not self.inbox:
+            self.wake = trio.Event()
+            await self.wake.wait()
+        return self.inbox.popleft()
+
+
+class LocalStream(Protocol):
+    """What :func:`pump_stream` needs from a local byte stream."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MuxDriver:
+    """Runs one forwarding mux over one :class:`FriendTransport` (module docstring)."""
+
+    def __init__(self, mux: ForwardMux, transport: FriendTransport) -> None:
+        self.mux = mux
+        self.transport = transport
+        self.pipes: dict[int, Pipe] = {}
+        self._send_wake = trio.Event()
+        self._timer_wake = trio.Event()
+        self._timer_at = math.inf
+        self._waiting_space: set[bytes] = set()
+        self._nursery: trio.Nursery | None = None
+        self.online: set[bytes] = set()
+        self.online_changed = trio.Event()
+        self.on_event: Callable[[Event], None] = lambda _event: None
+        self.stats: dict[str, int] = {}
+
+    # --- running -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled or the transport closes."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._sender)
+            nursery.start_soon(self._timer)
+            task_status.started()
+            try:
+                await self._receiver()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        assert self._nursery is not None, "MuxDriver.run is not running"
+        return self._nursery
+
+    def now(self) -> float:
+        return trio.current_time()
+
+    def count(self, name: str) -> None:
+        self.stats[name] = self.stats.get(name, 0) + 1
+
+    def new_pipe(self, handle: int) -> Pipe:
+        pipe = self.pipes[handle] = Pipe(handle)
+        return pipe
+
+    async def wait_online(self, friend: bytes) -> None:
+        while friend not in self.online:
+            await self.online_changed.wait()
+
+    # --- the three tasks -----------------------------------------------------------------
+
+    async def _receiver(self) -> None:
+        while True:
+            try:
+                event = await self.transport.next_event()
+            except TransportClosed:
+                return
+            self.handle_transport_event(event)
+            self.kick()
+
+    def handle_transport_event(self, event: TransportEvent) -> None:
+        now = self.now()
+        match event:
+            case PacketReceived(friend, data):
+                self.mux.receive_packet(friend, data, now)
+            case FriendOnline(friend, path):
+                log.info("friend %s online (%s)", friend.hex()[:16], path or "?")
+                self.online.add(friend)
+                self.mux.friend_online(friend, now)
+                self._online_changed()
+            case FriendOffline(friend):
+                log.info("friend %s offline", friend.hex()[:16])
+                self.online.discard(friend)
+                self.mux.friend_offline(friend, now)
+                self._online_changed()
+            case FriendRequestReceived(friend, message):
+                self.on_friend_request(friend, message)
+
+    def on_friend_request(self, friend: bytes, message: bytes) -> None:
+        """Server drivers accept or refuse; clients ignore requests."""
+        log.info("ignoring a friend request from %s", friend.hex()[:16])
+
+    def _online_changed(self) -> None:
+        self.online_changed.set()
+        self.online_changed = trio.Event()
+
+    async def _sender(self) -> None:
+        mux, transport = self.mux, self.transport
+        while True:
+            self._send_wake = trio.Event()
+            for friend in mux.friends_with_output():
+                slots = transport.free_slots(friend)
+                if slots > 0:
+                    for packet in mux.packets_to_send(friend, slots):
+                        if not transport.send_lossless(friend, packet):
+                            self.count("lossless_send_failed")
+                if friend in self.online:
+                    for packet in mux.lossy_packets_to_send(friend):
+                        transport.send_lossy(friend, packet)
+                if slots == 0 and friend not in self._waiting_space and friend in self.online:
+                    self._waiting_space.add(friend)
+                    self.nursery.start_soon(self._wait_space, friend)
+            self.dispatch()
+            if self._send_wake.is_set():
+                await trio.lowlevel.checkpoint()
+                continue
+            await self._send_wake.wait()
+
+    async def _wait_space(self, friend: bytes) -> None:
+        try:
+            await self.transport.wait_send_space(friend)
+        finally:
+            self._waiting_space.discard(friend)
+        self._send_wake.set()
+
+    async def _timer(self) -> None:
+        while True:
+            deadline = self.mux.next_deadline()
+            self._timer_at = deadline if deadline is not None else math.inf
+            self._timer_wake = trio.Event()
+            with trio.move_on_at(self._timer_at):
+                await self._timer_wake.wait()
+            now = self.now()
+            if now >= self._timer_at:
+                self.mux.handle_timer(now)
+                self.kick()
+
+    # --- after every mux call ------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Dispatch the mux's events and wake the sender (call after every mux input)."""
+        self.dispatch()
+        self._send_wake.set()
+        deadline = self.mux.next_deadline()
+        if deadline is not None and deadline < self._timer_at:
+            self._timer_wake.set()
+
+    def dispatch(self) -> None:
+        while (event := self.mux.next_event()) is not None:
+            self.on_event(event)
+            self._dispatch(event)
+
+    def _dispatch(self, event: Event) -> None:
+        match event:
+            case TunnelData(handle, data):
+                pipe = self.pipes.get(handle)
+                if pipe is None:
+                    self.mux.data_consumed(handle, len(data), self.now())
+                else:
+                    pipe.put(data)
+            case DatagramReceived(handle, data):
+                pipe = self.pipes.get(handle)
+                if pipe is not None:
+                    pipe.put(data)
+            case PeerEof(handle):
+                pipe = self.pipes.get(handle)
+                if pipe is not None:
+                    pipe.put(EOF)
+            case TunnelClosed(handle, error):
+                self._close_pipe(handle, error)
+            case TunnelOpened(handle, _):
+                pipe = self.pipes.get(handle)
+                if pipe is not None:
+                    pipe.opened = True
+                    pipe.open_done.set()
+            case TunnelOpenFailed(handle, _code, reason):
+                pipe = self.pipes.get(handle)
+                if pipe is not None:
+                    pipe.failure = event
+                    pipe.open_done.set()
+                self._close_pipe(handle, f"open failed: {reason}")
+            case SendSpaceAvailable(handle):
+                pipe = self.pipes.get(handle)
+                if pipe is not None:
+                    pipe.space.set()
+            case _:
+                self.on_other_event(event)
+
+    def _close_pipe(self, handle: int, error: str | None) -> None:
+        pipe = self.pipes.pop(handle, None)
+        if pipe is None:
+            return
+        pipe.closed = True
+        pipe.open_done.set()
+        pipe.space.set()
+        pipe.put(_Closed(error))
+        if pipe.cancel_scope is not None:
+            pipe.cancel_scope.cancel()
+
+    def on_other_event(self, event: Event) -> None:
+        """Role-specific events (ConnectRequest, pongs, peer modes)."""
+
+    def abort(self, pipe: Pipe, error: str) -> None:
+        """The local side failed: abort the tunnel (no event follows) and forget the pipe."""
+        if self.pipes.pop(pipe.handle, None) is not None:
+            self.mux.close_tunnel(pipe.handle, error, self.now())
+            self.kick()
+        pipe.closed = True
+
+
+def reset_on_close(stream: object) -> None:
+    """Make closing a TCP ``trio.SocketStream`` send RST (an error the application sees)."""
+    if isinstance(stream, trio.SocketStream):
+        try:
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+
+
+async def close_quietly(stream: LocalStream) -> None:
+    with trio.move_on_after(CLOSE_GRACE_S) as scope:
+        scope.shield = True
+        try:
+            await stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+
+
+async def pump_stream(driver: MuxDriver, pipe: Pipe, stream: LocalStream) -> str | None:
+    """Carry ``stream`` over the tunnel of ``pipe`` until both are done; closes ``stream``.
+
+    Returns None when the tunnel ended normally, else the error text.
+    """
+    mux, handle = driver.mux, pipe.handle
+    result: list[str | None] = []
+
+    async def reader() -> None:
+        while True:
+            room = mux.send_capacity(handle)
+            if room <= 0:
+                if pipe.closed:
+                    return
+                pipe.space = trio.Event()
+                await pipe.space.wait()
+                continue
+            try:
+                data = await stream.receive_some(min(room, READ_CHUNK_BYTES))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                fail(f"local read failed: {exc}")
+                return
+            if pipe.closed:
+                return
+            if not data:
+                mux.stream_eof(handle, driver.now())
+                driver.kick()
+                return
+            mux.stream_data(handle, bytes(data), driver.now())
+            driver.kick()
+
+    def fail(error: str) -> None:
+        if not result:
+            result.append(error)
+        driver.abort(pipe, error)
+        nursery.cancel_scope.cancel()
+
+    async def writer() -> None:
+        while True:
+            item = await pipe.get()
+            if isinstance(item, _Closed):
+                if not result:
+                    result.append(item.error)
+                nursery.cancel_scope.cancel()
+                return
+            try:
+                if isinstance(item, _Eof):
+                    send_eof = getattr(stream, "send_eof", None)
+                    if send_eof is not None:
+                        await send_eof()
+                    continue
+                await stream.send_all(item)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                fail(f"local write failed: {exc}")
+                return
+            mux.data_consumed(handle, len(item), driver.now())
+            driver.kick()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            nursery.start_soon(writer)
+    finally:
+        error = result[0] if result else "driver stopped"
+        if not pipe.closed:
+            driver.abort(pipe, error or "closed")
+        if error is not None:
+            reset_on_close(stream)
+        await close_quietly(stream)
+    return result[0] if result else None
