@@ -228,6 +228,7 @@ async def test_toxcore_peers_befriend_through_tunnel_bootstrapd(
         assert onion.store is not None
         assert onion.relay is not None
         assert onion.store.stats.announce_requests > 0
+        assert onion.store.stats.data_forwarded > 0  # toxcore's 0x85 via our store
         assert onion.relay.stats.requests_forwarded > 0
         assert onion.store.stats.dropped_decrypt == 0
         assert onion.relay.stats.dropped_decrypt == 0
