@@ -217,3 +217,41 @@ def test_oversized_packets_dropped_and_counted() -> None:
     assert h.relays[0].stats.dropped_malformed == 2
     with pytest.raises(ValueError, match="onion payload"):
         h.request(b"\x83" + bytes(1174))
+
+
+def test_ipv6_hops_and_sources() -> None:
+    rng = SeededRng(11)
+    keys = [KeyPair.generate(rng) for _ in range(3)]
+    relays = [OnionRelay(k, rng.fork(i), 0.0) for i, k in enumerate(keys)]
+    addrs = [("2001:db8::1", PORT), ("2001:db8::2", PORT), ("2001:db8::3", PORT)]
+    client = KeyPair.generate(rng)
+    t2, t3 = KeyPair.generate(rng), KeyPair.generate(rng)
+    packet = seal_onion_request(
+        rng(24),
+        [
+            (shared_key(keys[0].public_key, client.secret_key), client.public_key),
+            (shared_key(keys[1].public_key, t2.secret_key), t2.public_key),
+            (shared_key(keys[2].public_key, t3.secret_key), t3.public_key),
+        ],
+        [IPPort.parse(*addrs[1]), IPPort.parse(*addrs[2])],
+        IPPort.parse("2001:db8::4", PORT),
+        ANNOUNCE_LIKE,
+    ).encode()
+    source = ("2001:db8::50", PORT)
+    relays[0].receive(packet, source, 1.0)
+    [(to, p)] = relays[0].datagrams_to_send()
+    assert to == addrs[1]
+    relays[1].receive(p, addrs[0], 1.0)
+    [(to, p)] = relays[1].datagrams_to_send()
+    assert to == addrs[2]
+    relays[2].receive(p, addrs[1], 1.0)
+    [(to, p)] = relays[2].datagrams_to_send()
+    assert to == ("2001:db8::4", PORT)
+    relays[2].receive(OnionResponse3(p[-177:], b"\x86" + bytes(121)).encode(), to, 2.0)
+    [(to, p)] = relays[2].datagrams_to_send()
+    assert to == addrs[1]
+    relays[1].receive(p, addrs[2], 2.0)
+    [(to, p)] = relays[1].datagrams_to_send()
+    assert to == addrs[0]
+    relays[0].receive(p, addrs[1], 2.0)
+    assert relays[0].datagrams_to_send() == [(source, b"\x86" + bytes(121))]
