@@ -502,7 +502,21 @@ class Node:
             NotConnected: the friend is (or went) offline.  ValueError: bad id or size.
         """
         while not self.try_send_lossless(public_key, data):
-            await self.wait_for(lambda: self.send_capacity(public_key) > 0 or None)
+            await self.wait_send_space(public_key)
+
+    async def wait_send_space(self, public_key: bytes) -> None:
+        """Return once :meth:`send_capacity` is positive.
+
+        Raises:
+            NotConnected: the friend is (or went) offline.  NodeClosed: the node stopped.
+        """
+
+        def ready() -> bool:
+            if not self.is_online(public_key):
+                raise NotConnected("friend is not online")
+            return self.send_capacity(public_key) > 0
+
+        await self.wait_for(ready)
 
     def send_lossy(self, public_key: bytes, data: bytes) -> None:
         """Send a custom lossy packet ``[200..254][data]`` once.
