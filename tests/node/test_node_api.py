@@ -55,7 +55,8 @@ async def test_friends_and_nospam_are_saved(tmp_path: Path, port_pool: PortPool)
         (carol.public_key, FRIEND_STATUS_CONFIRMED, b"", bytes(4)),
     ]
     assert node.friends() == [bob.public_key, carol.public_key]
-    assert node.is_friend(bob.public_key) and not node.is_online(bob.public_key)
+    assert node.is_friend(bob.public_key)
+    assert not node.is_online(bob.public_key)
 
     with pytest.raises(ValueError, match="already"):
         node.add_friend(bob, b"again")
