@@ -24,7 +24,14 @@ from tunnel.forward.events import Event, PeerModeKnown, PingTimedOut, PongReceiv
 from tunnel.forward.socks5 import Socks5Handshake
 from tunnel.forward.specs import ALL_INTERFACES, LocalForward, PipeForward, SocksListen
 from tunnel.forward.transport import FriendTransport
-from tunnel.io.forward_common import MuxDriver, Pipe, _Closed, close_quietly, pump_stream
+from tunnel.io.forward_common import (
+    LocalStream,
+    MuxDriver,
+    Pipe,
+    _Closed,
+    close_quietly,
+    pump_stream,
+)
 from tunnel.wire.tuntox import MAX_UDP_PAYLOAD_BYTES, DenyCode
 
 log = logging.getLogger(__name__)
@@ -229,7 +236,10 @@ class ForwardClient(MuxDriver):
 
     async def pipe_stdio(self, forward: PipeForward, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
         """Carry stdin/stdout over one tunnel; 0 when it ended normally, 1 on error."""
-        stream = StdioStream(stdin_fd, stdout_fd)
+        return await self.pipe_stream(forward, StdioStream(stdin_fd, stdout_fd))
+
+    async def pipe_stream(self, forward: PipeForward, stream: LocalStream) -> int:
+        """Carry one local byte stream over one tunnel (``-W``); 0 = ended normally."""
         self.connections += 1
         pipe = self.open(forward.host, forward.port)
         error = await pump_stream(self, pipe, stream)
