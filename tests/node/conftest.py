@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -60,7 +62,7 @@ def node_factory(
 
     @asynccontextmanager
     async def make(
-        name: str, *, udp: bool = True, profile: Profile | None = None
+        name: str, *, udp: bool = True, profile: Profile | None = None, **changes: Any
     ) -> AsyncIterator[Node]:
         if profile is None:
             profile = toxcore_valid_profile(tmp_path / f"{name}.tox")
@@ -75,6 +77,7 @@ def node_factory(
             bootstrap=bootstrap_nodes(bootstrapd),
             name=name.encode(),
         )
+        options = dataclasses.replace(options, **changes)
         node = Node(profile, options)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)

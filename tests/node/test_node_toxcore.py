@@ -8,11 +8,13 @@ over UDP, or with UDP off on both sides, over the bootstrapd's TCP relay.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import trio
 
+from tunnel.io.proxy import ProxyConfig
 from tunnel.node import Node
 from tunnel.node_types import (
     FriendConnected,
@@ -25,6 +27,8 @@ from tunnel.node_types import (
     ReadReceipt,
 )
 from tunnel.testing.bootstrapd import Bootstrapd
+from tunnel.testing.ports import PortPool
+from tunnel.testing.proxies import Microsocks
 from tunnel.testing.toxcore import (
     Connection,
     FriendLosslessPacket,
@@ -188,3 +192,29 @@ async def test_dht_keys_learned_through_the_onion_both_ways(
         assert node.netcrypto.counters["cookie_responses_sent"] >= 1
         status = await tox.await_friend_connected(tox_friend, FIND_TIMEOUT_S)
         assert status in (Connection.UDP, Connection.TCP)
+
+
+async def test_node_through_socks5_proxy(
+    node_factory: Any,
+    tox_peer_factory: ToxPeerFactory,
+    bootstrapd: Bootstrapd,
+    port_pool: PortPool,
+    tmp_path: Path,
+) -> None:
+    """With a proxy, UDP is off and the relay connection goes through the SOCKS5 proxy."""
+    with Microsocks(tmp_path, port_pool.allocate_one()) as proxy:
+        options = {"proxy": ProxyConfig.parse(proxy.url())}
+        async with node_factory("ours-proxy", **options) as node:
+            assert node.udp_port is None
+            events = node.subscribe()
+            tox = tox_peer_factory("erin", bootstrap=bootstrapd, udp=False)
+            tox.friend_add(node.tox_id.to_bytes(), "via the proxy")
+            request = await next_event(events, FriendRequest)
+            assert request == FriendRequest(tox.public_key, b"via the proxy")
+            node.accept_friend_request(tox.public_key)
+            connected = await next_event(events, FriendConnected)
+            assert connected == FriendConnected(tox.public_key, "tcp")
+            tox.send_message(tox.friend_by_public_key(node.public_key), "over tcp")
+            message = await next_event(events, Message, timeout=DELIVERY_TIMEOUT_S)
+            assert message.text == b"over tcp"
+            assert proxy.tunnels_to(bootstrapd.tcp_ports[0]) >= 1
