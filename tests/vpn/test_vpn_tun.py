@@ -240,3 +240,17 @@ def test_drop_privileges_keeping_net_admin(
     name = f"tnl{secrets.token_hex(4)}"
     out = lab.python(host, DROP_AND_RECONFIGURE, name, mode, timeout=10)
     assert out.strip() == f"{expected} {pwd.getpwnam('nobody').pw_uid}"
+
+
+def test_pump_stops_when_the_interface_is_deleted(lab_host: tuple[NetLab, Host]) -> None:
+    lab, host = lab_host
+    name = f"tnl{secrets.token_hex(4)}"
+    with TunDevice(name, netns=host.netns) as tun:
+        tun.configure([f"{TUN_ADDRESS}/24"])
+        pump = TunPump(tun, lambda slots: None)
+        pump.start()
+        lab.ip(host.netns, "link", "delete", name)
+        assert pump.join(5)  # the reader ends by itself
+        pump.stop()
+    assert pump.failure is not None
+    assert pump.statistics().read_errors == 1

@@ -57,6 +57,9 @@ MAX_TUN_MTU_BYTES = 65535
 IP_COMMAND_TIMEOUT_S = 10.0
 MAX_IFNAME_LENGTH = 15
 
+_FATAL_READ_ERRNOS = frozenset({errno.EBADF, errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO})
+"""Read errors after which the device is gone for good (fd closed, interface deleted)."""
+
 log = logging.getLogger(__name__)
 
 
@@ -202,6 +205,8 @@ class TunPump:
         self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self.failure: OSError | None = None
+        """Why the reader stopped on its own (the device went away), else None."""
         self.read_packets = 0
         self.read_batches = 0
         self.read_errors = 0
@@ -227,8 +232,18 @@ class TunPump:
             os.write(self._wake_w, b"x")
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():  # pragma: no cover - a callback that never returns
+                log.error("TUN pump thread did not stop within %s s", timeout)
+                return  # leave the pipe open: the thread still polls it
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the reader thread has ended (stopped, or :attr:`failure`); True if so."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def __enter__(self) -> Self:
         self.start()
@@ -262,9 +277,11 @@ class TunPump:
                 except BlockingIOError:
                     break
                 except OSError as exc:
-                    if exc.errno == errno.EBADF:
-                        return
                     self.read_errors += 1
+                    if exc.errno in _FATAL_READ_ERRNOS:
+                        self.failure = exc
+                        log.error("TUN %s read failed, pump stops: %s", self.device.name, exc)
+                        return
                     break
                 count += 1
             if count == 0:
