@@ -91,11 +91,14 @@ class Node:
         )
 
 
-def _network(count: int, seed: int, loss: float = 0.0) -> tuple[SimNetwork, list[Node]]:
+def _network(
+    count: int, seed: int, loss: float = 0.0, extra: Sequence[PackedNode] = ()
+) -> tuple[SimNetwork, list[Node]]:
     net = SimNetwork(seed, default_link=LinkParams(loss=loss))
     rng = SeededRng(seed)
     dht = OracleDht(rng.fork("dht"))
     nodes = [Node(net, dht, i, rng.fork(i)) for i in range(count)]
+    dht.nodes.extend(extra)
     return net, nodes
 
 
@@ -348,3 +351,18 @@ def test_paths_through_dead_nodes_are_replaced() -> None:
                 assert not {n.public_key for n in path.udp_nodes()} & dead_keys
                 confirmed += 1
     assert confirmed >= 1
+
+
+def test_unusable_node_keys_from_the_network_do_not_crash() -> None:
+    """A DHT / announce node hands out nodes with a low-order (all-zero) key: libsodium
+    refuses them; the client must skip them, not raise."""
+    bad = PackedNode(IPPort.parse("11.0.9.9", PORT), bytes(32))
+    net, nodes = _network(10, seed=10, extra=[bad] * 3)
+    alice, bob = nodes[0], nodes[1]
+    alice.client.send_friend_request(bob.client.tox_id, b"hi")
+    _run_until(
+        net, nodes, lambda: any(isinstance(e, FriendRequestReceived) for e in bob.events), 120.0
+    )
+    assert any(bad in n.client.path_nodes for n in nodes)  # it was really handed out
+    with pytest.raises(ValueError, match="unusable"):
+        alice.client.add_friend(bytes(32))

@@ -125,3 +125,14 @@ def test_friend_request_resend_schedule() -> None:
     assert out.state is OutgoingState.REQUESTED
     requests.stop(b"\xaa" * 32)
     assert requests.due(2000.0) == []
+
+
+def test_low_order_node_key_from_the_network_is_refused() -> None:
+    pool = PathPool(KeyPair.generate(RNG), RNG.fork(4))
+    bad = PackedNode(IPPort.parse("11.0.1.99", 44300), bytes(32))
+
+    def draw() -> tuple[FirstHop, PackedNode, PackedNode]:
+        return NODES[0], bad, NODES[1]
+
+    assert pool.get(0, 10.0, draw) is None
+    assert pool.get(0, 10.0, Drawer()) is not None

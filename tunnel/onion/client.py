@@ -336,9 +336,17 @@ class OnionClient:
         self._path_nodes_added += 1
 
     def add_friend(self, public_key: bytes) -> OnionFriend:
-        """Start searching for a friend (idempotent)."""
+        """Start searching for a friend (idempotent).
+
+        Raises:
+            ValueError: not a 32-byte key libsodium accepts (e.g. a low-order point).
+        """
         friend = self.friends.get(public_key)
         if friend is None:
+            try:
+                shared_key_untrusted(public_key, self.real_keys.secret_key)
+            except DecryptError as exc:
+                raise ValueError("unusable public key") from exc
             friend = OnionFriend(public_key, KeyPair.generate(self._rng))
             self.friends[public_key] = friend
         return friend
@@ -369,8 +377,8 @@ class OnionClient:
         """
         if tox_id.public_key == self.real_keys.public_key:
             raise ValueError("that is our own Tox ID")
-        self.requests.add_outgoing(tox_id.public_key, tox_id.nospam, message)
         self.add_friend(tox_id.public_key)
+        self.requests.add_outgoing(tox_id.public_key, tox_id.nospam, message)
 
     def accept_friend_request(self, public_key: bytes) -> None:
         """Accept an incoming request: add the sender as a friend (no request is sent back)."""

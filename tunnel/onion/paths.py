@@ -25,9 +25,10 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from tunnel.crypto import KeyPair, Rng, shared_key
+from tunnel.crypto import KeyPair, Rng
+from tunnel.errors import DecryptError
 from tunnel.wire.ip_port import Addr
-from tunnel.wire.onion import seal_onion_request, seal_tcp_onion_request
+from tunnel.wire.onion import seal_onion_request, seal_tcp_onion_request, shared_key_untrusted
 from tunnel.wire.packed_node import PackedNode
 
 NUMBER_ONION_PATHS = 6
@@ -167,7 +168,10 @@ class PathPool:
                 return None
             reuse = self._reusable(nodes[2], now)
             if reuse is None:
-                self.paths[slot] = self._build(slot, nodes, now)
+                try:
+                    self.paths[slot] = self._build(slot, nodes, now)
+                except DecryptError:
+                    return None  # a node key from the network that libsodium refuses
             else:
                 slot = reuse
         path = self.paths[slot]
@@ -183,7 +187,7 @@ class PathPool:
     ) -> OnionPath:
         first, second, third = nodes
         if isinstance(first, PackedNode):
-            key1: bytes | None = shared_key(first.public_key, self._dht_keys.secret_key)
+            key1: bytes | None = shared_key_untrusted(first.public_key, self._dht_keys.secret_key)
             pk1: bytes | None = self._dht_keys.public_key
         else:
             key1 = pk1 = None
@@ -199,9 +203,9 @@ class PathPool:
             key1=key1,
             public_key1=pk1,
             temp2=temp2,
-            key2=shared_key(second.public_key, temp2.secret_key),
+            key2=shared_key_untrusted(second.public_key, temp2.secret_key),
             temp3=temp3,
-            key3=shared_key(third.public_key, temp3.secret_key),
+            key3=shared_key_untrusted(third.public_key, temp3.secret_key),
             path_num=path_num,
             created=now,
             last_success=now,

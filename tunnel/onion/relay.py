@@ -93,6 +93,10 @@ class TcpClientSource:
     connection_id: int
     identifier: int
 
+    def __post_init__(self) -> None:
+        if not (0 <= self.connection_id < 1 << 32 and 0 <= self.identifier < 1 << 64):
+            raise ValueError("connection_id is a u32 and identifier a u64")
+
 
 Source = Addr | TcpClientSource
 
