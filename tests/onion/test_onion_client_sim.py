@@ -9,6 +9,8 @@ import itertools
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tunnel.crypto import KeyPair
 from tunnel.onion.announce_store import OnionAnnounceStore
@@ -366,3 +368,19 @@ def test_unusable_node_keys_from_the_network_do_not_crash() -> None:
     assert any(bad in n.client.path_nodes for n in nodes)  # it was really handed out
     with pytest.raises(ValueError, match="unusable"):
         alice.client.add_friend(bytes(32))
+
+
+_FUZZ_NET, _FUZZ_NODES = _network(6, seed=11)
+_FUZZ_NET.run_for(10.0)
+
+
+@given(
+    prefix=st.sampled_from([b"\x84", b"\x86", b"\x80", b"\x83", b"\x8c", b""]),
+    data=st.binary(max_size=1500),
+)
+def test_random_bytes_to_the_stack_never_raise(prefix: bytes, data: bytes) -> None:
+    node = _FUZZ_NODES[0]
+    node.stack.receive(prefix + data, ("11.0.0.2", PORT), _FUZZ_NET.now)
+    node.client.receive_tcp_onion_response(prefix + data, _FUZZ_NET.now)
+    node.client.handle_dht_dhtpk(bytes(32), prefix + data, _FUZZ_NET.now)
+    node.stack.datagrams_to_send()
