@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from tunnel.crypto import KeyPair
+from tunnel.io.proxy import ProxyConfig
 from tunnel.io.tcp_relay import RelayPoolDriver, TcpOnionBridge, TcpRelayServer, serve_tcp_relay
 from tunnel.io.udp import BoundSocket, UdpDriver, open_udp_socket
 from tunnel.onion.relay import OnionRelay
@@ -23,6 +24,7 @@ from tunnel.tcp_relay.connections import (
 )
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.ports import PortPool
+from tunnel.testing.proxies import Microsocks
 from tunnel.testing.toxcore import Connection, FriendLosslessPacket, ToxPeer
 
 pytestmark = pytest.mark.toxcore
@@ -157,3 +159,31 @@ async def test_toxcore_peers_become_friends_over_our_relay(
                 peer.kill()
             for bound_socket in sockets:
                 bound_socket.close()
+
+
+@pytest.mark.skipif(not Microsocks.available(), reason="microsocks missing")
+async def test_our_client_reaches_tox_bootstrapd_relay_through_socks5(
+    bsd_with_relay: Bootstrapd, relay_ports: PortPool, tmp_path: Path
+) -> None:
+    """The "over Tor" path: SOCKS5 (with auth) in front of a real toxcore relay."""
+    bsd = bsd_with_relay
+    port = bsd.tcp_ports[0]
+    with Microsocks(
+        tmp_path, relay_ports.allocate_one(), username="tox", password="relay"
+    ) as socks:
+        async with trio.open_nursery() as nursery:
+            a = RelayPoolDriver(KeyPair.generate(os.urandom), proxy=ProxyConfig.parse(socks.url()))
+            b = RelayPoolDriver(KeyPair.generate(os.urandom))
+            for d in (a, b):
+                await nursery.start(d.run)
+                d.add_relay(bsd.host, port, bsd.public_key)
+            await wait_event(a, lambda e: isinstance(e, RelayPong))
+            a.add_peer(b.pool.self_keys.public_key)
+            b.add_peer(a.pool.self_keys.public_key)
+            await wait_event(b, lambda e: isinstance(e, PeerOnline))
+            assert b.send_to_peer(a.pool.self_keys.public_key, b"\x1bthrough socks")
+            got = await wait_event(a, lambda e: isinstance(e, PeerData))
+            assert isinstance(got, PeerData)
+            assert got.data == b"\x1bthrough socks"
+            nursery.cancel_scope.cancel()
+        assert socks.tunnels_to(port) == 1, socks.log_text()
