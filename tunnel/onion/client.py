@@ -170,6 +170,9 @@ class OnionHooks:
     * ``random_dht_nodes(n)``: up to ``n`` DHT nodes to build paths from (toxcore
       ``randfriends_nodes``).
     * ``dht_connected()``: UDP DHT connectivity; when False paths start at a TCP relay.
+    * ``dht_non_lan_connected()``: UDP connectivity beyond the LAN; decides whether
+      :class:`OnionStatusChanged` says ``tcp`` (toxcore ``dht_non_lan_connected``). None:
+      same as ``dht_connected``.
     * ``onion_tcp_relays()``: handles of connected TCP relays usable as node A.
     * ``dhtpk_nodes()``: up to 4 nodes for our DHT-PK announcement: up to 2 connected TCP relays
       (``tcp=True``) followed by DHT close-list nodes.
@@ -177,6 +180,7 @@ class OnionHooks:
 
     random_dht_nodes: Callable[[int], Sequence[PackedNode]] = _no_nodes
     dht_connected: Callable[[], bool] = _udp_ok
+    dht_non_lan_connected: Callable[[], bool] | None = None
     onion_tcp_relays: Callable[[], Sequence[Hashable]] = _no_relays
     dhtpk_nodes: Callable[[], Sequence[PackedNode]] = _no_dhtpk_nodes
 
@@ -664,7 +668,8 @@ class OnionClient:
             self._onion_connected = min(self._onion_connected + 1, ONION_CONNECTION_SECONDS * 2)
         elif self._onion_connected:
             self._onion_connected -= 1
-        status = (self.connected, self.connected and not self.hooks.dht_connected())
+        udp_status = self.hooks.dht_non_lan_connected or self.hooks.dht_connected
+        status = (self.connected, self.connected and not udp_status())
         if status != self._status:
             self._status = status
             self._events.append(OnionStatusChanged(*status))
