@@ -22,6 +22,7 @@ from tunnel.tcp_relay.connections import (
     RelayConnected,
     RelayPong,
 )
+from tunnel.tcp_relay.server import ServerLimits
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.ports import PortPool
 from tunnel.testing.proxies import Microsocks
@@ -187,3 +188,36 @@ async def test_our_client_reaches_tox_bootstrapd_relay_through_socks5(
             assert got.data == b"\x1bthrough socks"
             nursery.cancel_scope.cancel()
         assert socks.tunnels_to(port) == 1, socks.log_text()
+
+
+async def test_real_toxcore_client_answers_our_relay_pings(relay_ports: PortPool) -> None:
+    """A libtoxcore client on our relay: handshake, confirmation, and pongs to our pings."""
+    relay_keys = KeyPair.generate(os.urandom)
+    port = relay_ports.allocate_one()
+    peer: ToxPeer | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            relay: TcpRelayServer = await nursery.start(
+                lambda task_status: serve_tcp_relay(
+                    relay_keys,
+                    [port],
+                    host="127.0.0.1",
+                    limits=ServerLimits(ping_interval_s=1.0, ping_timeout_s=2.0),
+                    task_status=task_status,
+                )
+            )
+            peer = ToxPeer("pinged", udp=False)
+            peer.add_tcp_relay("127.0.0.1", port, relay_keys.public_key)
+            with trio.fail_after(20):
+                # no event exists for "the relay got a pong": poll its counters
+                while relay.statistics().pongs_received < 3:  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+            st = relay.statistics()
+            assert st.clients == 1
+            assert st.closed_timeout == 0
+            assert st.closed_bad_input == 0
+            assert peer.dht_id in relay.core.client_handles()  # toxcore uses its DHT key
+            nursery.cancel_scope.cancel()
+    finally:
+        if peer is not None:
+            peer.kill()

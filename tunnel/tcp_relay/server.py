@@ -83,6 +83,10 @@ class ServerLimits:
     max_send_control_bytes: int = 64 * 1024
     routing_requests_burst: int = 512
     routing_requests_per_s: float = 16.0
+    ping_interval_s: float = TCP_PING_FREQUENCY_S
+    """How often each client is pinged (toxcore: 30 s)."""
+    ping_timeout_s: float = TCP_PING_TIMEOUT_S
+    """How long a client has to answer (toxcore: 10 s)."""
 
 
 class _State(enum.Enum):
@@ -292,10 +296,10 @@ class RelayServer:
                 self._kill(handle, "handshake timeout", "closed_timeout")
         for handle in list(self._by_pk.values()):
             conn = self._conns[handle]
-            if conn.ping_id and now >= conn.last_pinged + TCP_PING_TIMEOUT_S:
+            if conn.ping_id and now >= conn.last_pinged + lim.ping_timeout_s:
                 self._kill(handle, "ping timeout", "closed_timeout")
                 continue
-            if now >= conn.last_pinged + TCP_PING_FREQUENCY_S:
+            if now >= conn.last_pinged + lim.ping_interval_s:
                 ping_id = 0
                 while ping_id == 0:
                     ping_id = int.from_bytes(self._rng(8), "big")
