@@ -1,45 +1,57 @@
 """Our sender-side congestion control and pacing for net_crypto (tox-protocol.md 6.8, App. C).
 
 The wire format is toxcore's; how fast we send is ours. toxcore starts at a few packets per
-second and grows its rate ~x1.2 per 50 ms sample of what it actually sent (~x1.5/s in
-practice), so a bulk transfer needs ~10 s to reach speed. We want the link in well under a
-second, and we must not spiral on loss or starve a toxcore peer sharing the path.
+second and grows ~x1.5/s from ~0.3 MB/s, so a bulk transfer needs ~10 s to reach speed. We
+want the link within a fraction of a second, without loss spirals, and without starving a
+toxcore flow on the same path.
 
-Theory of operation (rate based, one control step per ``interval = clamp(srtt, 25 ms, 200 ms)``):
+Theory of operation: a model-based controller in the spirit of BBR. Every control step
+(``interval = clamp(srtt, 25 ms, 200 ms)``) turns the packets the peer newly acknowledged
+(cumulative ``buffer_start`` plus what its request packets report as received) into a
+delivery-rate sample. ``btl_bw`` is the maximum sample over the last ``BW_WINDOW`` steps; the
+pacing rate is ``gain * btl_bw``.
 
-* **Startup**: the pacing rate starts at ``INITIAL_RATE_PKT_S`` and is multiplied by
-  ``STARTUP_GAIN`` every interval in which no loss was reported.
-* **Loss** (the peer's request packet lists a packet we sent more than ``resend_delay_s`` ago):
-  at most once per interval the rate is cut to ``LOSS_BACKOFF`` x the delivery rate measured
-  over the last interval (never below ``MIN_RATE_PKT_S``), and startup ends. Cutting to a
-  fraction of what was actually *delivered* (not of what we offered) is what prevents loss
-  spirals: the rate lands just under the path's capacity instead of halving again and again.
-* **Probe**: without loss, the rate grows by ``PROBE_GAIN`` per interval, but never beyond
-  ``HEADROOM`` x the delivery rate (so an application- or receiver-limited flow does not
-  build an unbounded rate it could then dump on the network in a burst).
-* **Pacing**: a token bucket refilled at the rate, with a burst of ``BURST_S`` seconds of
-  rate (at least ``MIN_BURST_PKTS``), so packets leave evenly even when the driver wakes late.
+* **Startup** (gain 2): the rate doubles per step while samples keep growing; when ``btl_bw``
+  has not grown 25 % in 3 steps (the pipe is full) or loss is heavy, go to **drain**.
+* **Drain** (gain 0.75) for one step empties the queue startup built, then **probe**.
+* **Probe** cycles gains ``1.25, 0.9, 1, 1, 1, 1`` so we keep finding spare capacity and give
+  back the queue we made. While the smoothed RTT is more than ``QUEUE_DELAY_FACTOR`` times
+  the minimum RTT plus ``QUEUE_DELAY_SLACK_S``, the gain is held at 0.9: a queue is building
+  (at a bottleneck or in a receiver's socket buffer) and we drain it instead of filling it.
+* **Loss** (the peer's request packet lists packets we sent more than ``resend_delay`` ago):
+  random loss below ``LOSS_THRESHOLD`` of a step's packets is ignored (it says nothing about
+  capacity); heavier loss scales ``btl_bw`` down to ``LOSS_BACKOFF`` of its value once per step,
+  never more, so a burst of loss cannot spiral the rate down.
+* **Pacing**: a token bucket at the rate with a burst of ``BURST_S`` seconds of it.
 
-Fairness: with a toxcore flow on the same bottleneck, both see loss; we back off to a fraction
-of our delivered rate and then probe additively-ish (x1.05 per interval), comparable to
-toxcore's x1.2 growth over a 600 ms window, so neither flow starves the other.
+Fairness: a toxcore flow grows until it sees congestion; ours paces at the measured bottleneck
+share and yields queue (gain < 1 phases, RTT guard), so a competing toxcore flow can grow into
+the capacity it needs. ``rate_cap`` bounds paths with their own limits (TCP relays).
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 INITIAL_RATE_PKT_S = 1000.0
 MIN_RATE_PKT_S = 8.0
 MAX_RATE_PKT_S = 400_000.0
 STARTUP_GAIN = 2.0
-PROBE_GAIN = 1.1
-LOSS_THRESHOLD = 0.1
-LOSS_MIN_PKTS = 2
+DRAIN_GAIN = 0.75
+PROBE_GAINS = (1.25, 0.9, 1.0, 1.0, 1.0, 1.0)
+QUEUE_GAIN = 0.9
+QUEUE_DELAY_FACTOR = 2.0
+QUEUE_DELAY_SLACK_S = 0.02
+STARTUP_GROWTH = 1.25
+STARTUP_FLAT_STEPS = 3
+BW_WINDOW = 10
+LOSS_THRESHOLD = 0.2
+LOSS_MIN_PKTS = 4
 LOSS_BACKOFF = 0.85
-HEADROOM = 2.0
 MIN_INTERVAL_S = 0.025
 MAX_INTERVAL_S = 0.2
-BURST_S = 0.01
-MIN_BURST_PKTS = 32.0
+BURST_S = 0.005
+MIN_BURST_PKTS = 16.0
 INITIAL_RTT_S = 0.2
 MIN_PACING_STEP_S = 0.0005
 
@@ -48,51 +60,69 @@ class Congestion:
     """Rate controller + pacer for one session. ``now`` is seconds on the driver's clock."""
 
     __slots__ = (
+        "_bw_samples",
+        "_cycle",
         "_delivered_in_interval",
+        "_flat_steps",
+        "_full_bw",
         "_interval_start",
         "_last_refill",
         "_lost_in_interval",
+        "_rtt_seen",
         "_sent_in_interval",
+        "btl_bw",
         "delivery_rate",
         "loss_events",
         "min_rtt",
+        "mode",
         "rate",
         "rate_cap",
         "rttvar",
         "srtt",
-        "startup",
         "tokens",
     )
 
     def __init__(self, now: float) -> None:
         self.rate = INITIAL_RATE_PKT_S
         self.rate_cap = MAX_RATE_PKT_S
+        self.btl_bw = 0.0
         self.delivery_rate = 0.0
-        self.startup = True
+        self.mode = "startup"
         self.srtt = INITIAL_RTT_S
         self.rttvar = INITIAL_RTT_S / 2
         self.min_rtt = 0.0
         self.tokens = MIN_BURST_PKTS
         self.loss_events = 0
+        self._rtt_seen = False
+        self._bw_samples: deque[float] = deque(maxlen=BW_WINDOW)
+        self._full_bw = 0.0
+        self._flat_steps = 0
+        self._cycle = 0
         self._last_refill = now
         self._interval_start = now
         self._delivered_in_interval = 0
         self._lost_in_interval = 0
         self._sent_in_interval = 0
 
+    @property
+    def startup(self) -> bool:
+        """True until the pipe is first found full."""
+        return self.mode == "startup"
+
     # ------------------------------------------------------------------ feedback
 
     def on_rtt_sample(self, rtt: float) -> None:
         """A round-trip sample (seconds) from a newly acknowledged, never-resent packet."""
         rtt = max(rtt, 0.0)
-        if self.min_rtt == 0.0 or rtt < self.min_rtt:
-            self.min_rtt = rtt
-        if self.srtt == INITIAL_RTT_S and self.rttvar == INITIAL_RTT_S / 2:
+        if not self._rtt_seen:
+            self._rtt_seen = True
             self.srtt = rtt
             self.rttvar = rtt / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
-            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+            self.min_rtt = rtt
+            return
+        self.min_rtt = min(self.min_rtt, rtt)
+        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+        self.srtt = 0.875 * self.srtt + 0.125 * rtt
 
     def on_delivered(self, count: int) -> None:
         """``count`` packets newly known to have reached the peer."""
@@ -101,10 +131,6 @@ class Congestion:
     def on_loss(self, count: int = 1) -> None:
         """The peer reported ``count`` packets missing that we sent long enough ago."""
         self._lost_in_interval += count
-
-    def on_sent(self, count: int) -> None:
-        """``count`` data packets left (new or resent)."""
-        self._sent_in_interval += count
 
     @property
     def interval_s(self) -> float:
@@ -118,26 +144,52 @@ class Congestion:
 
     # ------------------------------------------------------------------ control
 
+    def _queue_building(self) -> bool:
+        return self._rtt_seen and self.srtt > (
+            QUEUE_DELAY_FACTOR * self.min_rtt + QUEUE_DELAY_SLACK_S
+        )
+
     def _control(self, now: float) -> None:
         elapsed = now - self._interval_start
         if elapsed < self.interval_s:
             return
-        measured = self._delivered_in_interval / elapsed
+        sample = self._delivered_in_interval / elapsed
+        self.delivery_rate = sample
+        self._bw_samples.append(sample)
+        self.btl_bw = max(self._bw_samples)
         lost = self._lost_in_interval
-        if lost > max(LOSS_MIN_PKTS, LOSS_THRESHOLD * self._sent_in_interval):
-            # Congestion (random loss below the threshold is not): land just under what the
-            # path actually delivered, but never cut more than half in one step.
-            basis = max(measured, self.delivery_rate)
-            self.rate = max(MIN_RATE_PKT_S, self.rate * 0.5, min(self.rate, basis) * LOSS_BACKOFF)
-            self.startup = False
+        heavy_loss = lost > max(LOSS_MIN_PKTS, LOSS_THRESHOLD * self._sent_in_interval)
+        if heavy_loss:
             self.loss_events += 1
+            cut = max(self.btl_bw * LOSS_BACKOFF, MIN_RATE_PKT_S)
+            self._bw_samples.clear()
+            self._bw_samples.append(cut)
+            self.btl_bw = cut
+        if self.mode == "startup":
+            if self.btl_bw >= self._full_bw * STARTUP_GROWTH:
+                self._full_bw = self.btl_bw
+                self._flat_steps = 0
+            else:
+                self._flat_steps += 1
+            if heavy_loss or self._flat_steps >= STARTUP_FLAT_STEPS:
+                self.mode = "drain"
+        elif self.mode == "drain":
+            self.mode = "probe"
+            self._cycle = 0
         else:
-            gain = STARTUP_GAIN if self.startup else PROBE_GAIN
-            ceiling = max(HEADROOM * max(measured, self.delivery_rate), INITIAL_RATE_PKT_S)
-            self.rate = min(self.rate * gain, max(ceiling, self.rate), MAX_RATE_PKT_S)
-        self.delivery_rate = (
-            measured if self.delivery_rate == 0 else 0.5 * self.delivery_rate + 0.5 * measured
-        )
+            self._cycle = (self._cycle + 1) % len(PROBE_GAINS)
+        if self.mode == "startup":
+            # Twice what the path delivered: doubles per step while the pipe is not full.
+            self.rate = max(INITIAL_RATE_PKT_S, STARTUP_GAIN * self.btl_bw)
+        else:
+            if self.mode == "drain":
+                gain = DRAIN_GAIN
+            elif self._queue_building():
+                gain = min(QUEUE_GAIN, PROBE_GAINS[self._cycle])
+            else:
+                gain = PROBE_GAINS[self._cycle]
+            self.rate = gain * self.btl_bw
+        self.rate = min(max(self.rate, MIN_RATE_PKT_S), MAX_RATE_PKT_S, self.rate_cap)
         self._interval_start = now
         self._delivered_in_interval = 0
         self._sent_in_interval = 0
@@ -153,7 +205,6 @@ class Congestion:
     def available(self, now: float) -> int:
         """Whole packets that may be sent now (runs the control step and refills tokens)."""
         self._control(now)
-        self.rate = min(self.rate, self.rate_cap)
         dt = now - self._last_refill
         if dt > 0:
             burst = max(MIN_BURST_PKTS, self.rate * BURST_S)

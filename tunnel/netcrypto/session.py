@@ -57,12 +57,14 @@ from tunnel.wire.netcrypto import (
     CookieRequestPlain,
     CookieResponse,
     CookieResponsePlain,
-    DataPacket,
-    DataPlain,
     Handshake,
     HandshakePlain,
+    decode_data_plain_untrusted,
     decode_request_untrusted,
-    encode_request,
+    encode_data_packet,
+    encode_data_plain,
+    encode_request_runs,
+    split_data_packet_untrusted,
 )
 
 SEND_PACKET_INTERVAL_S = 1.0
@@ -237,6 +239,7 @@ class Session:
         self.send_start = 0
         self.send_end = 0
         self._next_new = 0
+        self._acked_high = 0  # highest send position known delivered (cumulative or reported)
         self._send: dict[int, _Sent] = {}
         self._resend: list[int] = []
         # receive side
@@ -398,14 +401,14 @@ class Session:
             self.counters["data_wrong_state"] += 1
             return False
         try:
-            packet = DataPacket.decode(data)
+            nonce_low, box = split_data_packet_untrusted(data)
         except BadPacket:
             self.counters["data_malformed"] += 1
             return False
-        diff = (packet.nonce_low - self._recv_nonce) & 0xFFFF
+        diff = (nonce_low - self._recv_nonce) & 0xFFFF
         nonce = (self._recv_nonce + diff) % _NONCE_MOD
         try:
-            raw = decrypt_untrusted(state.data_key, nonce.to_bytes(24, "big"), packet.box)
+            raw = decrypt_untrusted(state.data_key, nonce.to_bytes(24, "big"), box)
         except BadPacket:
             self.counters["data_undecryptable"] += 1
             return False
@@ -414,18 +417,17 @@ class Session:
         if diff > 2 * DATA_NUM_THRESHOLD:
             self._recv_nonce = (self._recv_nonce + DATA_NUM_THRESHOLD) % _NONCE_MOD
         try:
-            plain = DataPlain.decode(raw)
+            buffer_start, packet_number, payload = decode_data_plain_untrusted(raw)
         except BadPacket:
             self.counters["data_bad_plain"] += 1
             return False
         self.received_packets += 1
         self.received_bytes += len(data)
-        payload = plain.payload
         pid = payload[0]
         if pid == PACKET_ID_KILL:
             self._close("killed by peer")
             return True
-        if not self._handle_ack(plain.buffer_start, now):
+        if not self._handle_ack(buffer_start, now):
             self.counters["data_bad_ack"] += 1
             return True
         if isinstance(state, NotConfirmed):
@@ -434,11 +436,11 @@ class Session:
             self._next_request = now  # confirm the connection for the peer at once
         if pid == PACKET_ID_REQUEST:
             self._handle_request(payload[1:], now)
-            self._set_recv_end(plain.packet_number)
+            self._set_recv_end(packet_number)
         elif PACKET_ID_LOSSLESS_START <= pid <= PACKET_ID_LOSSLESS_END:
-            self._handle_lossless(plain.packet_number, payload, now)
+            self._handle_lossless(packet_number, payload, now)
         elif PACKET_ID_LOSSY_START <= pid <= PACKET_ID_LOSSY_END:
-            self._set_recv_end(plain.packet_number)
+            self._set_recv_end(packet_number)
             self.delivered_lossy += 1
             self.events.append(Lossy(payload))
         else:
@@ -478,14 +480,22 @@ class Session:
                 count += 1
                 newest = sent
                 clean = clean and not sent.resent
+        if start > self._acked_high:
+            self.congestion.on_delivered(start - max(self._acked_high, self.send_start))
+            self._acked_high = start
         self.send_start = start
         if clean and newest is not None and newest.sent_time is not None:
             self.congestion.on_rtt_sample(now - newest.sent_time)
-        self.congestion.on_delivered(count)
         return True
 
     def _handle_request(self, body: bytes, now: float) -> None:
         report = decode_request_untrusted(body, self._next_new - self.send_start)
+        top = self.send_start + report.covered
+        base = max(self._acked_high, self.send_start)
+        if top > base:
+            newly_missing = sum(1 for offset in report.missing if self.send_start + offset >= base)
+            self.congestion.on_delivered(max(0, top - base - newly_missing))
+            self._acked_high = top
         delay = self.congestion.resend_delay_s
         lost = 0
         for offset in report.missing:
@@ -602,10 +612,9 @@ class Session:
     def _emit(self, payload: bytes, wire_number: int) -> None:
         state = self.state
         assert isinstance(state, NotConfirmed | Established)
-        plain = DataPlain(self.recv_start & _U32, wire_number & _U32, payload).encode()
-        nonce = self._sent_nonce.to_bytes(24, "big")
-        box = encrypt(state.data_key, nonce, plain)
-        packet = DataPacket(self._sent_nonce & 0xFFFF, box).encode()
+        plain = encode_data_plain(self.recv_start, wire_number, payload)
+        box = encrypt(state.data_key, self._sent_nonce.to_bytes(24, "big"), plain)
+        packet = encode_data_packet(self._sent_nonce & 0xFFFF, box)
         self._sent_nonce = (self._sent_nonce + 1) % _NONCE_MOD
         self.sent_packets += 1
         self.sent_bytes += len(packet)
@@ -647,21 +656,23 @@ class Session:
         self.congestion.consume(sent_count)
 
     def _send_request(self, now: float) -> None:
-        span = self.recv_end - self.recv_start
-        missing: list[int] = []
+        start = self.recv_start
+        span = self.recv_end - start
+        runs: list[tuple[int, int]] = []
         if span > 0:
-            pos = self.recv_start
+            pos = start
+            holes = 0
             for have in sorted(self._recv):
-                while pos < have and len(missing) < MAX_REQUEST_HOLES:
-                    missing.append(pos - self.recv_start)
-                    pos += 1
+                if have > pos:
+                    runs.append((pos - start, have - start))
+                    holes += have - pos
+                    if holes >= MAX_REQUEST_HOLES:
+                        break
                 pos = have + 1
-                if len(missing) >= MAX_REQUEST_HOLES:
-                    break
-            while pos < self.recv_end and len(missing) < MAX_REQUEST_HOLES:
-                missing.append(pos - self.recv_start)
-                pos += 1
-        self._emit(encode_request(missing, span), self._next_new)
+            else:
+                if self.recv_end > pos:
+                    runs.append((pos - start, span))
+        self._emit(encode_request_runs(runs, span), self._next_new)
 
     # ------------------------------------------------------------------ timers
 

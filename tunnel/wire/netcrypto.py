@@ -23,6 +23,7 @@ and join bytes and raise nothing but :class:`BadPacket`.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,7 +31,6 @@ from tunnel.crypto.box import MAC_SIZE
 from tunnel.crypto.keys import PUBLIC_KEY_SIZE
 from tunnel.crypto.nonce import NONCE_SIZE
 from tunnel.errors import BadPacket
-from tunnel.wire._reader import Reader
 
 COOKIE_REQUEST_KIND = 0x18
 COOKIE_RESPONSE_KIND = 0x19
@@ -63,6 +63,9 @@ PACKET_ID_LOSSY_START = 192
 PACKET_ID_LOSSY_END = 254
 
 _U32 = 0xFFFFFFFF
+# [buffer_start: u32 BE][packet_number: u32 BE], the data plaintext header
+_DATA_HEADER = struct.Struct(">II")
+_PADDING = [bytes((MAX_CRYPTO_DATA_SIZE_BYTES - n) % CRYPTO_MAX_PADDING_BYTES) for n in range(1374)]
 
 
 def _check(name: str, value: bytes, size: int) -> None:
@@ -328,7 +331,7 @@ class DataPacket:
 
     def encode(self) -> bytes:
         """The packet."""
-        return bytes([DATA_KIND]) + self.nonce_low.to_bytes(2, "big") + self.box
+        return encode_data_packet(self.nonce_low, self.box)
 
     @classmethod
     def decode(cls, data: bytes) -> DataPacket:
@@ -337,11 +340,7 @@ class DataPacket:
         Raises:
             BadPacket: wrong kind byte or a length outside 28..1400.
         """
-        if not MIN_DATA_PACKET_SIZE <= len(data) <= MAX_CRYPTO_PACKET_SIZE_BYTES:
-            raise BadPacket(f"data packet of {len(data)} bytes")
-        if data[0] != DATA_KIND:
-            raise BadPacket("not a data packet")
-        return cls(int.from_bytes(data[1:3], "big"), data[3:])
+        return cls(*split_data_packet_untrusted(data))
 
 
 def padding_size(payload_size: int) -> int:
@@ -373,12 +372,7 @@ class DataPlain:
 
     def encode(self) -> bytes:
         """The plaintext, with toxcore's padding."""
-        return (
-            self.buffer_start.to_bytes(4, "big")
-            + self.packet_number.to_bytes(4, "big")
-            + bytes(padding_size(len(self.payload)))
-            + self.payload
-        )
+        return encode_data_plain(self.buffer_start, self.packet_number, self.payload)
 
     @classmethod
     def decode(cls, data: bytes) -> DataPlain:
@@ -387,15 +381,51 @@ class DataPlain:
         Raises:
             BadPacket: shorter than the header, nothing but padding, or payload too long.
         """
-        reader = Reader(data)
-        buffer_start = reader.u32()
-        packet_number = reader.u32()
-        body = reader.rest().lstrip(b"\x00")
-        if not body:
-            raise BadPacket("data packet without a packet id")
-        if len(body) > MAX_CRYPTO_DATA_SIZE_BYTES:
-            raise BadPacket("data payload too long")
-        return cls(buffer_start, packet_number, body)
+        return cls(*decode_data_plain_untrusted(data))
+
+
+def split_data_packet_untrusted(data: bytes) -> tuple[int, bytes]:
+    """``(nonce_low, box)`` of a data packet (the hot path of :meth:`DataPacket.decode`).
+
+    Raises:
+        BadPacket: wrong kind byte or a length outside 28..1400.
+    """
+    if not MIN_DATA_PACKET_SIZE <= len(data) <= MAX_CRYPTO_PACKET_SIZE_BYTES:
+        raise BadPacket(f"data packet of {len(data)} bytes")
+    if data[0] != DATA_KIND:
+        raise BadPacket("not a data packet")
+    return (data[1] << 8) | data[2], data[3:]
+
+
+def encode_data_packet(nonce_low: int, box: bytes) -> bytes:
+    """``[0x1b][nonce_low:2][box]`` (the hot path of :meth:`DataPacket.encode`)."""
+    return bytes((DATA_KIND, (nonce_low >> 8) & 0xFF, nonce_low & 0xFF)) + box
+
+
+def encode_data_plain(buffer_start: int, packet_number: int, payload: bytes) -> bytes:
+    """``[buffer_start][packet_number][padding][payload]`` for a valid 1..1373-byte payload."""
+    return (
+        _DATA_HEADER.pack(buffer_start & _U32, packet_number & _U32)
+        + _PADDING[len(payload)]
+        + payload
+    )
+
+
+def decode_data_plain_untrusted(data: bytes) -> tuple[int, int, bytes]:
+    """``(buffer_start, packet_number, payload)``; zero bytes after the header are padding.
+
+    Raises:
+        BadPacket: shorter than the header, nothing but padding, or payload too long.
+    """
+    if len(data) < DATA_HEADER_SIZE:
+        raise BadPacket("data plaintext shorter than its header")
+    buffer_start, packet_number = _DATA_HEADER.unpack_from(data)
+    body = data[DATA_HEADER_SIZE:].lstrip(b"\x00")
+    if not body:
+        raise BadPacket("data packet without a packet id")
+    if len(body) > MAX_CRYPTO_DATA_SIZE_BYTES:
+        raise BadPacket("data payload too long")
+    return buffer_start, packet_number, body
 
 
 # ----------------------------------------------------------------------------- request packet
@@ -409,39 +439,49 @@ def encode_request(missing: Sequence[int], span: int) -> bytes:
     from the previous requested position (the first from offset -1); a zero byte means 255
     received positions passed. Output is truncated to 1373 bytes, as toxcore does.
     """
+    runs: list[tuple[int, int]] = []
+    for offset in missing:
+        if runs and offset == runs[-1][1]:
+            runs[-1] = (runs[-1][0], offset + 1)
+        else:
+            if (runs and offset < runs[-1][1]) or offset < 0:
+                raise ValueError("missing offsets must be sorted, unique and inside the span")
+            runs.append((offset, offset + 1))
+    return encode_request_runs(runs, span)
+
+
+def encode_request_runs(runs: Sequence[tuple[int, int]], span: int) -> bytes:
+    """:func:`encode_request` with the holes given as sorted ``[start, end)`` runs."""
     out = bytearray([PACKET_ID_REQUEST])
     limit = MAX_CRYPTO_DATA_SIZE_BYTES
     n = 1
     pos = 0
-
-    def filled(count: int) -> bool:
-        # Walk `count` received positions; a zero byte each time n would pass 255.
-        nonlocal n
-        while count > 0:
-            to_255 = 255 - n
-            if count > to_255:
-                out.append(0)
-                if len(out) >= limit:
-                    return False
-                count -= to_255 + 1
-                n = 1
-            else:
-                n += count
-                count = 0
-        return True
-
-    for offset in missing:
-        if offset < pos or offset >= span:
+    for start, end in runs:
+        if start < pos or end <= start or end > span:
             raise ValueError("missing offsets must be sorted, unique and inside the span")
-        if not filled(offset - pos):
-            return bytes(out)
-        out.append(n)
+        # Received positions pos..start-1: a zero byte each time the count would pass 255.
+        count = start - pos
+        if count > 255 - n:
+            count -= 256 - n
+            zeros = 1 + count // 255
+            out += bytes(zeros)
+            n = 1 + count % 255
+        else:
+            n += count
         if len(out) >= limit:
-            return bytes(out)
+            return bytes(out[:limit])
+        # The run itself: its first hole at distance n, then one byte of 1 per further hole.
+        out.append(n)
+        out += b"\x01" * (end - start - 1)
         n = 1
-        pos = offset + 1
-    filled(span - pos)
-    return bytes(out)
+        pos = end
+        if len(out) >= limit:
+            return bytes(out[:limit])
+    count = span - pos
+    if count > 255 - n:
+        count -= 256 - n
+        out += bytes(1 + count // 255)
+    return bytes(out[:limit])
 
 
 @dataclass(frozen=True, slots=True)
