@@ -179,7 +179,7 @@ async def test_connect_timeout_reaches_client_within_the_timeout(ports: PortPool
             await trio.sleep_forever()
             raise AssertionError
 
-        server._connect_tcp = hang  # type: ignore[method-assign]
+        server._connect_tcp = hang  # type: ignore[method-assign,assignment]
         await pair.nursery.start(
             pair.client.serve_tcp, parse_local_forward(f"{local_port}:127.0.0.1:9")
         )
