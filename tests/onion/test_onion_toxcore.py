@@ -32,6 +32,7 @@ from tunnel.onion.client import (
 )
 from tunnel.onion.relay import OnionRelay
 from tunnel.onion.stack import ONION_PACKET_KINDS, OnionStack, bootstrapd_core_factory
+from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.ports import PortPool
 from tunnel.testing.rng import SeededRng
 from tunnel.testing.toxcore import ToxPeer
@@ -232,3 +233,30 @@ async def test_toxcore_peers_befriend_through_tunnel_bootstrapd(
         assert onion.relay.stats.requests_forwarded > 0
         assert onion.store.stats.dropped_decrypt == 0
         assert onion.relay.stats.dropped_decrypt == 0
+
+
+async def test_our_client_in_a_toxcore_network(stack: ExitStack, tmp_path: Path) -> None:
+    """Only real toxcore around (tox-bootstrapd + libtoxcore peers): our client announces on
+    toxcore announce nodes through toxcore relays, gets onion-connected, and exchanges friend
+    requests with a toxcore peer."""
+    bsd = Bootstrapd(tmp_path / "bsd", PORTS.allocate_one())
+    stack.enter_context(bsd)
+    peers = [start_peer(stack, name) for name in ("carol", "dave", "erin")]
+    for peer in peers:
+        peer.bootstrap(LOCALHOST, bsd.udp_port, bsd.public_key)
+    carol = peers[0]
+    async with our_node("in-toxcore-net", (bsd.udp_port, bsd.public_key)) as ours:
+        await wait_until(lambda: ours.client.connected, "our client onion-connected")
+        stored = [n for n in ours.client.self_nodes if n.is_stored]
+        assert stored
+        ours.client.send_friend_request(ToxId.from_bytes(carol.address), b"from tunnel")
+        event = await carol.await_event(
+            FriendRequest, TIMEOUT_S, lambda e: e.public_key == ours.client.real_keys.public_key
+        )
+        assert event.message == b"from tunnel"
+        await wait_until(
+            lambda: ours.client.friend_dht_public_key(carol.public_key) == carol.dht_id,
+            "carol's DHT key learned through the onion",
+        )
+        assert ours.client.stats.dropped_decrypt == 0
+        assert ours.client.stats.dropped_malformed == 0
