@@ -34,7 +34,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable
 from typing import TypeVar
 
 import trio
@@ -42,49 +42,29 @@ import trio
 from tunnel.crypto import KeyPair, Rng
 from tunnel.dht.core import PACKET_KINDS as DHT_PACKET_KINDS
 from tunnel.dht.core import DhtCore
-from tunnel.dht.events import DhtRequestReceived, FriendIpFound
 from tunnel.friends import messenger as m
 from tunnel.io.tcp_relay import RelayPoolDriver
 from tunnel.io.udp import BoundSocket, PacketDispatcher, UdpDriver, open_udp_socket
 from tunnel.netcrypto.core import NetCrypto
 from tunnel.netcrypto.session import NotConnected, SendQueueFull
+from tunnel.node_glue import NodeGlue
 from tunnel.node_types import (
     GRACEFUL_SHUTDOWN_S,
-    FriendConnected,
-    FriendDhtKey,
-    FriendDisconnected,
-    FriendRequest,
     FriendStatistics,
-    LosslessPacket,
-    LossyPacket,
-    Message,
     NodeEvent,
     NodeOptions,
     NodeStatistics,
-    Path,
-    ReadReceipt,
-    SelfConnectionChanged,
 )
 from tunnel.onion.announce_store import OnionAnnounceStore
 from tunnel.onion.client import (
-    FriendDhtKeyLearned,
-    FriendRequestReceived,
     OnionClient,
     OnionHooks,
-    OnionStatusChanged,
 )
 from tunnel.onion.relay import OnionRelay
 from tunnel.onion.stack import ONION_PACKET_KINDS, OnionStack
 from tunnel.profile import Profile
 from tunnel.tcp_relay.connections import (
-    OnionData,
-    OobData,
-    PeerData,
-    PeerOffline,
-    PeerOnline,
     PoolEvent,
-    RelayConnected,
-    RelayDisconnected,
 )
 from tunnel.toxid import ToxId
 from tunnel.wire.ip_port import Addr, IPPort
@@ -94,7 +74,6 @@ from tunnel.wire.netcrypto import (
     DATA_KIND,
     HANDSHAKE_KIND,
 )
-from tunnel.wire.onion import ONION_DATA_DHTPK
 from tunnel.wire.packed_node import PackedNode
 from tunnel.wire.savedata import (
     FRIEND_STATUS_CONFIRMED,
@@ -105,12 +84,6 @@ from tunnel.wire.savedata import (
 __all__ = ["Node", "NodeOptions"]
 
 NETCRYPTO_PACKET_KINDS = (COOKIE_REQUEST_KIND, COOKIE_RESPONSE_KIND, HANDSHAKE_KIND, DATA_KIND)
-MAX_PROCESS_ROUNDS = 1000
-MAX_DHTPK_RELAYS = 2
-MAX_FRIEND_RELAYS = 8
-"""TCP relays learnt from friends' DHT-PK announcements that we connect to, at most."""
-DHTPK_NODES = 4
-TCP_ONION_REQUEST_ID = 0x08
 
 log = logging.getLogger("tunnel.node")
 _T = TypeVar("_T")
@@ -146,7 +119,7 @@ class _Core:
         self._node._process(now)
 
 
-class Node:
+class Node(NodeGlue):
     """One Tox identity on the network (see the module docstring).
 
     Args:
@@ -378,25 +351,6 @@ class Node:
         """Real public keys of our friends (confirmed and requested)."""
         return [f.public_key for f in self.profile.friends]
 
-    def is_friend(self, public_key: bytes) -> bool:
-        """True if ``public_key`` is in our friend list."""
-        return self.messenger.friend_number(public_key) is not None
-
-    def is_online(self, public_key: bytes) -> bool:
-        """True if the friend is online (its ONLINE packet arrived)."""
-        number = self.messenger.friend_number(public_key)
-        return number is not None and self.messenger.friend_state(number) is m.FriendState.ONLINE
-
-    def friend_path(self, public_key: bytes) -> Path | None:
-        """``"udp"``/``"tcp"`` while the friend is online, else None."""
-        if not self.is_online(public_key):
-            return None
-        return "udp" if self.netcrypto.is_direct(public_key, trio.current_time()) else "tcp"
-
-    def friend_dht_public_key(self, public_key: bytes) -> bytes | None:
-        """The friend's DHT key if we learnt it."""
-        return self._friend_dht.get(public_key)
-
     def add_friend(self, tox_id: ToxId | str | bytes, message: bytes) -> bytes:
         """Send a friend request (resent until the friend comes online); returns its public key.
 
@@ -578,256 +532,6 @@ class Node:
             tcp_send_failures=self.tcp_send_failures,
             friends=tuple(friends),
         )
-
-    # ======================================================================= friends
-
-    def _number(self, public_key: bytes) -> int:
-        number = self.messenger.friend_number(public_key)
-        if number is None:
-            raise KeyError("not a friend")
-        return number
-
-    def _load_friends(self, now: float) -> None:
-        for saved in self.profile.friends:
-            if saved.status >= FRIEND_STATUS_CONFIRMED or not saved.request_message:
-                self.onion.accept_friend_request(saved.public_key)
-            else:
-                try:
-                    self.onion.send_friend_request(
-                        ToxId(saved.public_key, saved.nospam), saved.request_message
-                    )
-                except ValueError:
-                    self.onion.accept_friend_request(saved.public_key)
-            self._add_friend_record(saved.public_key, now)
-        for pk in self.options.friends:
-            if not self.is_friend(pk) and pk != self.public_key:
-                self.onion.accept_friend_request(pk)
-                self._add_friend_record(pk, now)
-                self._store_friend(SavedFriend(FRIEND_STATUS_CONFIRMED, pk), save=False)
-
-    def _add_friend_record(self, public_key: bytes, now: float) -> None:
-        self.messenger.add_friend_norequest(public_key, now)
-
-    def _store_friend(self, friend: SavedFriend, *, save: bool = True) -> None:
-        others = tuple(f for f in self.profile.friends if f.public_key != friend.public_key)
-        self.profile.update(friends=(*others, friend))
-        if save:
-            self._save()
-
-    def _mark_confirmed(self, public_key: bytes) -> None:
-        for saved in self.profile.friends:
-            if saved.public_key == public_key:
-                if saved.status < FRIEND_STATUS_CONFIRMED:
-                    self._store_friend(SavedFriend(FRIEND_STATUS_CONFIRMED, public_key))
-                return
-
-    def _save(self) -> None:
-        if self.profile.path is None:
-            return
-        try:
-            self.profile.save()
-        except Exception as exc:  # a full disk must not take the node down
-            log.error("saving the profile failed: %s", exc)
-
-    def _set_friend_dht(self, real_pk: bytes, dht_pk: bytes, now: float) -> None:
-        old = self._friend_dht.get(real_pk)
-        if old == dht_pk:
-            return
-        if old is not None:
-            self._drop_friend_dht(real_pk)
-        self._friend_dht[real_pk] = dht_pk
-        self._by_dht[dht_pk] = real_pk
-        self.dht.add_friend(dht_pk, now)
-        self.relays.add_peer(dht_pk)
-        self.messenger.connections.set_dht_pk(real_pk, dht_pk, now)
-        self._emit(FriendDhtKey(real_pk, dht_pk))
-
-    def _drop_friend_dht(self, real_pk: bytes) -> None:
-        old = self._friend_dht.pop(real_pk, None)
-        if old is None:
-            return
-        self._by_dht.pop(old, None)
-        self.dht.remove_friend(old)
-        self.relays.remove_peer(old)
-
-    # ======================================================================= onion hooks
-
-    def _random_dht_nodes(self, count: int) -> Sequence[PackedNode]:
-        if not self.options.use_udp:
-            return ()
-        return self.dht.random_good_nodes(count, trio.current_time())
-
-    def _dht_connected(self) -> bool:
-        return self.options.use_udp and self.dht.is_connected(trio.current_time())
-
-    def _onion_tcp_relays(self) -> Sequence[Hashable]:
-        return [info.public_key for info in self.relays.pool.connected_relays()]
-
-    def _connected_relay_nodes(self) -> list[PackedNode]:
-        return [
-            PackedNode(info.ip_port, info.public_key, tcp=True)
-            for info in self.relays.pool.connected_relays()
-        ]
-
-    def _dhtpk_nodes(self) -> Sequence[PackedNode]:
-        nodes = self._connected_relay_nodes()[:MAX_DHTPK_RELAYS]
-        if self.options.use_udp:
-            close = self.dht.get_close_nodes(
-                self.dht_keys.public_key, DHTPK_NODES, True, trio.current_time()
-            )
-            nodes.extend(close[: DHTPK_NODES - len(nodes)])
-        return nodes
-
-    # ======================================================================= glue
-
-    def _on_relay_event(self, event: PoolEvent) -> None:
-        self._relay_events.append(event)
-        if not self._processing:
-            self._process(trio.current_time())
-
-    def _emit(self, event: NodeEvent) -> None:
-        for channel in list(self._subscribers):
-            try:
-                channel.send_nowait(event)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                self._subscribers.remove(channel)
-
-    def _kick(self) -> None:
-        """After an API call: run the glue, flush output, re-read deadlines."""
-        self._process(trio.current_time())
-
-    def _process(self, now: float) -> None:
-        if self._processing:
-            return
-        self._processing = True
-        try:
-            for _ in range(MAX_PROCESS_ROUNDS):
-                if not self._process_once(now):
-                    break
-        finally:
-            self._processing = False
-        if self.udp is not None:
-            self.udp.kick()
-        self._wakeup.set()
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def _process_once(self, now: float) -> bool:
-        """One round of moving information between layers; True if anything happened."""
-        busy = False
-        while self._relay_events:
-            busy = True
-            self._handle_relay_event(self._relay_events.pop(0), now)
-        while (dht_event := self.dht.next_event()) is not None:
-            busy = True
-            if isinstance(dht_event, FriendIpFound):
-                real = self._by_dht.get(dht_event.public_key)
-                if real is not None:
-                    addr = dht_event.ip_port.to_addr()
-                    self.messenger.connections.set_udp_addr(real, addr, now)
-            elif (
-                isinstance(dht_event, DhtRequestReceived)
-                and dht_event.request_id == ONION_DATA_DHTPK
-            ):
-                self.onion.handle_dht_dhtpk(dht_event.sender_pk, dht_event.data, now)
-        while (onion_event := self.onion.next_event()) is not None:
-            busy = True
-            self._handle_onion_event(onion_event, now)
-        for friend_dht_pk, data in self.onion.dht_dhtpk_to_send():
-            if self.options.use_udp:
-                packet = self.dht.send_dht_request(friend_dht_pk, ONION_DATA_DHTPK, data)
-                self.dht.route_to_friend(friend_dht_pk, packet, now)
-        for handle, packet in self.onion.tcp_onion_requests_to_send():
-            ok = (
-                bool(packet)
-                and packet[0] == TCP_ONION_REQUEST_ID
-                and isinstance(handle, bytes)
-                and self.relays.send_onion_request(packet[1:], handle)
-            )
-            if not ok:
-                self.tcp_send_failures += 1
-        for event in self.messenger.events():
-            busy = True
-            self._handle_messenger_event(event, now)
-        for tcp in self.netcrypto.tcp_packets_to_send():
-            if isinstance(tcp.via, bytes):
-                sent = self.relays.send_oob(tcp.via, tcp.dht_pk, tcp.data)
-            else:
-                sent = self.relays.send_to_peer(tcp.dht_pk, tcp.data)
-            if not sent:
-                self.tcp_send_failures += 1
-        return busy or bool(self._relay_events)
-
-    def _handle_relay_event(self, event: PoolEvent, now: float) -> None:
-        if isinstance(event, PeerData):
-            self.messenger.receive_tcp(event.data, event.peer, event.relay, now)
-        elif isinstance(event, OobData):
-            self.messenger.receive_tcp(event.data, event.sender, event.relay, now)
-        elif isinstance(event, OnionData):
-            self.onion.receive_tcp_onion_response(event.data, now)
-        elif isinstance(event, RelayConnected | RelayDisconnected):
-            log.info(
-                "TCP relay %s %s",
-                event.relay.ip_port,
-                "connected" if isinstance(event, RelayConnected) else "disconnected",
-            )
-            self.messenger.connections.set_own_relays(self._connected_relay_nodes(), now)
-        elif isinstance(event, PeerOnline | PeerOffline):
-            real = self._by_dht.get(event.peer)
-            if real is not None:
-                self.netcrypto.set_tcp_available(real, self.relays.pool.peer_online(event.peer))
-
-    def _handle_onion_event(
-        self, event: OnionStatusChanged | FriendDhtKeyLearned | FriendRequestReceived, now: float
-    ) -> None:
-        if isinstance(event, OnionStatusChanged):
-            log.info("onion %s", "connected" if event.connected else "disconnected")
-            self._emit(SelfConnectionChanged(event.connected, event.tcp))
-        elif isinstance(event, FriendDhtKeyLearned):
-            if not self.is_friend(event.public_key):
-                return
-            self._set_friend_dht(event.public_key, event.dht_public_key, now)
-            for node in event.nodes:
-                if node.tcp and len(self._friend_relays) < MAX_FRIEND_RELAYS:
-                    if node.public_key not in self._friend_relays:
-                        self._friend_relays[node.public_key] = None
-                        host, port = node.ip_port.to_addr()
-                        self.relays.add_relay(host, port, node.public_key)
-                elif not node.tcp and self.options.use_udp:
-                    self.onion.add_path_node(node)
-        elif isinstance(event, FriendRequestReceived):
-            if self.is_friend(event.public_key):
-                return
-            self._pending_requests[event.public_key] = event.message
-            log.info("friend request from %s", event.public_key.hex().upper())
-            self._emit(FriendRequest(event.public_key, event.message))
-
-    def _handle_messenger_event(self, event: m.MessengerEvent, now: float) -> None:
-        try:
-            pk = self.messenger.friend_public_key(event.friend)
-        except KeyError:
-            return
-        if isinstance(event, m.FriendOnline):
-            session = self.netcrypto.sessions.get(pk)
-            if session is not None and pk not in self._friend_dht:
-                self._set_friend_dht(pk, session.peer_dht_pk, now)  # learnt from its handshake
-            self.onion.set_friend_online(pk, True)
-            self._mark_confirmed(pk)
-            path = self.friend_path(pk) or "tcp"
-            log.info("friend %s online (%s)", pk.hex().upper()[:16], path)
-            self._emit(FriendConnected(pk, path))
-        elif isinstance(event, m.FriendOffline):
-            self.onion.set_friend_online(pk, False)
-            log.info("friend %s offline", pk.hex().upper()[:16])
-            self._emit(FriendDisconnected(pk))
-        elif isinstance(event, m.MessageReceived):
-            self._emit(Message(pk, event.text, event.action))
-        elif isinstance(event, m.ReadReceipt):
-            self._emit(ReadReceipt(pk, event.message_id))
-        elif isinstance(event, m.CustomLossless):
-            self._emit(LosslessPacket(pk, event.data))
-        elif isinstance(event, m.CustomLossy):
-            self._emit(LossyPacket(pk, event.data))
 
 
 __all__ += ["NodeClosed", "NotConnected"]

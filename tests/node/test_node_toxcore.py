@@ -214,7 +214,9 @@ async def test_node_through_socks5_proxy(
             node.accept_friend_request(tox.public_key)
             connected = await next_event(events, FriendConnected)
             assert connected == FriendConnected(tox.public_key, "tcp")
-            tox.send_message(tox.friend_by_public_key(node.public_key), "over tcp")
+            number = tox.friend_by_public_key(node.public_key)
+            assert await tox.await_friend_connected(number, FIND_TIMEOUT_S) is Connection.TCP
+            tox.send_message(number, "over tcp")
             message = await next_event(events, Message, timeout=DELIVERY_TIMEOUT_S)
             assert message.text == b"over tcp"
             assert proxy.tunnels_to(bootstrapd.tcp_ports[0]) >= 1
