@@ -348,3 +348,41 @@ async def test_over_tcp_relay_only(tmp_path: Path) -> None:
                 bound.close()
         finally:
             tox.kill()
+
+
+@pytest.mark.slow
+async def test_100_mb_both_ways_at_once(
+    tox: ToxPeer, linked: tuple[MessengerNode, int, int]
+) -> None:
+    """The issue's bulk check: 100 MB each way, simultaneously, complete and in order."""
+    node, friend, tox_friend = linked
+    count = 100_000_000 // PACKET_SIZE + 1
+    digest = hashlib.sha256()
+    for i in range(count):
+        digest.update(_numbered(i))
+    expected = digest.hexdigest()
+
+    async def ours_to_toxcore() -> None:
+        for i in range(count):
+            await node.send_custom_lossless(friend, _numbered(i))
+
+    received: list[bytes] = []
+
+    def drain() -> bool:
+        for event in node.take(CustomLossless):
+            received.append(event.data)
+        return len(received) >= count
+
+    with trio.fail_after(240):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ours_to_toxcore)
+            nursery.start_soon(trio.to_thread.run_sync, _pump_from_toxcore, tox, tox_friend, count)
+            await node.wait_for(drain)
+        await tox.await_for(lambda: tox.stats().lossless_packets >= count, 240)
+    data = [p.data for p in tox.events(FriendLosslessPacket)]
+    assert len(data) == count
+    assert [int.from_bytes(d[1:5], "big") for d in data] == list(range(count))
+    assert hashlib.sha256(b"".join(data)).hexdigest() == expected
+    assert [int.from_bytes(d[1:5], "big") for d in received] == list(range(count))
+    assert hashlib.sha256(b"".join(received)).hexdigest() == expected
+    assert node.messenger.friend_state(friend) is FriendState.ONLINE
