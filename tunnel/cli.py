@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "bootstrapd": "bootstrapd",
     "demo": "demo",
     "run": "run",
+    "serve": "serve",
+    "connect": "connect",
 }
 
 
