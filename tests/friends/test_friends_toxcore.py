@@ -22,6 +22,7 @@ from tunnel.crypto import KeyPair
 from tunnel.friends.messenger import (
     CustomLossless,
     CustomLossy,
+    FriendOffline,
     FriendOnline,
     FriendState,
     MessageReceived,
@@ -386,3 +387,38 @@ async def test_100_mb_both_ways_at_once(
     assert [int.from_bytes(d[1:5], "big") for d in received] == list(range(count))
     assert hashlib.sha256(b"".join(received)).hexdigest() == expected
     assert node.messenger.friend_state(friend) is FriendState.ONLINE
+
+
+async def test_kill_then_reconnect(tox: ToxPeer, linked: tuple[MessengerNode, int, int]) -> None:
+    """We close the session (kill packet); toxcore sees us go offline; we reconnect."""
+    node, friend, tox_friend = linked
+    messenger = node.messenger
+    since = tox.event_count()
+    messenger.netcrypto.kill(tox.public_key, node.now())
+    node.kick()
+    with trio.fail_after(CONNECT_TIMEOUT_S):
+        await node.wait_for(lambda: node.take(FriendOffline))
+    await tox.await_for(
+        lambda: tox.friend_connection_status(tox_friend) is Connection.NONE, DELIVERY_TIMEOUT_S
+    )
+    with trio.fail_after(CONNECT_TIMEOUT_S):
+        await node.wait_for(lambda: node.take(FriendOnline))
+    assert await tox.await_friend_connected(tox_friend, CONNECT_TIMEOUT_S) is Connection.UDP
+    node.send_message(friend, b"back again")
+    got = await tox.await_event(FriendMessage, DELIVERY_TIMEOUT_S, since=since)
+    assert got.message == b"back again"
+
+
+async def test_toxcore_drops_us_then_takes_us_back(
+    tox: ToxPeer, linked: tuple[MessengerNode, int, int]
+) -> None:
+    """toxcore deletes us (its kill packet reaches us), re-adds us; we reconnect on our own."""
+    node, friend, tox_friend = linked
+    tox.friend_delete(tox_friend)
+    with trio.fail_after(DELIVERY_TIMEOUT_S):
+        await node.wait_for(lambda: node.take(FriendOffline))
+    assert node.messenger.friend_state(friend) is FriendState.CONFIRMED
+    again = tox.friend_add_norequest(node.messenger.netcrypto.ident.real.public_key)
+    with trio.fail_after(CONNECT_TIMEOUT_S):
+        await node.wait_for(lambda: node.take(FriendOnline))
+    assert await tox.await_friend_connected(again, CONNECT_TIMEOUT_S) is Connection.UDP
