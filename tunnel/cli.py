@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "run": "run",
     "serve": "serve",
     "connect": "connect",
+    "status": "status",
 }
 
 

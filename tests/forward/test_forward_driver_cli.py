@@ -118,6 +118,12 @@ async def test_serve_and_connect_w_processes(
             forward = status["forward"]
             assert isinstance(forward, dict)
             assert forward.get("tunnels_opened") == 1
+            shown = await trio.run_process(
+                [sys.executable, "-m", "tunnel", "status", str(status_path)], capture_stdout=True
+            )
+            text = shown.stdout.decode()
+            assert tox_id in text
+            assert "opened 1" in text
             nursery.cancel_scope.cancel()
         # SIGTERM: a clean exit (status 0) with the accepted friend saved
         server.send_signal(signal.SIGTERM)

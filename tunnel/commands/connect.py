@@ -37,6 +37,7 @@ from tunnel.forward.specs import (
 )
 from tunnel.io.forward_cli import (
     add_node_arguments,
+    default_status_socket,
     driver_status,
     load_or_create_profile,
     node_options,
@@ -133,7 +134,12 @@ def run(args: argparse.Namespace) -> int:
         profile_path = config.profile
     profile = load_or_create_profile(profile_path)
     options = node_options(args, config)
-    return trio.run(run_with_node, profile, options, partial(_connect, plan, args.status_socket))
+    return trio.run(
+        run_with_node,
+        profile,
+        options,
+        partial(_connect, plan, args.status_socket or default_status_socket("connect")),
+    )
 
 
 async def _connect(
@@ -148,7 +154,9 @@ async def _connect(
     async with trio.open_nursery() as nursery:
         await nursery.start(client.run)
         if status_path is not None:
-            nursery.start_soon(serve_status, status_path, partial(driver_status, node, client))
+            nursery.start_soon(
+                serve_status, status_path, partial(driver_status, "connect", node, client)
+            )
         for forward in plan.local:
             port = await nursery.start(client.serve_tcp, forward)
             print(

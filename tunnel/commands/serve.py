@@ -26,6 +26,7 @@ from tunnel.forward.rules import RuleSet, parse_rule, parse_rules_text
 from tunnel.forward.server_mux import ServerMux
 from tunnel.io.forward_cli import (
     add_node_arguments,
+    default_status_socket,
     driver_status,
     load_or_create_profile,
     node_options,
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     options = node_options(args, config.node)
     if args.id_file is not None:
         Path(args.id_file).write_text(f"{profile.tox_id}\n")
-    status_path = args.status_socket
+    status_path = args.status_socket or default_status_socket("serve")
     return trio.run(
         run_with_node,
         profile,
@@ -163,7 +164,9 @@ async def _serve(
     )
     async with trio.open_nursery() as nursery:
         if status_path is not None:
-            nursery.start_soon(serve_status, status_path, partial(driver_status, node, server))
+            nursery.start_soon(
+                serve_status, status_path, partial(driver_status, "serve", node, server)
+            )
         await server.run()
         nursery.cancel_scope.cancel()
     return 0

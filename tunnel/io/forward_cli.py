@@ -18,7 +18,7 @@ from pathlib import Path
 
 import trio
 
-from tunnel.config import BootstrapNode, NodeConfig
+from tunnel.config import BootstrapNode, NodeConfig, default_control_socket_path
 from tunnel.config_toolkit import check_hex_key, check_host
 from tunnel.crypto import public_key_valid
 from tunnel.errors import ConfigError
@@ -57,7 +57,10 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--no-ipv6", action="store_true", help="IPv4 only")
     group.add_argument(
-        "--status-socket", metavar="PATH", type=Path, help="serve live status on this Unix socket"
+        "--status-socket",
+        metavar="PATH",
+        type=Path,
+        help="Unix socket for `tunnel status` (default: <control socket dir>/<command>-<pid>.sock)",
     )
     group.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     group.add_argument("-q", "--quiet", action="store_true", help="errors only")
@@ -218,10 +221,23 @@ async def read_status(path: Path) -> dict[str, object]:
     return value
 
 
-def driver_status(node: Node, driver: MuxDriver) -> dict[str, object]:
+def status_dir() -> Path:
+    """Where ``tunnel serve``/``connect`` put their status sockets by default (next to the
+    node's control socket): ``tunnel status`` looks there."""
+    return default_control_socket_path().parent
+
+
+def default_status_socket(role: str) -> Path:
+    """``<status dir>/<role>-<pid>.sock``: one per running command."""
+    return status_dir() / f"{role}-{os.getpid()}.sock"
+
+
+def driver_status(role: str, node: Node, driver: MuxDriver) -> dict[str, object]:
     """The status object: node, friends, tunnels, counters."""
     stats = node.statistics()
     return {
+        "role": role,
+        "pid": os.getpid(),
         "tox_id": str(node.tox_id),
         "udp_port": stats.udp_port,
         "dht_connected": stats.dht_connected,

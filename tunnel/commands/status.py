@@ -1,0 +1,77 @@
+"""``tunnel status``: live status of the running ``tunnel serve`` / ``tunnel connect`` commands.
+
+Each of them answers on a Unix socket (``--status-socket``, default
+``<control socket dir>/<command>-<pid>.sock``) with one JSON object; this command reads every
+socket given, or all in the default directory, and prints a summary (``--json``: raw).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import trio
+
+from tunnel.errors import ConfigError
+from tunnel.io.forward_cli import read_status, status_dir
+
+HELP = "show the live status of running `tunnel serve` / `tunnel connect` commands"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sockets", metavar="SOCKET", nargs="*", type=Path, help="status sockets")
+    parser.add_argument("--json", action="store_true", help="print the raw JSON objects")
+
+
+def run(args: argparse.Namespace) -> int:
+    paths: list[Path] = list(args.sockets)
+    if not paths:
+        directory = status_dir()
+        paths = sorted(directory.glob("serve-*.sock")) + sorted(directory.glob("connect-*.sock"))
+        if not paths:
+            raise ConfigError(f"no running tunnel serve/connect (no sockets in {directory})")
+    found = 0
+    for path in paths:
+        try:
+            status = trio.run(read_status, path)
+        except ConfigError as exc:
+            if args.sockets:
+                raise
+            print(f"{path}: {exc}")  # a stale socket of a command that died
+            continue
+        found += 1
+        if args.json:
+            print(json.dumps(status, sort_keys=True))
+        else:
+            print(format_status(path, status))
+    return 0 if found else 1
+
+
+def format_status(path: Path, status: dict[str, object]) -> str:
+    """A few human-readable lines."""
+    lines = [
+        f"{status.get('role', '?')} (pid {status.get('pid', '?')}, {path})",
+        f"  Tox ID {status.get('tox_id')}",
+        f"  DHT {'up' if status.get('dht_connected') else 'down'}, onion "
+        f"{'up' if status.get('onion_connected') else 'down'}, TCP relays "
+        f"{status.get('tcp_relays_connected', 0)}, UDP port {status.get('udp_port')}",
+    ]
+    friends = status.get("friends")
+    for friend in friends if isinstance(friends, list) else []:
+        if not isinstance(friend, dict):
+            continue
+        state = f"online via {friend.get('path')}" if friend.get("online") else "offline"
+        rtt = friend.get("rtt_ms")
+        lines.append(
+            f"  friend {str(friend.get('public_key'))[:16]}... {state}"
+            + (f", rtt {rtt} ms" if rtt is not None else "")
+            + f", sent {friend.get('sent_bytes')} B, received {friend.get('received_bytes')} B"
+        )
+    forward = status.get("forward")
+    counters = forward if isinstance(forward, dict) else {}
+    lines.append(
+        f"  tunnels open {status.get('tunnels')}, opened {counters.get('tunnels_opened', 0)}, "
+        f"failed {counters.get('tunnels_failed', 0)}, denied {counters.get('denied', 0)}"
+    )
+    return "\n".join(lines)
