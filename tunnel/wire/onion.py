@@ -35,129 +35,165 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import nacl.exceptions
-
 from tunnel.crypto import (
     MAC_SIZE,
     NONCE_SIZE,
     PUBLIC_KEY_SIZE,
     KeyPair,
     Rng,
-    SharedKeyCache,
     decrypt_untrusted,
     encrypt,
     random_nonce,
-    shared_key,
 )
-from tunnel.errors import BadPacket, DecryptError
-from tunnel.wire._reader import Reader
+from tunnel.errors import BadPacket
+from tunnel.wire._onion_common import (
+    ANNOUNCE_IS_STORED_NO,
+    ANNOUNCE_IS_STORED_OTHER,
+    ANNOUNCE_IS_STORED_SELF,
+    ANNOUNCE_REQUEST_PLAIN_SIZE,
+    ANNOUNCE_REQUEST_SIZE,
+    ANNOUNCE_RESPONSE_MAX_SIZE,
+    ANNOUNCE_RESPONSE_MIN_SIZE,
+    DATA_IN_RESPONSE_MIN_SIZE,
+    DATA_REQUEST_MIN_SIZE,
+    DATA_RESPONSE_MIN_SIZE,
+    DHTPK_MIN_SIZE,
+    EXIT_KINDS,
+    FRIEND_REQUEST_MAX_MESSAGE_BYTES,
+    MAX_DATA_REQUEST_SIZE_BYTES,
+    MAX_SENT_NODES,
+    NOSPAM_SIZE,
+    ONION_CLIENT_MAX_DATA_SIZE_BYTES,
+    ONION_DATA_DHTPK,
+    ONION_DATA_FRIEND_REQUEST,
+    ONION_MAX_DATA_SIZE_BYTES,
+    ONION_MAX_PACKET_SIZE_BYTES,
+    ONION_PING_ID_SIZE,
+    ONION_RESPONSE_MAX_DATA_SIZE_BYTES,
+    ONION_RETURN_1_SIZE,
+    ONION_RETURN_2_SIZE,
+    ONION_RETURN_3_SIZE,
+    ONION_SEND_1_SIZE,
+    ONION_SEND_2_SIZE,
+    ONION_SEND_3_SIZE,
+    ONION_SEND_BASE_SIZE,
+    ONION_SENDBACK_SIZE,
+    PACKET_ANNOUNCE_REQUEST,
+    PACKET_ANNOUNCE_RESPONSE,
+    PACKET_ONION_DATA_REQUEST,
+    PACKET_ONION_DATA_RESPONSE,
+    PACKET_ONION_REQUEST_0,
+    PACKET_ONION_REQUEST_1,
+    PACKET_ONION_REQUEST_2,
+    PACKET_ONION_RESPONSE_1,
+    PACKET_ONION_RESPONSE_2,
+    PACKET_ONION_RESPONSE_3,
+    RESPONSE_KINDS,
+    TCP_ONION_REQUEST_MIN_SIZE_EXCLUSIVE,
+    TCP_PACKET_ONION_REQUEST,
+    TCP_PACKET_ONION_RESPONSE,
+    cached_shared_key_untrusted,
+    check_length,
+    check_size,
+    expect_kind,
+    shared_key_untrusted,
+)
 from tunnel.wire.ip_port import (
     ONION_IP_PORT_SIZE,
     IPPort,
     decode_onion_ip_port_untrusted,
     encode_onion_ip_port,
 )
+from tunnel.wire.onion_data import (
+    DataRequest,
+    DataResponse,
+    DhtPkPayload,
+    DhtPkViaDht,
+    FriendRequestPayload,
+    OnionDataPayload,
+    decode_onion_data_payload_untrusted,
+    open_data_response,
+    seal_data_request,
+    seal_onion_data_inner,
+)
 from tunnel.wire.packed_node import PackedNode, decode_nodes_untrusted, encode_nodes
 
-# --- packet kinds (tox-protocol.md 3.2) ---------------------------------------------------
-PACKET_ONION_REQUEST_0 = 0x80
-PACKET_ONION_REQUEST_1 = 0x81
-PACKET_ONION_REQUEST_2 = 0x82
-PACKET_ANNOUNCE_REQUEST = 0x83
-PACKET_ANNOUNCE_RESPONSE = 0x84
-PACKET_ONION_DATA_REQUEST = 0x85
-PACKET_ONION_DATA_RESPONSE = 0x86
-PACKET_ONION_RESPONSE_3 = 0x8C
-PACKET_ONION_RESPONSE_2 = 0x8D
-PACKET_ONION_RESPONSE_1 = 0x8E
-TCP_PACKET_ONION_REQUEST = 0x08
-TCP_PACKET_ONION_RESPONSE = 0x09
-
-ONION_DATA_DHTPK = 0x9C
-ONION_DATA_FRIEND_REQUEST = 0x20
-
-# --- sizes (c-toxcore onion.h / onion_announce.h / onion_client.h) ------------------------
-ONION_MAX_PACKET_SIZE_BYTES = 1400
-ONION_RETURN_1_SIZE = NONCE_SIZE + ONION_IP_PORT_SIZE + MAC_SIZE  # 59
-ONION_RETURN_2_SIZE = NONCE_SIZE + ONION_IP_PORT_SIZE + MAC_SIZE + ONION_RETURN_1_SIZE  # 118
-ONION_RETURN_3_SIZE = NONCE_SIZE + ONION_IP_PORT_SIZE + MAC_SIZE + ONION_RETURN_2_SIZE  # 177
-ONION_SEND_BASE_SIZE = PUBLIC_KEY_SIZE + ONION_IP_PORT_SIZE + MAC_SIZE  # 67
-ONION_SEND_3_SIZE = NONCE_SIZE + ONION_SEND_BASE_SIZE + ONION_RETURN_2_SIZE  # 209
-ONION_SEND_2_SIZE = NONCE_SIZE + ONION_SEND_BASE_SIZE * 2 + ONION_RETURN_1_SIZE  # 217
-ONION_SEND_1_SIZE = NONCE_SIZE + ONION_SEND_BASE_SIZE * 3  # 225
-ONION_MAX_DATA_SIZE_BYTES = ONION_MAX_PACKET_SIZE_BYTES - (ONION_SEND_1_SIZE + 1)  # 1174
-ONION_RESPONSE_MAX_DATA_SIZE_BYTES = ONION_MAX_PACKET_SIZE_BYTES - (1 + ONION_RETURN_3_SIZE)
-TCP_ONION_REQUEST_MIN_SIZE_EXCLUSIVE = 1 + NONCE_SIZE + ONION_SEND_BASE_SIZE * 2  # 159
-
-ONION_PING_ID_SIZE = 32
-ONION_SENDBACK_SIZE = 8
-ANNOUNCE_REQUEST_PLAIN_SIZE = ONION_PING_ID_SIZE + 2 * PUBLIC_KEY_SIZE + ONION_SENDBACK_SIZE
-ANNOUNCE_REQUEST_SIZE = 1 + NONCE_SIZE + PUBLIC_KEY_SIZE + ANNOUNCE_REQUEST_PLAIN_SIZE + MAC_SIZE
-ANNOUNCE_RESPONSE_MIN_SIZE = 2 + ONION_SENDBACK_SIZE + NONCE_SIZE + ONION_PING_ID_SIZE + MAC_SIZE
-ANNOUNCE_RESPONSE_MAX_SIZE = ANNOUNCE_RESPONSE_MIN_SIZE + 136 * 4  # 626, toxcore's bound
-MAX_SENT_NODES = 4
-ANNOUNCE_IS_STORED_NO = 0
-ANNOUNCE_IS_STORED_OTHER = 1
-ANNOUNCE_IS_STORED_SELF = 2
-
-DATA_REQUEST_MIN_SIZE = 1 + PUBLIC_KEY_SIZE + NONCE_SIZE + PUBLIC_KEY_SIZE + MAC_SIZE  # 105
-DATA_RESPONSE_MIN_SIZE = 1 + NONCE_SIZE + PUBLIC_KEY_SIZE + MAC_SIZE  # 73
-DATA_IN_RESPONSE_MIN_SIZE = PUBLIC_KEY_SIZE + MAC_SIZE  # 48
-MAX_DATA_REQUEST_SIZE_BYTES = ONION_MAX_DATA_SIZE_BYTES - DATA_REQUEST_MIN_SIZE  # 1069
-ONION_CLIENT_MAX_DATA_SIZE_BYTES = MAX_DATA_REQUEST_SIZE_BYTES - DATA_IN_RESPONSE_MIN_SIZE  # 1021
-
-DHTPK_MIN_SIZE = 1 + 8 + PUBLIC_KEY_SIZE  # 41
-NOSPAM_SIZE = 4
-FRIEND_REQUEST_MAX_MESSAGE_BYTES = ONION_CLIENT_MAX_DATA_SIZE_BYTES - (1 + NOSPAM_SIZE)  # 1016
-
-_RESPONSE_KINDS = (PACKET_ANNOUNCE_RESPONSE, PACKET_ONION_DATA_RESPONSE)
-_EXIT_KINDS = (PACKET_ANNOUNCE_REQUEST, PACKET_ONION_DATA_REQUEST)
-
-
-def shared_key_untrusted(public_key: bytes, secret_key: bytes) -> bytes:
-    """``K(public_key, secret_key)`` for a public key taken from the network.
-
-    libsodium refuses low-order points (PyNaCl raises ``RuntimeError``); such a key can only
-    come from a forger, so it is reported as a decryption failure.
-
-    Raises:
-        DecryptError: the key is unusable.
-    """
-    try:
-        return shared_key(public_key, secret_key)
-    except (nacl.exceptions.CryptoError, ValueError) as exc:
-        raise DecryptError("unusable public key") from exc
-
-
-def cached_shared_key_untrusted(cache: SharedKeyCache, public_key: bytes) -> bytes:
-    """:func:`shared_key_untrusted` through a :class:`SharedKeyCache`.
-
-    Raises:
-        DecryptError: the key is unusable.
-    """
-    try:
-        return cache.get(public_key)
-    except (nacl.exceptions.CryptoError, ValueError) as exc:
-        raise DecryptError("unusable public key") from exc
-
-
-def _check_size(name: str, value: bytes, size: int) -> None:
-    if len(value) != size:
-        raise ValueError(f"{name} must be {size} bytes, got {len(value)}")
-
-
-def _expect_kind(data: bytes, kind: int) -> None:
-    if not data:
-        raise BadPacket("empty packet")
-    if data[0] != kind:
-        raise BadPacket(f"packet kind {data[0]:#04x}, expected {kind:#04x}")
-
-
-def _check_length(data: bytes, min_exclusive: int, max_inclusive: int) -> None:
-    if not min_exclusive < len(data) <= max_inclusive:
-        raise BadPacket(
-            f"length {len(data)} outside ({min_exclusive}, {max_inclusive}] for kind {data[0]:#04x}"
-        )
+__all__ = [  # defined here, plus the shared constants and onion-data codecs re-exported
+    "ANNOUNCE_IS_STORED_NO",
+    "ANNOUNCE_IS_STORED_OTHER",
+    "ANNOUNCE_IS_STORED_SELF",
+    "ANNOUNCE_REQUEST_PLAIN_SIZE",
+    "ANNOUNCE_REQUEST_SIZE",
+    "ANNOUNCE_RESPONSE_MAX_SIZE",
+    "ANNOUNCE_RESPONSE_MIN_SIZE",
+    "DATA_IN_RESPONSE_MIN_SIZE",
+    "DATA_REQUEST_MIN_SIZE",
+    "DATA_RESPONSE_MIN_SIZE",
+    "DHTPK_MIN_SIZE",
+    "EXIT_KINDS",
+    "FRIEND_REQUEST_MAX_MESSAGE_BYTES",
+    "MAX_DATA_REQUEST_SIZE_BYTES",
+    "MAX_SENT_NODES",
+    "NOSPAM_SIZE",
+    "ONION_CLIENT_MAX_DATA_SIZE_BYTES",
+    "ONION_DATA_DHTPK",
+    "ONION_DATA_FRIEND_REQUEST",
+    "ONION_MAX_DATA_SIZE_BYTES",
+    "ONION_MAX_PACKET_SIZE_BYTES",
+    "ONION_PING_ID_SIZE",
+    "ONION_RESPONSE_MAX_DATA_SIZE_BYTES",
+    "ONION_RETURN_1_SIZE",
+    "ONION_RETURN_2_SIZE",
+    "ONION_RETURN_3_SIZE",
+    "ONION_SENDBACK_SIZE",
+    "ONION_SEND_1_SIZE",
+    "ONION_SEND_2_SIZE",
+    "ONION_SEND_3_SIZE",
+    "ONION_SEND_BASE_SIZE",
+    "PACKET_ANNOUNCE_REQUEST",
+    "PACKET_ANNOUNCE_RESPONSE",
+    "PACKET_ONION_DATA_REQUEST",
+    "PACKET_ONION_DATA_RESPONSE",
+    "PACKET_ONION_REQUEST_0",
+    "PACKET_ONION_REQUEST_1",
+    "PACKET_ONION_REQUEST_2",
+    "PACKET_ONION_RESPONSE_1",
+    "PACKET_ONION_RESPONSE_2",
+    "PACKET_ONION_RESPONSE_3",
+    "RESPONSE_KINDS",
+    "TCP_ONION_REQUEST_MIN_SIZE_EXCLUSIVE",
+    "TCP_PACKET_ONION_REQUEST",
+    "TCP_PACKET_ONION_RESPONSE",
+    "AnnounceRequest",
+    "AnnounceRequestPayload",
+    "AnnounceResponse",
+    "AnnounceResponsePayload",
+    "DataRequest",
+    "DataResponse",
+    "DhtPkPayload",
+    "DhtPkViaDht",
+    "FriendRequestPayload",
+    "OnionDataPayload",
+    "OnionExit",
+    "OnionHop",
+    "OnionRequest0",
+    "OnionRequest1",
+    "OnionRequest2",
+    "OnionResponse1",
+    "OnionResponse2",
+    "OnionResponse3",
+    "TcpOnionRequest",
+    "cached_shared_key_untrusted",
+    "decode_onion_data_payload_untrusted",
+    "decode_onion_exit_untrusted",
+    "decode_onion_hop_untrusted",
+    "open_data_response",
+    "seal_data_request",
+    "seal_onion_data_inner",
+    "seal_onion_request",
+    "seal_tcp_onion_request",
+    "shared_key_untrusted",
+]
 
 
 # ==========================================================================================
@@ -177,8 +213,8 @@ class OnionRequest0:
     encrypted: bytes
 
     def __post_init__(self) -> None:
-        _check_size("nonce", self.nonce, NONCE_SIZE)
-        _check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
+        check_size("nonce", self.nonce, NONCE_SIZE)
+        check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
 
     def encode(self) -> bytes:
         """The packet bytes."""
@@ -191,8 +227,8 @@ class OnionRequest0:
         Raises:
             BadPacket: wrong kind or length.
         """
-        _expect_kind(data, PACKET_ONION_REQUEST_0)
-        _check_length(data, 1 + ONION_SEND_1_SIZE, ONION_MAX_PACKET_SIZE_BYTES)
+        expect_kind(data, PACKET_ONION_REQUEST_0)
+        check_length(data, 1 + ONION_SEND_1_SIZE, ONION_MAX_PACKET_SIZE_BYTES)
         return cls(data[1:25], data[25:57], data[57:])
 
 
@@ -209,9 +245,9 @@ class OnionRequest1:
     return_path: bytes
 
     def __post_init__(self) -> None:
-        _check_size("nonce", self.nonce, NONCE_SIZE)
-        _check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
-        _check_size("return_path", self.return_path, ONION_RETURN_1_SIZE)
+        check_size("nonce", self.nonce, NONCE_SIZE)
+        check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
+        check_size("return_path", self.return_path, ONION_RETURN_1_SIZE)
 
     def encode(self) -> bytes:
         """The packet bytes."""
@@ -230,8 +266,8 @@ class OnionRequest1:
         Raises:
             BadPacket: wrong kind or length.
         """
-        _expect_kind(data, PACKET_ONION_REQUEST_1)
-        _check_length(data, 1 + ONION_SEND_2_SIZE, ONION_MAX_PACKET_SIZE_BYTES)
+        expect_kind(data, PACKET_ONION_REQUEST_1)
+        check_length(data, 1 + ONION_SEND_2_SIZE, ONION_MAX_PACKET_SIZE_BYTES)
         split = len(data) - ONION_RETURN_1_SIZE
         return cls(data[1:25], data[25:57], data[57:split], data[split:])
 
@@ -249,9 +285,9 @@ class OnionRequest2:
     return_path: bytes
 
     def __post_init__(self) -> None:
-        _check_size("nonce", self.nonce, NONCE_SIZE)
-        _check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
-        _check_size("return_path", self.return_path, ONION_RETURN_2_SIZE)
+        check_size("nonce", self.nonce, NONCE_SIZE)
+        check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
+        check_size("return_path", self.return_path, ONION_RETURN_2_SIZE)
 
     def encode(self) -> bytes:
         """The packet bytes."""
@@ -270,8 +306,8 @@ class OnionRequest2:
         Raises:
             BadPacket: wrong kind or length.
         """
-        _expect_kind(data, PACKET_ONION_REQUEST_2)
-        _check_length(data, 1 + ONION_SEND_3_SIZE, ONION_MAX_PACKET_SIZE_BYTES)
+        expect_kind(data, PACKET_ONION_REQUEST_2)
+        check_length(data, 1 + ONION_SEND_3_SIZE, ONION_MAX_PACKET_SIZE_BYTES)
         split = len(data) - ONION_RETURN_2_SIZE
         return cls(data[1:25], data[25:57], data[57:split], data[split:])
 
@@ -290,8 +326,8 @@ class TcpOnionRequest:
     encrypted: bytes
 
     def __post_init__(self) -> None:
-        _check_size("nonce", self.nonce, NONCE_SIZE)
-        _check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
+        check_size("nonce", self.nonce, NONCE_SIZE)
+        check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
 
     def encode(self) -> bytes:
         """The TCP packet plaintext, starting with 0x08."""
@@ -310,9 +346,9 @@ class TcpOnionRequest:
         Raises:
             BadPacket: wrong kind, length or IP family.
         """
-        _expect_kind(data, TCP_PACKET_ONION_REQUEST)
+        expect_kind(data, TCP_PACKET_ONION_REQUEST)
         limit = ONION_MAX_PACKET_SIZE_BYTES + ONION_IP_PORT_SIZE - ONION_RETURN_1_SIZE
-        _check_length(data, TCP_ONION_REQUEST_MIN_SIZE_EXCLUSIVE, limit)
+        check_length(data, TCP_ONION_REQUEST_MIN_SIZE_EXCLUSIVE, limit)
         hop = decode_onion_hop_untrusted(data[1 + NONCE_SIZE :])
         return cls(data[1:25], hop.ip_port, hop.public_key, hop.encrypted)
 
@@ -326,7 +362,7 @@ class OnionHop:
     encrypted: bytes
 
     def __post_init__(self) -> None:
-        _check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
+        check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
 
     def encode(self) -> bytes:
         """The layer plaintext."""
@@ -366,7 +402,7 @@ def decode_onion_exit_untrusted(plain: bytes) -> OnionExit:
     """
     if len(plain) <= ONION_IP_PORT_SIZE:
         raise BadPacket("exit layer carries no payload")
-    if plain[ONION_IP_PORT_SIZE] not in _EXIT_KINDS:
+    if plain[ONION_IP_PORT_SIZE] not in EXIT_KINDS:
         raise BadPacket(f"exit payload kind {plain[ONION_IP_PORT_SIZE]:#04x} not forwarded")
     ip_port = decode_onion_ip_port_untrusted(plain[:ONION_IP_PORT_SIZE])
     return OnionExit(ip_port, plain[ONION_IP_PORT_SIZE:])
@@ -435,9 +471,9 @@ def seal_tcp_onion_request(
 
 
 def _decode_response(data: bytes, kind: int, ret_size: int) -> tuple[bytes, bytes]:
-    _expect_kind(data, kind)
-    _check_length(data, 1 + ret_size, ONION_MAX_PACKET_SIZE_BYTES)
-    if data[1 + ret_size] not in _RESPONSE_KINDS:
+    expect_kind(data, kind)
+    check_length(data, 1 + ret_size, ONION_MAX_PACKET_SIZE_BYTES)
+    if data[1 + ret_size] not in RESPONSE_KINDS:
         raise BadPacket(f"onion response carries kind {data[1 + ret_size]:#04x}")
     return data[1 : 1 + ret_size], data[1 + ret_size :]
 
@@ -450,7 +486,7 @@ class OnionResponse3:
     payload: bytes
 
     def __post_init__(self) -> None:
-        _check_size("return_path", self.return_path, ONION_RETURN_3_SIZE)
+        check_size("return_path", self.return_path, ONION_RETURN_3_SIZE)
 
     def encode(self) -> bytes:
         """The packet bytes."""
@@ -474,7 +510,7 @@ class OnionResponse2:
     payload: bytes
 
     def __post_init__(self) -> None:
-        _check_size("return_path", self.return_path, ONION_RETURN_2_SIZE)
+        check_size("return_path", self.return_path, ONION_RETURN_2_SIZE)
 
     def encode(self) -> bytes:
         """The packet bytes."""
@@ -498,7 +534,7 @@ class OnionResponse1:
     payload: bytes
 
     def __post_init__(self) -> None:
-        _check_size("return_path", self.return_path, ONION_RETURN_1_SIZE)
+        check_size("return_path", self.return_path, ONION_RETURN_1_SIZE)
 
     def encode(self) -> bytes:
         """The packet bytes."""
@@ -529,10 +565,10 @@ class AnnounceRequestPayload:
     sendback: bytes
 
     def __post_init__(self) -> None:
-        _check_size("ping_id", self.ping_id, ONION_PING_ID_SIZE)
-        _check_size("search_public_key", self.search_public_key, PUBLIC_KEY_SIZE)
-        _check_size("data_public_key", self.data_public_key, PUBLIC_KEY_SIZE)
-        _check_size("sendback", self.sendback, ONION_SENDBACK_SIZE)
+        check_size("ping_id", self.ping_id, ONION_PING_ID_SIZE)
+        check_size("search_public_key", self.search_public_key, PUBLIC_KEY_SIZE)
+        check_size("data_public_key", self.data_public_key, PUBLIC_KEY_SIZE)
+        check_size("sendback", self.sendback, ONION_SENDBACK_SIZE)
 
     def encode(self) -> bytes:
         """The plaintext bytes."""
@@ -559,9 +595,9 @@ class AnnounceRequest:
     encrypted: bytes
 
     def __post_init__(self) -> None:
-        _check_size("nonce", self.nonce, NONCE_SIZE)
-        _check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
-        _check_size("encrypted", self.encrypted, ANNOUNCE_REQUEST_PLAIN_SIZE + MAC_SIZE)
+        check_size("nonce", self.nonce, NONCE_SIZE)
+        check_size("public_key", self.public_key, PUBLIC_KEY_SIZE)
+        check_size("encrypted", self.encrypted, ANNOUNCE_REQUEST_PLAIN_SIZE + MAC_SIZE)
 
     def encode(self) -> bytes:
         """The packet bytes."""
@@ -574,7 +610,7 @@ class AnnounceRequest:
         Raises:
             BadPacket: wrong kind or not exactly 177 bytes.
         """
-        _expect_kind(data, PACKET_ANNOUNCE_REQUEST)
+        expect_kind(data, PACKET_ANNOUNCE_REQUEST)
         if len(data) != ANNOUNCE_REQUEST_SIZE:
             raise BadPacket(f"announce request must be {ANNOUNCE_REQUEST_SIZE} bytes")
         return cls(data[1:25], data[25:57], data[57:])
@@ -610,7 +646,7 @@ class AnnounceResponsePayload:
     nodes: tuple[PackedNode, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_size("ping_id_or_data_public_key", self.ping_id_or_data_public_key, 32)
+        check_size("ping_id_or_data_public_key", self.ping_id_or_data_public_key, 32)
         if not 0 <= self.is_stored <= 255:
             raise ValueError("is_stored is one byte")
         if len(self.nodes) > MAX_SENT_NODES or any(n.tcp for n in self.nodes):
@@ -642,8 +678,8 @@ class AnnounceResponse:
     encrypted: bytes
 
     def __post_init__(self) -> None:
-        _check_size("sendback", self.sendback, ONION_SENDBACK_SIZE)
-        _check_size("nonce", self.nonce, NONCE_SIZE)
+        check_size("sendback", self.sendback, ONION_SENDBACK_SIZE)
+        check_size("nonce", self.nonce, NONCE_SIZE)
 
     def encode(self) -> bytes:
         """The packet bytes."""
@@ -656,7 +692,7 @@ class AnnounceResponse:
         Raises:
             BadPacket: wrong kind or length outside 82..626.
         """
-        _expect_kind(data, PACKET_ANNOUNCE_RESPONSE)
+        expect_kind(data, PACKET_ANNOUNCE_RESPONSE)
         if not ANNOUNCE_RESPONSE_MIN_SIZE <= len(data) <= ANNOUNCE_RESPONSE_MAX_SIZE:
             raise BadPacket(f"announce response of {len(data)} bytes")
         return cls(data[1:9], data[9:33], data[33:])
@@ -677,291 +713,3 @@ class AnnounceResponse:
             BadPacket: the plaintext is malformed.
         """
         return AnnounceResponsePayload.decode(decrypt_untrusted(key, self.nonce, self.encrypted))
-
-
-# ==========================================================================================
-# Onion data request / response (0x85 / 0x86)
-# ==========================================================================================
-
-
-@dataclass(frozen=True, slots=True)
-class DataRequest:
-    """0x85: ``[0x85][dest real pk 32][nonce 24][temp pk 32][box]``, 105 < length <= 1174."""
-
-    destination_public_key: bytes
-    nonce: bytes
-    temp_public_key: bytes
-    encrypted: bytes
-
-    def __post_init__(self) -> None:
-        _check_size("destination_public_key", self.destination_public_key, PUBLIC_KEY_SIZE)
-        _check_size("nonce", self.nonce, NONCE_SIZE)
-        _check_size("temp_public_key", self.temp_public_key, PUBLIC_KEY_SIZE)
-
-    def encode(self) -> bytes:
-        """The packet bytes."""
-        return (
-            bytes((PACKET_ONION_DATA_REQUEST,))
-            + self.destination_public_key
-            + self.nonce
-            + self.temp_public_key
-            + self.encrypted
-        )
-
-    @classmethod
-    def decode(cls, data: bytes, *, max_size: int = ONION_MAX_DATA_SIZE_BYTES) -> DataRequest:
-        """Parse an 0x85 packet. Node D receives up to 1223 bytes (1400 minus ret3).
-
-        Raises:
-            BadPacket: wrong kind or length.
-        """
-        _expect_kind(data, PACKET_ONION_DATA_REQUEST)
-        _check_length(data, DATA_REQUEST_MIN_SIZE, max_size)
-        return cls(data[1:33], data[33:57], data[57:89], data[89:])
-
-    def to_response(self) -> DataResponse:
-        """The 0x86 node D forwards: this packet minus the destination key."""
-        return DataResponse(self.nonce, self.temp_public_key, self.encrypted)
-
-
-@dataclass(frozen=True, slots=True)
-class DataResponse:
-    """0x86: ``[0x86][nonce 24][temp pk 32][box]``; the receiver accepts 121 < length <= 1069."""
-
-    nonce: bytes
-    temp_public_key: bytes
-    encrypted: bytes
-
-    def __post_init__(self) -> None:
-        _check_size("nonce", self.nonce, NONCE_SIZE)
-        _check_size("temp_public_key", self.temp_public_key, PUBLIC_KEY_SIZE)
-
-    def encode(self) -> bytes:
-        """The packet bytes."""
-        return (
-            bytes((PACKET_ONION_DATA_RESPONSE,))
-            + self.nonce
-            + self.temp_public_key
-            + self.encrypted
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> DataResponse:
-        """Parse an 0x86 packet.
-
-        Raises:
-            BadPacket: wrong kind or length.
-        """
-        _expect_kind(data, PACKET_ONION_DATA_RESPONSE)
-        _check_length(
-            data, DATA_RESPONSE_MIN_SIZE + DATA_IN_RESPONSE_MIN_SIZE, MAX_DATA_REQUEST_SIZE_BYTES
-        )
-        return cls(data[1:25], data[25:57], data[57:])
-
-
-def seal_data_request(
-    rng: Rng,
-    nonce: bytes,
-    destination_real_public_key: bytes,
-    destination_data_public_key: bytes,
-    inner: bytes,
-) -> DataRequest:
-    """Wrap ``inner`` (from :func:`seal_onion_data_inner`) for one announce node.
-
-    A fresh temporary key pair is drawn from ``rng`` for every packet (toxcore
-    ``create_data_request``).
-
-    Raises:
-        ValueError: the packet would exceed 1174 bytes.
-    """
-    if DATA_REQUEST_MIN_SIZE + len(inner) > ONION_MAX_DATA_SIZE_BYTES or not inner:
-        raise ValueError("onion data too long")
-    temp = KeyPair.generate(rng)
-    key = shared_key_untrusted(destination_data_public_key, temp.secret_key)
-    return DataRequest(
-        destination_real_public_key, nonce, temp.public_key, encrypt(key, nonce, inner)
-    )
-
-
-def seal_onion_data_inner(
-    sender: KeyPair, destination_real_public_key: bytes, nonce: bytes, payload: bytes
-) -> bytes:
-    """``[sender real pk][box(K(sender, dest), nonce, payload)]``; payload 1..1021 bytes.
-
-    Raises:
-        ValueError: payload empty or longer than 1021 bytes.
-    """
-    if not 0 < len(payload) <= ONION_CLIENT_MAX_DATA_SIZE_BYTES:
-        raise ValueError(f"onion data payload must be 1..{ONION_CLIENT_MAX_DATA_SIZE_BYTES} bytes")
-    key = shared_key(destination_real_public_key, sender.secret_key)
-    return sender.public_key + encrypt(key, nonce, payload)
-
-
-def open_data_response(
-    response: DataResponse, data_secret_key: bytes, real_secret_key: bytes
-) -> tuple[bytes, bytes]:
-    """Open an 0x86 sent to us; returns ``(sender real pk, payload)``.
-
-    Raises:
-        DecryptError: either box does not open (forged, or not for us).
-        BadPacket: the inner layer is too short.
-    """
-    outer_key = shared_key_untrusted(response.temp_public_key, data_secret_key)
-    inner = decrypt_untrusted(outer_key, response.nonce, response.encrypted)
-    if len(inner) <= DATA_IN_RESPONSE_MIN_SIZE:
-        raise BadPacket("onion data inner layer too short")
-    sender = inner[:PUBLIC_KEY_SIZE]
-    inner_key = shared_key_untrusted(sender, real_secret_key)
-    payload = decrypt_untrusted(inner_key, response.nonce, inner[PUBLIC_KEY_SIZE:])
-    return sender, payload
-
-
-# ==========================================================================================
-# Onion data payloads
-# ==========================================================================================
-
-
-@dataclass(frozen=True, slots=True)
-class DhtPkPayload:
-    """0x9c DHT-PK announcement: ``[0x9c][no_replay u64][DHT pk 32][0..4 packed nodes]``.
-
-    Nodes may be TCP relays (ip_type 130/138) or UDP DHT nodes.
-    """
-
-    no_replay: int
-    dht_public_key: bytes
-    nodes: tuple[PackedNode, ...] = ()
-
-    def __post_init__(self) -> None:
-        _check_size("dht_public_key", self.dht_public_key, PUBLIC_KEY_SIZE)
-        if not 0 <= self.no_replay < 1 << 64:
-            raise ValueError("no_replay is an unsigned 64-bit number")
-        if len(self.nodes) > MAX_SENT_NODES:
-            raise ValueError("at most 4 nodes")
-
-    def encode(self) -> bytes:
-        """The payload bytes, starting with 0x9c."""
-        return (
-            bytes((ONION_DATA_DHTPK,))
-            + self.no_replay.to_bytes(8, "big")
-            + self.dht_public_key
-            + encode_nodes(self.nodes)
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> DhtPkPayload:
-        """Parse a DHT-PK payload.
-
-        Raises:
-            BadPacket: wrong type, too short, malformed nodes or more than 4.
-        """
-        _expect_kind(data, ONION_DATA_DHTPK)
-        reader = Reader(data, 1)
-        no_replay = reader.u64()
-        dht_pk = reader.read(PUBLIC_KEY_SIZE)
-        nodes = decode_nodes_untrusted(reader.rest(), allow_tcp=True, max_nodes=MAX_SENT_NODES)
-        return cls(no_replay, dht_pk, tuple(nodes))
-
-
-@dataclass(frozen=True, slots=True)
-class FriendRequestPayload:
-    """0x20 friend request: ``[0x20][nospam 4][message 1..1016]`` (tox-protocol.md 2.2)."""
-
-    nospam: bytes
-    message: bytes
-
-    def __post_init__(self) -> None:
-        _check_size("nospam", self.nospam, NOSPAM_SIZE)
-        if not 0 < len(self.message) <= FRIEND_REQUEST_MAX_MESSAGE_BYTES:
-            raise ValueError(f"message must be 1..{FRIEND_REQUEST_MAX_MESSAGE_BYTES} bytes")
-
-    def encode(self) -> bytes:
-        """The payload bytes, starting with 0x20."""
-        return bytes((ONION_DATA_FRIEND_REQUEST,)) + self.nospam + self.message
-
-    @classmethod
-    def decode(cls, data: bytes) -> FriendRequestPayload:
-        """Parse a friend request payload (6..1021 bytes, as ``friendreq_handlepacket``).
-
-        Raises:
-            BadPacket: wrong type or length.
-        """
-        _expect_kind(data, ONION_DATA_FRIEND_REQUEST)
-        if not 1 + NOSPAM_SIZE < len(data) <= ONION_CLIENT_MAX_DATA_SIZE_BYTES:
-            raise BadPacket(f"friend request payload of {len(data)} bytes")
-        return cls(data[1:5], data[5:])
-
-
-OnionDataPayload = DhtPkPayload | FriendRequestPayload
-
-
-def decode_onion_data_payload_untrusted(data: bytes) -> OnionDataPayload:
-    """Dispatch on the first byte of a decrypted onion data payload.
-
-    Raises:
-        BadPacket: unknown type or malformed payload.
-    """
-    if not data:
-        raise BadPacket("empty onion data payload")
-    if data[0] == ONION_DATA_DHTPK:
-        return DhtPkPayload.decode(data)
-    if data[0] == ONION_DATA_FRIEND_REQUEST:
-        return FriendRequestPayload.decode(data)
-    raise BadPacket(f"unknown onion data type {data[0]:#04x}")
-
-
-@dataclass(frozen=True, slots=True)
-class DhtPkViaDht:
-    """The DHT-routed DHT-PK announcement: the data after request id 0x9c in a 0x20 packet.
-
-    Layout: ``[sender real pk 32][nonce 24][box(K(sender real, friend real), nonce, 0x9c...)]``;
-    113..317 bytes (tox-protocol.md 5.8.1, c-toxcore ``handle_dht_dhtpk``).
-    """
-
-    sender_public_key: bytes
-    nonce: bytes
-    encrypted: bytes
-
-    def __post_init__(self) -> None:
-        _check_size("sender_public_key", self.sender_public_key, PUBLIC_KEY_SIZE)
-        _check_size("nonce", self.nonce, NONCE_SIZE)
-
-    def encode(self) -> bytes:
-        """The bytes after the request id."""
-        return self.sender_public_key + self.nonce + self.encrypted
-
-    @classmethod
-    def decode(cls, data: bytes) -> DhtPkViaDht:
-        """Parse the data after the request id.
-
-        Raises:
-            BadPacket: length outside 113..317.
-        """
-        overhead = PUBLIC_KEY_SIZE + NONCE_SIZE + MAC_SIZE
-        max_nodes_bytes = MAX_SENT_NODES * 51
-        if (
-            not overhead + DHTPK_MIN_SIZE
-            <= len(data)
-            <= overhead + DHTPK_MIN_SIZE + max_nodes_bytes
-        ):
-            raise BadPacket(f"DHT-routed DHT-PK of {len(data)} bytes")
-        return cls(data[:32], data[32:56], data[56:])
-
-    @classmethod
-    def seal(
-        cls, rng: Rng, sender: KeyPair, friend_real_public_key: bytes, payload: DhtPkPayload
-    ) -> DhtPkViaDht:
-        """Encrypt ``payload`` from our real key to the friend's real key."""
-        nonce = random_nonce(rng)
-        key = shared_key(friend_real_public_key, sender.secret_key)
-        return cls(sender.public_key, nonce, encrypt(key, nonce, payload.encode()))
-
-    def open(self, real_secret_key: bytes) -> DhtPkPayload:
-        """Decrypt with our real secret key.
-
-        Raises:
-            DecryptError: the box does not open.
-            BadPacket: the payload is not a DHT-PK announcement.
-        """
-        key = shared_key_untrusted(self.sender_public_key, real_secret_key)
-        return DhtPkPayload.decode(decrypt_untrusted(key, self.nonce, self.encrypted))
