@@ -36,7 +36,7 @@ Outputs: UDP datagrams (:meth:`datagrams_to_send`), TCP 0x08 packets for relays
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from tunnel.crypto import KeyPair, Rng, random_nonce
@@ -52,6 +52,14 @@ from tunnel.onion.announce import (
     OnionNode,
     add_to_list,
     would_enter,
+)
+from tunnel.onion.events import (
+    FriendDhtKeyLearned,
+    FriendRequestReceived,
+    OnionClientStats,
+    OnionEvent,
+    OnionHooks,
+    OnionStatusChanged,
 )
 from tunnel.onion.friend_requests import FriendRequests
 from tunnel.onion.paths import (
@@ -87,6 +95,16 @@ from tunnel.wire.onion import (
 )
 from tunnel.wire.packed_node import PackedNode
 
+__all__ = [  # the events and hooks live in tunnel.onion.events; re-exported for callers
+    "FriendDhtKeyLearned",
+    "FriendRequestReceived",
+    "OnionClient",
+    "OnionClientStats",
+    "OnionEvent",
+    "OnionHooks",
+    "OnionStatusChanged",
+]
+
 ONION_OFFLINE_TIMEOUT_S = ONION_NODE_PING_INTERVAL_S * (ONION_NODE_MAX_PINGS + 2)  # 75
 ONION_DHTPK_SEND_INTERVAL_S = 30
 DHT_DHTPK_SEND_INTERVAL_S = 20
@@ -109,106 +127,12 @@ TICK_INTERVAL_S = 1.0
 ONION_CLIENT_PACKET_KINDS = frozenset({PACKET_ANNOUNCE_RESPONSE, PACKET_ONION_DATA_RESPONSE})
 
 
-# --- events ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class OnionStatusChanged:
-    """Our onion connection status changed (``tox_self_get_connection_status`` != NONE)."""
-
-    connected: bool
-    tcp: bool
-
-
-@dataclass(frozen=True, slots=True)
-class FriendDhtKeyLearned:
-    """A friend told us its DHT pk; ``nodes`` are its DHT nodes (UDP) and TCP relays (tcp).
-
-    The DHT layer should add a DHT friend for ``dht_public_key``, send a nodes request for it
-    to each UDP node, and the TCP layer should try the relays.
-    """
-
-    public_key: bytes
-    dht_public_key: bytes
-    nodes: tuple[PackedNode, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class FriendRequestReceived:
-    """Someone sent us a friend request with our current nospam."""
-
-    public_key: bytes
-    message: bytes
-
-
-OnionEvent = OnionStatusChanged | FriendDhtKeyLearned | FriendRequestReceived
-
-
-# --- injected environment -------------------------------------------------------------------
-
-
-def _no_nodes(count: int) -> Sequence[PackedNode]:
-    return ()
-
-
-def _no_relays() -> Sequence[Hashable]:
-    return ()
-
-
-def _no_dhtpk_nodes() -> Sequence[PackedNode]:
-    return ()
-
-
-def _udp_ok() -> bool:
-    return True
-
-
-@dataclass(slots=True)
-class OnionHooks:
-    """What the client needs from the DHT and TCP layers (all optional).
-
-    * ``random_dht_nodes(n)``: up to ``n`` DHT nodes to build paths from (toxcore
-      ``randfriends_nodes``).
-    * ``dht_connected()``: UDP DHT connectivity; when False paths start at a TCP relay.
-    * ``dht_non_lan_connected()``: UDP connectivity beyond the LAN; decides whether
-      :class:`OnionStatusChanged` says ``tcp`` (toxcore ``dht_non_lan_connected``). None:
-      same as ``dht_connected``.
-    * ``onion_tcp_relays()``: handles of connected TCP relays usable as node A.
-    * ``dhtpk_nodes()``: up to 4 nodes for our DHT-PK announcement: up to 2 connected TCP relays
-      (``tcp=True``) followed by DHT close-list nodes.
-    """
-
-    random_dht_nodes: Callable[[int], Sequence[PackedNode]] = _no_nodes
-    dht_connected: Callable[[], bool] = _udp_ok
-    dht_non_lan_connected: Callable[[], bool] | None = None
-    onion_tcp_relays: Callable[[], Sequence[Hashable]] = _no_relays
-    dhtpk_nodes: Callable[[], Sequence[PackedNode]] = _no_dhtpk_nodes
-
-
-# --- state ----------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True)
 class _Sendback:
     friend: bytes | None  # None: announcing ourselves
     node: PackedNode
     path_num: int
     expires: float
-
-
-@dataclass(slots=True)
-class OnionClientStats:
-    """Counters of the client (dropped input, traffic)."""
-
-    announce_requests_sent: int = 0
-    announce_responses: int = 0
-    data_packets_sent: int = 0
-    data_packets_received: int = 0
-    dropped_malformed: int = 0
-    dropped_decrypt: int = 0
-    dropped_unknown_sendback: int = 0
-    dropped_not_friend: int = 0
-    dropped_replay: int = 0
 
 
 class OnionClient:
