@@ -217,3 +217,40 @@ def test_share_relays_codec_and_handling() -> None:
     a_pk = b.m.friend_public_key(fb)
     assert net.run_until(lambda: b_conn.friend_relays(a_pk) == relays, timeout=3)
     assert b_conn.status(a_pk) is FriendStatus.CONNECTED
+
+
+def test_peer_restart_with_new_dht_key_replaces_the_session() -> None:
+    """A restarts (same real key, new DHT key, fresh state) and connects again: B replaces
+    its old session (different DHT key in the cookie) instead of ignoring the handshake."""
+    net, a, b, fa, fb = make(9)
+    online(net, a, b)
+    a_real = b.m.friend_public_key(fb)
+    b_real = a.m.friend_public_key(fa)
+    b_dht = b.m.netcrypto.ident.dht.public_key
+    old_a = a.m
+    rng = SeededRng("restart")
+    new_a = Messenger(NetCrypto(old_a.netcrypto.ident.real, KeyPair.generate(rng), rng))
+    endpoint = next(e for e in net.endpoints if e.core is a)
+    endpoint.detach()
+    a2 = Node(new_a)
+    net.attach(a2, net.hosts[0], PORT + 1)
+    new_a.add_friend_norequest(b_real, net.now, dht_pk=b_dht, udp_addr=("11.0.0.2", PORT))
+    assert net.run_until(lambda: a2.of(FriendOnline) and len(b.of(FriendOnline)) == 2, timeout=10)
+    assert b.of(FriendOffline)  # the old session went down on B's side
+    session = b.m.netcrypto.sessions[a_real]
+    assert session.peer_dht_pk == new_a.netcrypto.ident.dht.public_key
+    new_a.send_message(0, b"I am back", net.now)
+    assert net.run_until(lambda: b.of(MessageReceived), timeout=2)
+
+
+def test_changed_dht_key_from_discovery_reconnects() -> None:
+    net, a, b, fa, _fb = make(10)
+    online(net, a, b)
+    b_real = a.m.friend_public_key(fa)
+    # DHT/onion tells A that B's DHT key changed (here: to the same key B really has, after a
+    # bogus one): A drops its session and reconnects with the key it is given.
+    bogus = KeyPair.generate(SeededRng("bogus")).public_key
+    a.m.connections.set_dht_pk(b_real, bogus, net.now)
+    assert net.run_until(lambda: a.of(FriendOffline), timeout=2)
+    a.m.connections.set_dht_pk(b_real, b.m.netcrypto.ident.dht.public_key, net.now)
+    assert net.run_until(lambda: len(a.of(FriendOnline)) == 2, timeout=15)

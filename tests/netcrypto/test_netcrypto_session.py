@@ -288,3 +288,49 @@ def test_same_seed_same_trace() -> None:
 
 def test_handshake_decode_sizes_are_toxcores() -> None:
     assert len(Handshake(bytes(112), bytes(24), bytes(248)).encode()) == 385
+
+
+def test_path_switches_to_tcp_and_back_without_losing_the_stream() -> None:
+    """UDP dies mid-transfer: after UDP_DIRECT_TIMEOUT the session uses the (in-memory) TCP
+    relay path; when UDP comes back, small probes restore direct UDP. Nothing is lost."""
+    link = LinkParams(latency_s=0.01, bandwidth_bytes_per_s=500_000)
+    net, a, b, a_real, a_dht, b_real, b_dht = make_pair(12, link)
+    relayed = {"a": 0, "b": 0}
+
+    def shuttle() -> None:
+        for name, src, dst, src_dht in (("a", a, b, a_dht), ("b", b, a, b_dht)):
+            for packet in src.nc.tcp_packets_to_send():
+                relayed[name] += 1
+
+                def deliver(
+                    d: bytes = packet.data, t: App = dst, k: bytes = src_dht.public_key
+                ) -> None:
+                    t.nc.receive_tcp(d, k, "relay", net.now)
+                    t._after(net.now)
+
+                net.call_later(0.02, deliver)
+        net.call_later(0.002, shuttle)
+
+    a.nc.tcp_enabled = True
+    b.nc.tcp_enabled = True
+    net.call_later(0.0, shuttle)
+    connect(net, a, b, b_real, b_dht)
+    handshake_relayed = relayed["a"]  # before UDP is known to work, both paths are tried
+    a.to_send = payloads(15000, size=600)
+    net.run_for(0.5)
+    assert relayed["a"] == handshake_relayed  # direct UDP: nothing more over TCP
+    got_before = len(b.received)
+    assert 0 < got_before < 15000
+    net.block("11.0.0.2")
+    assert net.run_until(
+        lambda: relayed["a"] > handshake_relayed + 100 and len(b.received) > got_before,
+        timeout=20,
+    )
+    assert not a.nc.is_direct(b_real.public_key, net.now)
+    net.unblock("11.0.0.2")
+    got_on_tcp = len(b.received)
+    assert net.run_until(lambda: a.nc.is_direct(b_real.public_key, net.now), timeout=15)
+    assert got_on_tcp < 15000  # the stream continues over UDP again
+    assert net.run_until(lambda: len(b.received) == 15000, timeout=60)
+    assert b.received == payloads(15000, size=600)
+    assert b.nc.is_established(a_real.public_key)

@@ -54,6 +54,10 @@ BURST_S = 0.005
 MIN_BURST_PKTS = 16.0
 INITIAL_RTT_S = 0.2
 MIN_PACING_STEP_S = 0.0005
+MIN_RTT_WINDOW_S = 10.0
+OUTAGE_S = 1.0
+MIN_CWND_PKTS = 64.0
+ACK_DELAY_ALLOWANCE_S = 0.15
 
 
 class Congestion:
@@ -67,7 +71,9 @@ class Congestion:
         "_full_bw",
         "_interval_start",
         "_last_refill",
+        "_last_delivery",
         "_lost_in_interval",
+        "_min_rtt_at",
         "_rtt_seen",
         "_sent_in_interval",
         "btl_bw",
@@ -94,6 +100,8 @@ class Congestion:
         self.tokens = MIN_BURST_PKTS
         self.loss_events = 0
         self._rtt_seen = False
+        self._min_rtt_at = now
+        self._last_delivery = now
         self._bw_samples: deque[float] = deque(maxlen=BW_WINDOW)
         self._full_bw = 0.0
         self._flat_steps = 0
@@ -111,7 +119,7 @@ class Congestion:
 
     # ------------------------------------------------------------------ feedback
 
-    def on_rtt_sample(self, rtt: float) -> None:
+    def on_rtt_sample(self, rtt: float, now: float) -> None:
         """A round-trip sample (seconds) from a newly acknowledged, never-resent packet."""
         rtt = max(rtt, 0.0)
         if not self._rtt_seen:
@@ -119,8 +127,15 @@ class Congestion:
             self.srtt = rtt
             self.rttvar = rtt / 2
             self.min_rtt = rtt
+            self._min_rtt_at = now
             return
-        self.min_rtt = min(self.min_rtt, rtt)
+        # A packet acknowledged only after an outage would poison srtt (and with it the resend
+        # delay) for many round trips: let one sample at most double it.
+        rtt = min(rtt, 2 * self.srtt + MIN_INTERVAL_S)
+        if rtt <= self.min_rtt or now - self._min_rtt_at > MIN_RTT_WINDOW_S:
+            # The minimum expires so a path change (UDP <-> TCP relay) is followed.
+            self.min_rtt = rtt
+            self._min_rtt_at = now
         self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
         self.srtt = 0.875 * self.srtt + 0.125 * rtt
 
@@ -131,6 +146,17 @@ class Congestion:
     def on_loss(self, count: int = 1) -> None:
         """The peer reported ``count`` packets missing that we sent long enough ago."""
         self._lost_in_interval += count
+
+    @property
+    def cwnd_pkts(self) -> float:
+        """Most new packets in flight beyond what the peer reported received.
+
+        Two round trips of the bottleneck rate plus the peer's acknowledgement delay (its
+        request packets come every 20 ms from us, 50 ms or more from toxcore): enough to keep
+        the pipe full, small enough that a dead path does not swallow the whole window.
+        """
+        rate = max(self.btl_bw, self.rate)
+        return max(MIN_CWND_PKTS, rate * (2 * self.min_rtt + ACK_DELAY_ALLOWANCE_S))
 
     @property
     def interval_s(self) -> float:
@@ -155,8 +181,19 @@ class Congestion:
             return
         sample = self._delivered_in_interval / elapsed
         self.delivery_rate = sample
-        self._bw_samples.append(sample)
-        self.btl_bw = max(self._bw_samples)
+        if self._delivered_in_interval:
+            if now - self._last_delivery > OUTAGE_S:
+                # Deliveries resume after an outage (path switch, blackout): the old model
+                # says nothing about the new path, so search for its capacity again.
+                self.mode = "startup"
+                self._full_bw = 0.0
+                self._flat_steps = 0
+                self._bw_samples.clear()
+            self._last_delivery = now
+            # Only intervals that delivered something are samples: an outage with nothing
+            # acknowledged is not a measurement of zero capacity.
+            self._bw_samples.append(sample)
+            self.btl_bw = max(self._bw_samples)
         lost = self._lost_in_interval
         heavy_loss = lost > max(LOSS_MIN_PKTS, LOSS_THRESHOLD * self._sent_in_interval)
         if heavy_loss:

@@ -79,6 +79,7 @@ MIN_SEND_QUEUE_PKTS = 128
 SEND_QUEUE_S = 0.25
 REPLAY_WINDOW_PKTS = 8192
 MAX_REQUEST_HOLES = MAX_CRYPTO_DATA_SIZE_BYTES - 1
+LOSS_RECENT_S = 0.25
 
 _U32 = 0xFFFFFFFF
 _NONCE_MOD = 1 << 192
@@ -485,7 +486,7 @@ class Session:
             self._acked_high = start
         self.send_start = start
         if clean and newest is not None and newest.sent_time is not None:
-            self.congestion.on_rtt_sample(now - newest.sent_time)
+            self.congestion.on_rtt_sample(now - newest.sent_time, now)
         return True
 
     def _handle_request(self, body: bytes, now: float) -> None:
@@ -496,7 +497,18 @@ class Session:
             newly_missing = sum(1 for offset in report.missing if self.send_start + offset >= base)
             self.congestion.on_delivered(max(0, top - base - newly_missing))
             self._acked_high = top
+            # RTT from the newest packet the report shows received (if it was sent once):
+            # unlike cumulative acks, this does not wait for holes to be filled.
+            newest = self._send.get(top - 1)
+            if (
+                newest is not None
+                and newest.sent_time is not None
+                and not newest.resent
+                and (not report.missing or self.send_start + report.missing[-1] != top - 1)
+            ):
+                self.congestion.on_rtt_sample(now - newest.sent_time, now)
         delay = self.congestion.resend_delay_s
+        recent = 2 * delay + LOSS_RECENT_S
         lost = 0
         for offset in report.missing:
             n = self.send_start + offset
@@ -504,10 +516,13 @@ class Session:
             if sent is None or sent.sent_time is None:
                 continue
             if sent.sent_time + delay < now:
+                # Only recent losses say something about congestion; packets that vanished
+                # in an outage long ago (blackout, path switch) are just resent.
+                if now - sent.sent_time < recent:
+                    lost += 1
                 sent.sent_time = None
                 sent.resent = True
                 heappush(self._resend, n)
-                lost += 1
         if lost:
             self.congestion.on_loss(lost)
 
@@ -646,8 +661,11 @@ class Session:
                 if entry is None or entry.sent_time is not None:
                     continue
                 self._transmit(entry, n, now)
-            elif self._next_new < self.send_end and (
-                self._next_new - self.send_start < PACKET_BUFFER_SIZE - 1
+            elif (
+                self._next_new < self.send_end
+                and self._next_new - self.send_start < PACKET_BUFFER_SIZE - 1
+                and self._next_new - max(self._acked_high, self.send_start)
+                < self.congestion.cwnd_pkts
             ):
                 self._transmit(self._send[self._next_new], self._next_new, now)
             else:
@@ -689,6 +707,8 @@ class Session:
         if self._resend or (
             self._next_new < self.send_end
             and self._next_new - self.send_start < PACKET_BUFFER_SIZE - 1
+            and self._next_new - max(self._acked_high, self.send_start)
+            < self.congestion.cwnd_pkts
         ):
             deadline = min(deadline, self.congestion.next_send_time())
         return deadline
