@@ -707,8 +707,7 @@ class Session:
         if self._resend or (
             self._next_new < self.send_end
             and self._next_new - self.send_start < PACKET_BUFFER_SIZE - 1
-            and self._next_new - max(self._acked_high, self.send_start)
-            < self.congestion.cwnd_pkts
+            and self._next_new - max(self._acked_high, self.send_start) < self.congestion.cwnd_pkts
         ):
             deadline = min(deadline, self.congestion.next_send_time())
         return deadline
