@@ -334,3 +334,35 @@ def test_path_switches_to_tcp_and_back_without_losing_the_stream() -> None:
     assert net.run_until(lambda: len(b.received) == 15000, timeout=60)
     assert b.received == payloads(15000, size=600)
     assert b.nc.is_established(a_real.public_key)
+
+
+def test_two_flows_share_a_bottleneck_fairly() -> None:
+    """Two sessions between the same two hosts share one 2 MB/s bottleneck: both get a fair
+    part of it and together they keep it busy (no starvation, no collapse)."""
+    net = SimNetwork(13)
+    rng = SeededRng(13)
+    link = LinkParams(latency_s=0.02, bandwidth_bytes_per_s=2_000_000, max_queue_s=0.1)
+    ha, hb = net.add_host("11.0.0.1"), net.add_host("11.0.0.2")
+    net.set_link("11.0.0.1", "11.0.0.2", link)
+    receivers: list[App] = []
+    for i in range(2):
+        a_real, a_dht = KeyPair.generate(rng.fork(f"ar{i}")), KeyPair.generate(rng.fork(f"ad{i}"))
+        b_real, b_dht = KeyPair.generate(rng.fork(f"br{i}")), KeyPair.generate(rng.fork(f"bd{i}"))
+        a = App(NetCrypto(a_real, a_dht, rng.fork(f"a{i}")))
+        b = App(NetCrypto(b_real, b_dht, rng.fork(f"b{i}"), accept_peer=lambda r, d: True))
+        net.attach(a, ha, PORT + i)
+        net.attach(b, hb, PORT + i)
+        a.peer, b.peer = b_real.public_key, a_real.public_key
+        a.nc.connect(b_real.public_key, b_dht.public_key, net.now, udp_addr=("11.0.0.2", PORT + i))
+        assert net.run_until(lambda a=a: a.ups() == 1, timeout=10)
+        a.to_send = payloads(40000, size=1373)
+        receivers.append(b)
+    net.run_for(2.0)  # let both ramp up
+    before = [len(b.received) for b in receivers]
+    net.run_for(5.0)
+    shares = [(len(b.received) - n) * 1373 / 5.0 for b, n in zip(receivers, before, strict=True)]
+    total = sum(shares)
+    assert total > 0.7 * 2_000_000, shares
+    assert min(shares) > 0.25 * total, shares
+    for b in receivers:
+        assert b.received == payloads(len(b.received), size=1373)
