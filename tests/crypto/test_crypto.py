@@ -132,3 +132,14 @@ def test_shared_key_cache_is_bounded_lru() -> None:
     assert cache.hits == 1
     cache.get(peers[0])  # evicted earlier: recomputed
     assert cache.misses == 6
+
+
+@pytest.mark.parametrize("low_order", [bytes(32), bytes([1]) + bytes(31)])
+def test_low_order_public_key_is_a_drop_not_a_crash(low_order: bytes) -> None:
+    me = KeyPair.generate(counter_rng(5))
+    with pytest.raises(DecryptError, match="low-order"):
+        shared_key(low_order, me.secret_key)
+    cache = SharedKeyCache(me.secret_key)
+    with pytest.raises(DecryptError):
+        cache.get(low_order)
+    assert len(cache) == 0

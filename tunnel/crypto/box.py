@@ -10,7 +10,7 @@ from __future__ import annotations
 import nacl.bindings as _nb
 import nacl.exceptions
 
-from tunnel.crypto.keys import PUBLIC_KEY_SIZE, SECRET_KEY_SIZE, SHARED_KEY_SIZE
+from tunnel.crypto.keys import PUBLIC_KEY_SIZE, SECRET_KEY_SIZE, SHARED_KEY_SIZE, beforenm
 from tunnel.crypto.nonce import NONCE_SIZE
 from tunnel.errors import DecryptError
 
@@ -21,10 +21,15 @@ _open = _nb.crypto_box_open_afternm
 
 
 def shared_key(public_key: bytes, secret_key: bytes) -> bytes:
-    """``crypto_box_beforenm(public_key, secret_key)``; symmetric between the two parties."""
+    """``crypto_box_beforenm(public_key, secret_key)``; symmetric between the two parties.
+
+    Raises:
+        ValueError: wrong key sizes (a bug on our side).
+        DecryptError: a low-order public key (from the network; drop the packet).
+    """
     if len(public_key) != PUBLIC_KEY_SIZE or len(secret_key) != SECRET_KEY_SIZE:
         raise ValueError("public and secret keys must be 32 bytes")
-    return _nb.crypto_box_beforenm(public_key, secret_key)
+    return beforenm(public_key, secret_key)
 
 
 def encrypt(key: bytes, nonce: bytes, plain: bytes) -> bytes:

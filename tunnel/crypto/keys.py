@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nacl.bindings as _nb
+import nacl.exceptions
+
+from tunnel.errors import DecryptError
 
 Rng = Callable[[int], bytes]
 """A source of random bytes: ``rng(n)`` returns ``n`` bytes."""
@@ -50,6 +53,23 @@ def public_key_valid(public_key: bytes) -> bool:
     return len(public_key) == PUBLIC_KEY_SIZE and public_key[31] < 128
 
 
+def beforenm(public_key: bytes, secret_key: bytes) -> bytes:
+    """``crypto_box_beforenm``, with libsodium's refusal of a low-order key made a drop.
+
+    libsodium refuses public keys of small order (the shared secret would be all zeros);
+    PyNaCl reports that as ``nacl.exceptions.RuntimeError``. Such keys only come from the
+    network (forged or broken peers), so they raise :class:`DecryptError`, a ``BadPacket``
+    that every core already counts and drops. c-toxcore ignores the return code instead.
+
+    Raises:
+        DecryptError: ``public_key`` is a low-order point or otherwise unusable.
+    """
+    try:
+        return _nb.crypto_box_beforenm(public_key, secret_key)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise DecryptError("unusable (low-order or malformed) public key") from exc
+
+
 class SharedKeyCache:
     """Bounded LRU of ``crypto_box_beforenm(peer_pk, own_sk)`` results for one own key."""
 
@@ -67,14 +87,18 @@ class SharedKeyCache:
         self.misses = 0
 
     def get(self, peer_public_key: bytes) -> bytes:
-        """The shared key with ``peer_public_key`` (computed once, then cached)."""
+        """The shared key with ``peer_public_key`` (computed once, then cached).
+
+        Raises:
+            DecryptError: ``peer_public_key`` is unusable (see :func:`beforenm`).
+        """
         key = self._cache.get(peer_public_key)
         if key is not None:
             self.hits += 1
             self._cache.move_to_end(peer_public_key)
             return key
         self.misses += 1
-        key = _nb.crypto_box_beforenm(peer_public_key, self._secret_key)
+        key = beforenm(peer_public_key, self._secret_key)
         self._cache[peer_public_key] = key
         if len(self._cache) > self._max_entries:
             self._cache.popitem(last=False)
