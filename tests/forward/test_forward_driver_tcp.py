@@ -267,3 +267,18 @@ async def test_right_secret_and_allowlist(ports: PortPool) -> None:
         )
         with trio.fail_after(5):
             assert await _exchange(local_port, b"ok") == b"ok"
+
+
+async def test_no_stall_when_the_transport_queue_fills(ports: PortPool) -> None:
+    """Regression: with the send queue full after a partial batch, the sender must wait for
+    send space itself (no timer may be needed to wake it)."""
+    sink_port, up_port = ports.allocate(2)
+    network = MemoryNetwork(lossless_slots=4)
+    async with forward_pair(network=network, open_timeout_s=10_000) as pair:
+        await pair.nursery.start(partial(serve_tcp, _sink_handler, sink_port))
+        await pair.nursery.start(
+            pair.client.serve_tcp, parse_local_forward(f"{up_port}:127.0.0.1:{sink_port}")
+        )
+        upload = os.urandom(2 * 1024 * 1024)
+        with trio.fail_after(8):
+            assert await _exchange(up_port, upload) == hashlib.sha256(upload).digest()

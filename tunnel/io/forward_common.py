@@ -210,7 +210,13 @@ class MuxDriver:
                 if friend in self.online:
                     for packet in mux.lossy_packets_to_send(friend):
                         transport.send_lossy(friend, packet)
-                if slots == 0 and friend not in self._waiting_space and friend in self.online:
+                # out of send slots with output left: wake up when the transport has room
+                if (
+                    friend not in self._waiting_space
+                    and friend in self.online
+                    and transport.free_slots(friend) == 0
+                    and friend in mux.friends_with_output()
+                ):
                     self._waiting_space.add(friend)
                     self.nursery.start_soon(self._wait_space, friend)
             self.dispatch()
