@@ -1,0 +1,121 @@
+"""The ``tor:`` section of a node config file, and the ``--tor`` flag (issue 10, Tor mode).
+
+::
+
+    tor:
+      socks: 127.0.0.1:9050          # required: Tor's SocksPort
+      control: 127.0.0.1:9051        # optional: bootstrap checks (and onion services)
+      cookie: /run/tor/control.authcookie   # or password: ...
+      bootstrap_wait_s: 30           # Tor gets this long to reach 100 % before an error
+      connect_timeout_s: 30          # bound on one relay connection through Tor
+      check_interval_s: 5            # how often a running node checks Tor is still usable
+      isolate: true                  # our relay streams get their own Tor circuits
+
+``--tor`` alone means ``tor: {socks: 127.0.0.1:9050}``; ``--tor HOST:PORT`` names the SOCKS
+port. In Tor mode UDP is off and every relay connection goes through Tor's SOCKS port (see
+:mod:`tunnel.io.tor_node`). Pure parsing: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunnel.config_toolkit import Missing, Section, check_path
+from tunnel.errors import ConfigError
+from tunnel.tor.check import BOOTSTRAP_WAIT_S, CONNECT_TIMEOUT_S, TorEndpoints
+
+DEFAULT_SOCKS = "127.0.0.1:9050"
+CHECK_INTERVAL_S = 5.0
+"""Default pause between a running node's "is Tor still usable" checks."""
+MAX_WAIT_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class TorConfig:
+    """Tor mode settings (see the module docstring for the YAML form)."""
+
+    socks: str = DEFAULT_SOCKS
+    control: str | None = None
+    control_password: str | None = None
+    cookie: Path | None = None
+    bootstrap_wait_s: float = BOOTSTRAP_WAIT_S
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    check_interval_s: float = CHECK_INTERVAL_S
+    isolate: bool = True
+
+    def endpoints(self) -> TorEndpoints:
+        """Where Tor listens.
+
+        Raises:
+            ConfigError: ``socks`` or ``control`` is not ``host:port``.
+        """
+        return TorEndpoints.parse(
+            self.socks,
+            self.control,
+            control_password=self.control_password,
+            cookie_path=str(self.cookie) if self.cookie is not None else None,
+        )
+
+    @classmethod
+    def from_flag(cls, value: str | None) -> TorConfig:
+        """``--tor`` (``None`` or ``""``: the default SOCKS port) or ``--tor HOST:PORT``.
+
+        Raises:
+            ConfigError: not ``host:port``.
+        """
+        config = cls(socks=value or DEFAULT_SOCKS)
+        try:
+            config.endpoints()
+        except ConfigError as exc:
+            raise ConfigError(f"--tor: {exc}".replace("tor.socks: ", "")) from exc
+        return config
+
+    @classmethod
+    def parse(cls, data: object, *, path: str = "tor", base_dir: Path | None = None) -> TorConfig:
+        """From the parsed YAML of the ``tor:`` section.
+
+        Raises:
+            ConfigError: naming the key, e.g. ``tor.socks: required key is missing``.
+        """
+        section = Section(data, path, base_dir)
+        socks = section.get_str("socks", allow_empty=False)
+        control = section.get_str("control", "", allow_empty=True) or None
+        password = section.get_str("password", "", allow_empty=True) or None
+        cookie_raw = section.raw("cookie")
+        cookie = (
+            None
+            if isinstance(cookie_raw, Missing)
+            else check_path(cookie_raw, section.key_path("cookie"), base_dir)
+        )
+        bootstrap_wait_s = section.get_int(
+            "bootstrap_wait_s", int(BOOTSTRAP_WAIT_S), min_value=0, max_value=MAX_WAIT_S
+        )
+        connect_timeout_s = section.get_int(
+            "connect_timeout_s", int(CONNECT_TIMEOUT_S), min_value=1, max_value=MAX_WAIT_S
+        )
+        check_interval_s = section.get_int(
+            "check_interval_s", int(CHECK_INTERVAL_S), min_value=1, max_value=MAX_WAIT_S
+        )
+        isolate = section.get_bool("isolate", True)
+        section.finish()
+        config = cls(
+            socks=socks,
+            control=control,
+            control_password=password,
+            cookie=cookie,
+            bootstrap_wait_s=float(bootstrap_wait_s),
+            connect_timeout_s=float(connect_timeout_s),
+            check_interval_s=float(check_interval_s),
+            isolate=isolate,
+        )
+        try:
+            config.endpoints()
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("tor.", f"{path}.", 1)) from exc
+        if password is not None and cookie is not None:
+            raise ConfigError(f"{path}: give either password or cookie, not both")
+        return config
+
+
+__all__ = ["CHECK_INTERVAL_S", "DEFAULT_SOCKS", "TorConfig"]
