@@ -36,9 +36,22 @@ def main() -> int:
     net = sim.net
     start = net.now
     window_s = min(60.0, args.duration / 2)
-    net.run_until(start + args.duration - window_s)
-    delivered0 = net.delivered_packets
-    net.run_until(start + args.duration)
+    window_start = start + args.duration - window_s
+    delivered0 = 0
+    t = start
+    while t < start + args.duration:
+        step_end = min(t + 10.0, start + args.duration)
+        if t < window_start <= step_end:
+            net.run_until(window_start)
+            delivered0 = net.delivered_packets
+        net.run_until(step_end)
+        t = step_end
+        print(
+            f"  t={t - start:5.0f} s  wall {time.perf_counter() - wall0:7.1f} s  "
+            f"packets {net.delivered_packets:,}",
+            file=sys.stderr,
+            flush=True,
+        )
     wall = time.perf_counter() - wall0
     per_node_minute = (net.delivered_packets - delivered0) / args.nodes / (window_s / 60.0)
     total_per_node_minute = net.delivered_packets / args.nodes / (args.duration / 60.0)
