@@ -1,0 +1,500 @@
+"""The mesh VPN on a running :class:`tunnel.node.Node` (issue 9): Tox events <-> membership and
+engine <-> TUN pump.
+
+Control plane (Trio thread, one task, :meth:`VpnNode.run`): node events go to
+:class:`~tunnel.vpn.membership.Membership` (friend request -> ``handle_friend_request``,
+connected/disconnected -> ``friend_online``/``friend_offline``, custom lossless 0xB0 ->
+``handle_control``, its timer at ``next_deadline``); after each input its actions are carried
+out on the node (friend request, accept, remove, lossless control packet: queued per friend in
+order, never dropped) and :meth:`VpnEngine.refresh` republishes the routes. Our addresses go
+onto the TUN device when they change; member records and revocations are saved next to the
+profile whenever they change (:mod:`tunnel.vpn.state`). Being revoked ends :meth:`run`.
+
+Data plane (data-path.md): the :class:`~tunnel.io.tun.TunPump` thread reads batches from the
+TUN device with blocking waits and routes them right there (``engine.outbound``: lock-free
+snapshots), copies the framed lossy packets out of its reused buffers and hands the whole batch
+to the Trio thread with one ``run_sync_soon`` (at most one wake-up pending; further batches
+join the queue). The Trio side sends the batch through the node's messenger and runs the node's
+glue once per batch. Inbound lossy 0xE4 packets are drained from the node's event channel in
+batches, checked (``engine.inbound``: member, source address, size) and written to the TUN
+device (non-blocking fd). Every packet that does not make it is counted
+(:meth:`VpnNode.statistics`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import subprocess
+import threading
+from collections import deque
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import trio
+
+from tunnel.errors import ConfigError
+from tunnel.io.tun import PacketSlot, TunDevice, TunError, TunPump
+from tunnel.netcrypto.session import NotConnected
+from tunnel.node import Node, NodeClosed
+from tunnel.node_types import (
+    FriendConnected,
+    FriendDisconnected,
+    FriendRequest,
+    LosslessPacket,
+    LossyPacket,
+    NodeEvent,
+)
+from tunnel.profile import write_file_atomic
+from tunnel.toxid import ToxId
+from tunnel.vpn.config import Invite, VpnConfig
+from tunnel.vpn.engine import OwnAddressesChanged, VpnEngine
+from tunnel.vpn.membership import (
+    AcceptFriend,
+    Action,
+    MembersChanged,
+    Membership,
+    ParamsLearned,
+    PeerDown,
+    PeerRejected,
+    PeerUp,
+    RemovedFromNetwork,
+    RemoveFriend,
+    SendControl,
+    SendFriendRequest,
+    network_id,
+)
+from tunnel.vpn.state import VpnState
+from tunnel.wire.vpn import VPN_CONTROL_PACKET_ID
+
+MAX_PENDING_BATCHES = 256
+"""Batches from the TUN thread waiting for the Trio thread; beyond this new ones are dropped."""
+MAX_CONTROL_QUEUE = 4096
+"""Control packets queued for one friend at most (a friend that never drains is cut off)."""
+INBOUND_BATCH = 256
+STATE_FILE_MODE = 0o600
+
+log = logging.getLogger(__name__)
+
+
+def state_path_for(profile_path: Path, config: VpnConfig) -> Path:
+    """Where a member keeps the state of this network: next to its profile."""
+    return profile_path.with_name(f"{profile_path.name}.vpn-{network_id(config.secret).hex()}.json")
+
+
+def load_state(path: Path | None, config: VpnConfig) -> VpnState:
+    """The saved state (empty if none).
+
+    Raises:
+        ConfigError: the file exists but cannot be read or parsed.
+    """
+    net_id = network_id(config.secret)
+    if path is None or not path.exists():
+        return VpnState(net_id)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"VPN state {path}: cannot read: {exc}") from None
+    return VpnState.from_json(text, net_id, f"VPN state {path}")
+
+
+def build_membership(
+    config: VpnConfig, tox_id: ToxId, state: VpnState, join: ToxId | None = None
+) -> Membership:
+    """Membership for ``tox_id`` from the network file plus what was saved; joins if asked."""
+    own = state.own_record(config.own_record(tox_id, 1))
+    membership = Membership(
+        secret=config.secret,
+        own=own,
+        params=config.params,
+        max_ip_packet=config.mtu,
+        members=[*config.initial_records(), *state.members],
+        revoked=state.revoked,
+    )
+    target = join if join is not None else config.join
+    if target is not None:
+        membership.join(target)
+    return membership
+
+
+def invite_for(config: VpnConfig, tox_id: ToxId) -> str:
+    """The one-line invite to this network through the member ``tox_id``."""
+    return Invite(tox_id, config.secret).encode()
+
+
+class VpnNode:
+    """The VPN member running on ``node`` with ``tun`` (see module docstring).
+
+    Create it before starting the node (it subscribes to the node's events at once), then run
+    :meth:`run` in a nursery next to ``node.run``. ``tun=None`` runs the control plane only
+    (tests of the membership over real Tox without root).
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        config: VpnConfig,
+        membership: Membership,
+        tun: TunDevice | None,
+        *,
+        state_path: Path | None = None,
+    ) -> None:
+        self.node = node
+        self.config = config
+        self.membership = membership
+        self.engine = VpnEngine(membership, tun_mtu=config.mtu)
+        self.tun = tun
+        self.state_path = state_path
+        self._events = node.subscribe()
+        self.pump: TunPump | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._batches: deque[list[tuple[bytes, bytes]]] = deque()
+        self._scheduled = False
+        self._schedule_lock = threading.Lock()
+        self._control: dict[bytes, deque[bytes]] = {}
+        self._control_wakeup: dict[bytes, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self._changed = trio.Event()
+        self._configured: list[str] = []
+        self.removed_by: bytes | None = None
+        self.counters: dict[str, int] = {
+            "out_packets": 0,
+            "out_dropped_backlog": 0,
+            "out_dropped_offline": 0,
+            "in_packets": 0,
+            "in_dropped": 0,
+            "control_sent": 0,
+            "control_dropped": 0,
+            "lossless_other": 0,
+            "tun_configure_errors": 0,
+            "state_save_errors": 0,
+        }
+
+    # ================================================================== running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled or revoked (then :attr:`removed_by` is set)."""
+        self._token = trio.lowlevel.current_trio_token()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._after_input()
+                if self.tun is not None:
+                    self.pump = TunPump(self.tun, self._on_tun_packets)
+                    self.pump.start()
+                nursery.start_soon(self._timer_loop)
+                task_status.started()
+                await self._event_loop()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.pump is not None:
+                self.pump.stop()
+            self._save_state()
+
+    async def _event_loop(self) -> None:
+        now = trio.current_time()
+        for pk in self.node.friends():  # friends that came online before we subscribed
+            if self.node.is_online(pk):
+                self.membership.friend_online(pk, now)
+        for pk, message in self.node.pending_friend_requests().items():
+            self.membership.handle_friend_request(pk, message)
+        self._after_input()
+        receive = self._events
+        while not self.membership.removed:
+            try:
+                event = await receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            inbound: list[memoryview] = []
+            control = self._handle(event, inbound)
+            for _ in range(INBOUND_BATCH):  # drain what is already waiting
+                try:
+                    event = receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                control = self._handle(event, inbound) or control
+            if inbound:
+                self._write_tun(inbound)
+            if control:
+                self._after_input()
+
+    def _handle(self, event: NodeEvent, inbound: list[memoryview]) -> bool:
+        """One node event; True if the control plane must run its actions."""
+        membership = self.membership
+        if isinstance(event, LossyPacket):
+            packet = self.engine.inbound(event.public_key, event.data)
+            if packet is None:
+                self.counters["in_dropped"] += 1
+            else:
+                inbound.append(packet)
+            return False
+        if isinstance(event, LosslessPacket):
+            if event.data[:1] == bytes([VPN_CONTROL_PACKET_ID]):
+                membership.handle_control(event.public_key, event.data)
+                return True
+            self.counters["lossless_other"] += 1
+            return False
+        if isinstance(event, FriendConnected):
+            membership.friend_online(event.public_key, trio.current_time())
+            return True
+        if isinstance(event, FriendDisconnected):
+            membership.friend_offline(event.public_key)
+            return True
+        if isinstance(event, FriendRequest):
+            membership.handle_friend_request(event.public_key, event.message)
+            return True
+        return False
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.membership.next_deadline()
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._changed.wait()
+            self._changed = trio.Event()
+            now = trio.current_time()
+            deadline = self.membership.next_deadline()
+            if deadline is not None and deadline <= now:
+                self.membership.handle_timer(now)
+                self._after_input()
+
+    # ================================================================== control plane
+
+    def _after_input(self) -> None:
+        """Carry out the membership's actions, republish routes, react to its events."""
+        for action in self.membership.actions():
+            self._do(action)
+        save = False
+        for event in self.engine.refresh():
+            if isinstance(event, OwnAddressesChanged):
+                self._configure_tun()
+            elif isinstance(event, PeerUp):
+                log.info("member %s up", event.public_key.hex().upper()[:16])
+            elif isinstance(event, PeerDown):
+                log.info("member %s down", event.public_key.hex().upper()[:16])
+            elif isinstance(event, PeerRejected):
+                log.warning(
+                    "friend %s refused: %s", event.public_key.hex().upper()[:16], event.reason
+                )
+            elif isinstance(event, ParamsLearned):
+                log.info("network parameters learned: %s", event.params)
+                save = True
+            elif isinstance(event, MembersChanged):
+                save = True
+            elif isinstance(event, RemovedFromNetwork):
+                self.removed_by = event.issuer
+                log.warning("removed from the network by %s", event.issuer.hex().upper()[:16])
+                save = True
+        if save:
+            self._save_state()
+        self._changed.set()
+
+    def _do(self, action: Action) -> None:
+        node = self.node
+        try:
+            if isinstance(action, SendFriendRequest):
+                if not node.is_friend(action.tox_id.public_key):
+                    node.add_friend(action.tox_id, action.message)
+            elif isinstance(action, AcceptFriend):
+                node.accept_friend_request(action.public_key)
+            elif isinstance(action, RemoveFriend):
+                self._control.pop(action.public_key, None)
+                if node.is_friend(action.public_key):
+                    node.remove_friend(action.public_key)
+            elif isinstance(action, SendControl):
+                self._queue_control(action.public_key, action.data)
+        except (ValueError, KeyError) as exc:
+            log.warning("VPN action %s failed: %s", type(action).__name__, exc)
+
+    def _queue_control(self, public_key: bytes, data: bytes) -> None:
+        queue = self._control.get(public_key)
+        if queue is None:
+            queue = self._control[public_key] = deque()
+            assert self._nursery is not None
+            self._nursery.start_soon(self._control_sender, public_key, queue)
+        if len(queue) >= MAX_CONTROL_QUEUE:
+            self.counters["control_dropped"] += 1
+            return
+        queue.append(data)
+        event = self._control_wakeup.get(public_key)
+        if event is not None:
+            event.set()
+
+    async def _control_sender(self, public_key: bytes, queue: deque[bytes]) -> None:
+        """Sends ``queue`` to one friend in order; a friend going offline discards it (the
+        membership sends a fresh HELLO and everything else when it comes back)."""
+        node = self.node
+        while self._control.get(public_key) is queue:
+            if not queue:
+                event = self._control_wakeup[public_key] = trio.Event()
+                await event.wait()
+                continue
+            try:
+                await node.send_lossless(public_key, queue[0])
+            except (NotConnected, KeyError, ValueError, NodeClosed):
+                self.counters["control_dropped"] += len(queue)
+                queue.clear()
+                continue
+            queue.popleft()
+            self.counters["control_sent"] += 1
+
+    def _configure_tun(self) -> None:
+        if self.tun is None:
+            return
+        wanted = self.engine.own_interfaces()
+        tun = self.tun
+        try:
+            for address in self._configured:
+                if address not in wanted:
+                    argv = ["ip", *(("-n", tun.netns) if tun.netns else ())]
+                    argv += ["addr", "del", address, "dev", tun.name]
+                    subprocess.run(argv, capture_output=True, timeout=10, check=False)
+            new = [a for a in wanted if a not in self._configured]
+            tun.configure(new, mtu=self.config.mtu)
+        except TunError as exc:
+            self.counters["tun_configure_errors"] += 1
+            log.error("configuring %s failed: %s", tun.name, exc)
+            return
+        self._configured = list(wanted)
+        log.info("%s addresses: %s", tun.name, ", ".join(wanted) or "none")
+
+    def _save_state(self) -> None:
+        if self.state_path is None:
+            return
+        m = self.membership
+        state = VpnState(
+            m.network_id,
+            m.own,
+            tuple(r for k, r in m.records().items() if k != m.own_key),
+            tuple(sorted(m.revoked())),
+        )
+        try:
+            write_file_atomic(self.state_path, state.to_json().encode(), STATE_FILE_MODE)
+        except OSError as exc:
+            self.counters["state_save_errors"] += 1
+            log.error("saving VPN state to %s failed: %s", self.state_path, exc)
+
+    def remove_member(self, public_key: bytes) -> None:
+        """Revoke a member (our own key: leave the network) and tell everyone."""
+        self.membership.remove(public_key)
+        self._after_input()
+
+    # ================================================================== data plane
+
+    def _on_tun_packets(self, slots: list[PacketSlot]) -> None:
+        """TUN pump thread: route a batch, hand the framed packets to the Trio thread."""
+        engine = self.engine
+        batch: list[tuple[bytes, bytes]] = []
+        for slot in slots:
+            framed = engine.outbound(slot.buffer, slot.offset, slot.length)
+            if framed is not None:
+                batch.append((framed[0], bytes(framed[1])))
+        batch.extend(engine.take_extra_packets())
+        replies = engine.take_local_replies()
+        if replies and self.pump is not None:
+            self.pump.write_packets(replies)
+        if not batch:
+            return
+        if len(self._batches) >= MAX_PENDING_BATCHES:
+            self.counters["out_dropped_backlog"] += len(batch)
+            return
+        self._batches.append(batch)
+        with self._schedule_lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        token = self._token
+        if token is None:
+            return
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(self._send_batches)
+
+    def _send_batches(self) -> None:
+        """Trio thread: send every queued batch, then run the node's glue once."""
+        with self._schedule_lock:
+            self._scheduled = False
+        node = self.node
+        messenger = node.messenger
+        now = trio.current_time()
+        numbers: dict[bytes, int | None] = {}
+        sent = offline = 0
+        while self._batches:
+            for public_key, data in self._batches.popleft():
+                number = numbers.get(public_key, -1)
+                if number == -1:
+                    number = numbers[public_key] = messenger.friend_number(public_key)
+                if number is None:
+                    offline += 1
+                    continue
+                try:
+                    messenger.send_custom_lossy(number, data, now)
+                except (NotConnected, ValueError):
+                    offline += 1
+                    continue
+                sent += 1
+        self.counters["out_packets"] += sent
+        self.counters["out_dropped_offline"] += offline
+        if sent:
+            node._kick()  # one glue round (UDP flush, TCP relay hand-off) per batch
+
+    def _write_tun(self, packets: list[memoryview]) -> None:
+        if self.pump is None:
+            self.counters["in_dropped"] += len(packets)
+            return
+        written = self.pump.write_packets(packets)
+        self.counters["in_packets"] += written
+        self.counters["in_dropped"] += len(packets) - written
+
+    # ================================================================== status
+
+    def statistics(self) -> dict[str, object]:
+        """Everything for ``tunnel status``: members, addresses, routes, drop counters."""
+        m = self.membership
+        assignment = self.engine.assignment()
+        verified = m.verified_peers()
+        members = []
+        for key, record in m.records().items():
+            addresses = assignment.members.get(key)
+            members.append(
+                {
+                    "public_key": key.hex().upper(),
+                    "tox_id": str(record.tox_id),
+                    "self": key == m.own_key,
+                    "connected": key in verified,
+                    "path": self.node.friend_path(key),
+                    "ipv4": None
+                    if addresses is None or addresses.ipv4 is None
+                    else str(addresses.ipv4),
+                    "ipv6": None
+                    if addresses is None or addresses.ipv6 is None
+                    else str(addresses.ipv6),
+                }
+            )
+        params = m.params
+        pump = self.pump.statistics() if self.pump is not None else None
+        return {
+            "network": None if params is None else params.name,
+            "network_id": m.network_id.hex(),
+            "ipv4_pool": None
+            if params is None or params.ipv4_pool is None
+            else str(params.ipv4_pool),
+            "ipv6_prefix": None
+            if params is None or params.ipv6_prefix is None
+            else str(params.ipv6_prefix),
+            "interface": None if self.tun is None else self.tun.name,
+            "addresses": self.engine.own_interfaces(),
+            "members": members,
+            "revoked": sorted(key.hex().upper() for key in m.revoked()),
+            "removed": m.removed,
+            "counters": dict(self.counters),
+            "membership": _asdict(m.statistics()),
+            "router": _asdict(self.engine.router.statistics()),
+            "inbound_wrong_id": self.engine.inbound_wrong_id,
+            "pump": None if pump is None else _asdict(pump),
+        }
+
+
+def _asdict(obj: object) -> dict[str, object]:
+    assert is_dataclass(obj)
+    assert not isinstance(obj, type)
+    return asdict(obj)
