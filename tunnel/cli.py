@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "connect": "connect",
     "status": "status",
+    "vpn": "vpn",
 }
 
 
