@@ -18,7 +18,7 @@ from tunnel.testing.tor_node_harness import toxcore_profile
 from tunnel.tor.config import TorConfig
 from tunnel.tor.errors import TorNotSocksError, TorSocksClosedError
 
-MY_PORTS = (48500, 48999)
+MY_PORTS = (48900, 48999)
 
 
 @pytest.fixture(scope="module")

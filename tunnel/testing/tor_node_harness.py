@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -36,7 +37,7 @@ def toxcore_profile(path: Path) -> Profile:
             return profile
 
 
-def lab_tor_config(lab: TorLab, client: int, **changes: float | bool) -> TorConfig:
+def lab_tor_config(lab: TorLab, client: int, **changes: Any) -> TorConfig:
     """Tor mode through lab client ``client`` (its SOCKS, control port and cookie)."""
     base = TorConfig(
         socks=f"{LOCALHOST}:{lab.socks_port(client)}",
