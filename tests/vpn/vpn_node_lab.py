@@ -87,6 +87,10 @@ class VpnLab:
         self.members: dict[str, Member] = {}
         self._next_port = FIRST_MEMBER_PORT
 
+    @staticmethod
+    def lab_python() -> str:
+        return sys.executable
+
     def bootstrap_arg(self) -> str:
         bsd = self.bootstrapd
         return f"{bsd.host}:{bsd.udp_port}:{bsd.public_key.hex()}:{bsd.tcp_ports[0]}"

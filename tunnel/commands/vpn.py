@@ -106,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
     options = node_options(args, None)
     state_path = state_path_for(profile_path, config)
     state = load_state(state_path, config)
+    if profile.public_key in state.revoked:
+        raise ConfigError(
+            f"this member ({profile.public_key.hex().upper()[:16]}...) was removed from the "
+            "network; a new identity (profile) is needed to join again"
+        )
     try:
         tun = TunDevice(config.interface)
     except TunError as exc:

@@ -73,6 +73,9 @@ MAX_PENDING_BATCHES = 256
 MAX_CONTROL_QUEUE = 4096
 """Control packets queued for one friend at most (a friend that never drains is cut off)."""
 INBOUND_BATCH = 256
+REMOVE_FLUSH_TIMEOUT_S = 3.0
+REMOVE_GRACE_S = 1.0
+"""A revoked friend is removed this long after its REVOKE was queued (so it gets it)."""
 STATE_FILE_MODE = 0o600
 
 log = logging.getLogger(__name__)
@@ -154,6 +157,7 @@ class VpnNode:
         self._schedule_lock = threading.Lock()
         self._control: dict[bytes, deque[bytes]] = {}
         self._control_wakeup: dict[bytes, trio.Event] = {}
+        self._removing: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
         self._configured: list[str] = []
@@ -298,13 +302,32 @@ class VpnNode:
             elif isinstance(action, AcceptFriend):
                 node.accept_friend_request(action.public_key)
             elif isinstance(action, RemoveFriend):
-                self._control.pop(action.public_key, None)
-                if node.is_friend(action.public_key):
-                    node.remove_friend(action.public_key)
+                if action.public_key not in self._removing:
+                    self._removing.add(action.public_key)
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._remove_later, action.public_key)
             elif isinstance(action, SendControl):
                 self._queue_control(action.public_key, action.data)
         except (ValueError, KeyError) as exc:
             log.warning("VPN action %s failed: %s", type(action).__name__, exc)
+
+    async def _remove_later(self, public_key: bytes) -> None:
+        """Remove a revoked friend once what we queued for it (its REVOKE: it must learn it
+        was removed) has gone out, plus a grace period for delivery."""
+        try:
+            with trio.move_on_after(REMOVE_FLUSH_TIMEOUT_S):
+                await self.node.wait_for(lambda: not self._control.get(public_key))
+            await trio.sleep(REMOVE_GRACE_S)
+            self._control.pop(public_key, None)
+            wakeup = self._control_wakeup.pop(public_key, None)
+            if wakeup is not None:
+                wakeup.set()
+            if self.node.is_friend(public_key):
+                self.node.remove_friend(public_key)
+        except NodeClosed:
+            pass
+        finally:
+            self._removing.discard(public_key)
 
     def _queue_control(self, public_key: bytes, data: bytes) -> None:
         queue = self._control.get(public_key)
