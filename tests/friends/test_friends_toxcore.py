@@ -48,7 +48,7 @@ from tunnel.wire.ip_port import Addr
 
 pytestmark = [pytest.mark.toxcore]
 
-PORTS = PortPool(45000, 45999)
+PORTS = PortPool(45000, 45499)
 CONNECT_TIMEOUT_S = 20.0
 DELIVERY_TIMEOUT_S = 10.0
 BULK_PACKETS = 15_000  # x 1373 bytes = 20.6 MB
