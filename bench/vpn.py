@@ -1,0 +1,349 @@
+"""VPN benchmark (issue 9): raw veth vs wireguard-go vs ``tunnel vpn``, in network namespaces.
+
+Topology (NetLab, root): hosts ``a`` and ``b`` and a bootstrap host ``srv`` (tox-bootstrapd)
+on one bridge (198.18.0.0/24, MTU 1500). Three paths from ``a`` to ``b``:
+
+* raw     - the bridge itself (b's 198.18.0.x address);
+* wg      - Debian's wireguard-go (0.0.20220316, see data-path.md caveat 1) configured with
+            ``wg``, 10.125.0.1/2, MTU 1420;
+* tunnel  - ``tunnel vpn`` (b joins a with an invite), addresses from the pool 10.126.0.0/24.
+
+For each round and each path, back to back: ``iperf3 -t T`` with 1 and with 4 streams (TCP,
+receiver's rate) and ``ping -c N -i 0.05`` (RTT p50/p99). Medians over rounds are printed with
+per-round ratios tunnel/wg (the issue's goal: >= 1.5x wireguard-go throughput). Also prints
+the tunnel processes' CPU time and drop counters. Nothing is asserted.
+
+    sudo .venv/bin/python bench/vpn.py [--rounds 3] [--seconds 5] [--pings 50] [--json out.jsonl]
+
+Needs: iperf3, wireguard-go, wireguard-tools (wg), tox-bootstrapd, ping. Ports 52900-52999.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+import yaml
+
+from tunnel.errors import ConfigError
+from tunnel.io.forward_cli import load_or_create_profile, read_status
+from tunnel.testing.bootstrapd import Bootstrapd
+from tunnel.testing.netlab import NetLab, unavailable_reason
+
+BSD_UDP, BSD_TCP = 52900, 52901
+TUNNEL_PORTS = (52910, 52911)
+WG_PORTS = (52920, 52921)
+IPERF_PORT = 52950
+WG_ADDRS = ("10.125.0.1", "10.125.0.2")
+WG_MTU = 1420
+POOL = "10.126.0.0/24"
+CONNECT_TIMEOUT_S = 90.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Bench:
+    def __init__(self, lab: NetLab, workdir: Path, args: argparse.Namespace) -> None:
+        self.lab = lab
+        self.workdir = workdir
+        self.args = args
+        self.srv = lab.add_public_host("srv")
+        self.a = lab.add_public_host("a")
+        self.b = lab.add_public_host("b")
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.tunnel_procs: list[subprocess.Popen[bytes]] = []
+        self.status: list[Path] = []
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def setup_wg(self) -> str:
+        keys = []
+        for _ in range(2):
+            private = subprocess.run(
+                ["wg", "genkey"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            public = subprocess.run(
+                ["wg", "pubkey"], input=private, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            keys.append((private, public))
+        hosts = (self.a, self.b)
+        # the UAPI sockets (/var/run/wireguard/<name>.sock) are not per namespace: own names
+        names = [f"wgbench{i}" for i in range(2)]
+        for host, name in zip(hosts, names, strict=True):
+            env = ["env", "WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=error"]
+            self.procs.append(self.lab.popen(host, [*env, "wireguard-go", "-f", name], stdout=None))
+        for i, host in enumerate(hosts):
+            deadline = time.monotonic() + 10
+            while self.lab.run(host, ["wg", "show", names[i]], check=False).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("wireguard-go did not start")
+                time.sleep(0.1)
+            other = hosts[1 - i]
+            key_file = self.workdir / f"wg{i}.key"
+            key_file.write_text(keys[i][0] + "\n")
+            self.lab.run(
+                host,
+                [
+                    "wg",
+                    "set",
+                    names[i],
+                    "listen-port",
+                    str(WG_PORTS[i]),
+                    "private-key",
+                    str(key_file),
+                    "peer",
+                    keys[1 - i][1],
+                    "endpoint",
+                    f"{other.address}:{WG_PORTS[1 - i]}",
+                    "allowed-ips",
+                    f"{WG_ADDRS[1 - i]}/32",
+                ],
+            )
+            self.lab.ip(host.netns, "addr", "add", f"{WG_ADDRS[i]}/24", "dev", names[i])
+            self.lab.ip(host.netns, "link", "set", names[i], "mtu", str(WG_MTU), "up")
+        return WG_ADDRS[1]
+
+    def setup_tunnel(self, bsd: Bootstrapd) -> str:
+        secret = os.urandom(32).hex()
+        profiles = [self.workdir / f"t{i}.tox" for i in range(2)]
+        ids = [str(load_or_create_profile(p).tox_id) for p in profiles]
+        networks = [
+            {"secret": secret, "ipv4_pool": POOL, "name": "bench"},
+            {"invite": f"tunnel-vpn:{ids[0]}:{secret}"},
+        ]
+        bootstrap = f"{bsd.host}:{bsd.udp_port}:{bsd.public_key.hex()}:{bsd.tcp_ports[0]}"
+        for i, host in enumerate((self.a, self.b)):
+            config = self.workdir / f"t{i}.yaml"
+            config.write_text(yaml.safe_dump({"interface": "tnlbench", **networks[i]}))
+            status = self.workdir / f"t{i}.sock"
+            self.status.append(status)
+            log = (self.workdir / f"t{i}.log").open("ab")
+            argv = [
+                sys.executable,
+                "-m",
+                "tunnel",
+                "vpn",
+                "-c",
+                str(config),
+                "--profile",
+                str(profiles[i]),
+                "--bootstrap",
+                bootstrap,
+                "--udp-port",
+                str(TUNNEL_PORTS[i]),
+                "--status-socket",
+                str(status),
+                "--no-ipv6",
+                "-q",
+            ]
+            proc = self.lab.popen(host, argv, stdout=subprocess.DEVNULL, stderr=log)
+            self.tunnel_procs.append(proc)
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while True:
+            vpns = [self.vpn_status(i) for i in range(2)]
+            if all(v.get("addresses") for v in vpns) and all(
+                any(m.get("connected") for m in v.get("members", [])) for v in vpns
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"tunnel vpn members did not connect: {vpns}")
+            time.sleep(0.25)
+        address = str(vpns[1]["addresses"][0]).split("/")[0]
+        deadline = time.monotonic() + 30
+        while not self.ping_ok(address):
+            if time.monotonic() > deadline:
+                raise RuntimeError("no ping through tunnel vpn")
+        return address
+
+    def vpn_status(self, index: int) -> dict[str, object]:
+        try:
+            status = trio.run(read_status, self.status[index])
+        except ConfigError:
+            return {}
+        vpn = status.get("vpn")
+        return vpn if isinstance(vpn, dict) else {}
+
+    # -- measuring ----------------------------------------------------------------------------
+
+    def ping_ok(self, address: str) -> bool:
+        result = self.lab.run(self.a, ["ping", "-n", "-c1", "-W1", address], check=False)
+        return result.returncode == 0
+
+    def iperf(self, address: str, streams: int) -> float:
+        server = self.lab.popen(
+            self.b, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL
+        )
+        time.sleep(0.3)
+        try:
+            result = self.lab.run(
+                self.a,
+                [
+                    "iperf3",
+                    "-c",
+                    address,
+                    "-p",
+                    str(IPERF_PORT),
+                    "-t",
+                    str(self.args.seconds),
+                    "-P",
+                    str(streams),
+                    "-J",
+                ],
+                check=False,
+                timeout=self.args.seconds + 30,
+            )
+            report = json.loads(result.stdout or "{}")
+            return float(report["end"]["sum_received"]["bits_per_second"]) / 1e6
+        except (KeyError, ValueError):
+            return 0.0
+        finally:
+            try:
+                server.wait(5)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(5)
+
+    def ping_rtts(self, address: str) -> tuple[float, float]:
+        result = self.lab.run(
+            self.a,
+            ["ping", "-n", "-c", str(self.args.pings), "-i", "0.05", "-W", "1", address],
+            check=False,
+            timeout=self.args.pings + 30,
+        )
+        rtts = [
+            float(part.split("=")[1])
+            for line in result.stdout.splitlines()
+            for part in line.split()
+            if part.startswith("time=")
+        ]
+        if not rtts:
+            return (float("nan"), float("nan"))
+        return (_percentile(rtts, 0.5), _percentile(rtts, 0.99))
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for proc in self.tunnel_procs:
+            for pid in _descendants(proc.pid):
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
+
+def _descendants(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for child in children:
+        out.extend(_descendants(int(child)))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--pings", type=int, default=50)
+    parser.add_argument("--json", type=Path, help="append per-round results (JSON lines)")
+    parser.add_argument("--skip-wg", action="store_true")
+    args = parser.parse_args()
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    for tool in (
+        "iperf3",
+        "ping",
+        "tox-bootstrapd",
+        *(() if args.skip_wg else ("wireguard-go", "wg")),
+    ):
+        if shutil.which(tool) is None:
+            print(f"cannot run: {tool} is not installed", file=sys.stderr)
+            return 2
+    results: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-vpn-") as tmp, NetLab(prefix="bvpn") as lab:
+        workdir = Path(tmp)
+        bench = Bench(lab, workdir, args)
+        with Bootstrapd(
+            workdir / "bsd", BSD_UDP, (BSD_TCP,), netns=bench.srv.netns, host=bench.srv.address
+        ) as bsd:
+            targets = {"raw": bench.b.address}
+            if not args.skip_wg:
+                targets["wg"] = bench.setup_wg()
+            targets["tunnel"] = bench.setup_tunnel(bsd)
+            cpu_tunnel: list[float] = []
+            for round_no in range(args.rounds):
+                for name, address in targets.items():
+                    row = results.setdefault(name, {})
+                    cpu0 = bench.cpu_seconds()
+                    tcp1 = bench.iperf(address, 1)
+                    if name == "tunnel":
+                        cpu_tunnel.append(100 * (bench.cpu_seconds() - cpu0) / args.seconds)
+                    tcp4 = bench.iperf(address, 4)
+                    p50, p99 = bench.ping_rtts(address)
+                    for key, value in (("tcp1", tcp1), ("tcp4", tcp4), ("p50", p50), ("p99", p99)):
+                        row.setdefault(key, []).append(value)
+                    line = {
+                        "round": round_no,
+                        "system": name,
+                        "tcp1_mbit": tcp1,
+                        "tcp4_mbit": tcp4,
+                        "rtt_p50_ms": p50,
+                        "rtt_p99_ms": p99,
+                    }
+                    print(json.dumps(line), flush=True)
+                    if args.json is not None:
+                        with args.json.open("a") as f:
+                            f.write(json.dumps(line) + "\n")
+            counters = [bench.vpn_status(i) for i in range(2)]
+    print()
+    print(
+        f"{'system':8} {'TCP 1 Mbit/s':>13} {'TCP 4 Mbit/s':>13} "
+        f"{'RTT p50 ms':>11} {'RTT p99 ms':>11}"
+    )
+    for name, row in results.items():
+        print(
+            f"{name:8} {statistics.median(row['tcp1']):13.0f} "
+            f"{statistics.median(row['tcp4']):13.0f}"
+            f" {statistics.median(row['p50']):11.3f} {statistics.median(row['p99']):11.3f}"
+        )
+    if "wg" in results:
+        for key in ("tcp1", "tcp4"):
+            ratios = [
+                t / w if w else float("nan")
+                for t, w in zip(results["tunnel"][key], results["wg"][key], strict=True)
+            ]
+            print(
+                f"tunnel / wireguard-go {key}: median ratio {statistics.median(ratios):.2f}"
+                f" (goal >= 1.5), rounds {[round(r, 2) for r in ratios]}"
+            )
+    print(
+        f"tunnel vpn CPU (both processes) during TCP 1 stream: "
+        f"{statistics.median(cpu_tunnel):.0f} % of one core"
+    )
+    for i, vpn in enumerate(counters):
+        print(f"tunnel member {i} counters: {vpn.get('counters')}")
+        print(f"tunnel member {i} router: {vpn.get('router')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
