@@ -13,8 +13,8 @@ DEV=0
 # iproute2/nftables/iptables (network namespaces and NAT routers), microsocks/tinyproxy
 # (SOCKS5 and HTTP CONNECT proxies for the TCP relay proxy tests), conntrack (NAT rebinding
 # tests in the network-namespace lab), tor (tor + tor-gencert: the private Tor network of
-# tests/tor).
-TEST_PKGS=(libtoxcore2 toxcore-utils iproute2 nftables iptables procps microsocks tinyproxy conntrack tor)
+# tests/tor), iperf3 and iputils-ping (tunnel vpn end-to-end tests, bench/vpn.py).
+TEST_PKGS=(libtoxcore2 toxcore-utils iproute2 nftables iptables procps microsocks tinyproxy conntrack tor iperf3 iputils-ping)
 RUNTIME_PKGS=(python3-venv)
 
 missing=()
