@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import statistics
 import subprocess
 import sys
@@ -145,6 +146,8 @@ def _report_latency(times: list[float]) -> None:
 
 
 async def _measure(ports: dict[str, int], total: int, rounds: int) -> None:
+    if os.environ.get("BENCH_DOWN_FIRST"):
+        _report("down", total, await _download(ports["down"], total))
     _report("up", total, await _upload(ports["up"], total))
     _report("down", total, await _download(ports["down"], total))
     _report_latency(await _latency(ports["echo"], rounds))

@@ -282,3 +282,19 @@ async def test_no_stall_when_the_transport_queue_fills(ports: PortPool) -> None:
         upload = os.urandom(2 * 1024 * 1024)
         with trio.fail_after(8):
             assert await _exchange(up_port, upload) == hashlib.sha256(upload).digest()
+
+
+async def test_refused_packets_are_retried_in_order(ports: PortPool) -> None:
+    """Regression: a transport that refuses a packet although it reported free slots (the
+    node's capacity figure can be optimistic) must not lose it: the stream stays intact."""
+    sink_port, up_port = ports.allocate(2)
+    network = MemoryNetwork(lossless_slots=8, refuse_every=7)
+    async with forward_pair(network=network) as pair:
+        await pair.nursery.start(partial(serve_tcp, _sink_handler, sink_port))
+        await pair.nursery.start(
+            pair.client.serve_tcp, parse_local_forward(f"{up_port}:127.0.0.1:{sink_port}")
+        )
+        upload = os.urandom(3 * 1024 * 1024)
+        with trio.fail_after(20):
+            assert await _exchange(up_port, upload) == hashlib.sha256(upload).digest()
+        assert network.endpoint(CLIENT_PK).lossless_refused > 100

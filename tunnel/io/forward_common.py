@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 READ_CHUNK_BYTES = 64 * 1024
 """Largest single read from a local socket (then bounded by the tunnel's send capacity)."""
 CLOSE_GRACE_S = 2.0
+SEND_RETRY_S = 0.002
+"""Pause before retrying a packet the transport refused although it reported free slots."""
 """How long closing a local socket may take."""
 
 
@@ -121,6 +123,7 @@ class MuxDriver:
         self._timer_wake = trio.Event()
         self._timer_at = math.inf
         self._waiting_space: set[bytes] = set()
+        self._stash: dict[bytes, deque[bytes]] = {}
         self._nursery: trio.Nursery | None = None
         self.online: set[bytes] = set()
         self.online_changed = trio.Event()
@@ -184,6 +187,7 @@ class MuxDriver:
             case FriendOffline(friend):
                 log.info("friend %s offline", friend.hex()[:16])
                 self.online.discard(friend)
+                self._stash.pop(friend, None)
                 self.mux.friend_offline(friend, now)
                 self._online_changed()
             case FriendRequestReceived(friend, message):
@@ -198,36 +202,57 @@ class MuxDriver:
         self.online_changed = trio.Event()
 
     async def _sender(self) -> None:
-        mux, transport = self.mux, self.transport
         while True:
             self._send_wake = trio.Event()
-            for friend in mux.friends_with_output():
-                slots = transport.free_slots(friend)
-                if slots > 0:
-                    for packet in mux.packets_to_send(friend, slots):
-                        if not transport.send_lossless(friend, packet):
-                            self.count("lossless_send_failed")
-                if friend in self.online:
-                    for packet in mux.lossy_packets_to_send(friend):
-                        transport.send_lossy(friend, packet)
-                # out of send slots with output left: wake up when the transport has room
-                if (
-                    friend not in self._waiting_space
-                    and friend in self.online
-                    and transport.free_slots(friend) == 0
-                    and friend in mux.friends_with_output()
-                ):
-                    self._waiting_space.add(friend)
-                    self.nursery.start_soon(self._wait_space, friend)
+            for friend in {*self.mux.friends_with_output(), *self._stash}:
+                self._flush(friend)
             self.dispatch()
             if self._send_wake.is_set():
                 await trio.lowlevel.checkpoint()
                 continue
             await self._send_wake.wait()
 
-    async def _wait_space(self, friend: bytes) -> None:
+    def _flush(self, friend: bytes) -> None:
+        """Move ``friend``'s packets into the transport, never losing one: packets taken from
+        the mux that the transport refuses (its free-slot figure was optimistic) wait in
+        ``_stash`` and go first next time, in order."""
+        mux, transport = self.mux, self.transport
+        if friend not in self.online:
+            self._stash.pop(friend, None)  # the mux dropped the friend's tunnels already
+            return
+        refused = False
+        stash = self._stash.get(friend)
+        while stash:
+            if not transport.send_lossless(friend, stash[0]):
+                refused = True
+                break
+            stash.popleft()
+        if not refused:
+            self._stash.pop(friend, None)
+            slots = transport.free_slots(friend)
+            if slots > 0:
+                packets = mux.packets_to_send(friend, slots)
+                for i, packet in enumerate(packets):
+                    if not transport.send_lossless(friend, packet):
+                        self.count("lossless_send_refused")
+                        self._stash[friend] = deque(packets[i:])
+                        refused = True
+                        break
+        for packet in mux.lossy_packets_to_send(friend):
+            transport.send_lossy(friend, packet)
+        if friend in self._waiting_space:
+            return
+        if refused or (transport.free_slots(friend) == 0 and friend in mux.friends_with_output()):
+            # out of room with output left: wake up when the transport has room
+            self._waiting_space.add(friend)
+            self.nursery.start_soon(self._wait_space, friend, refused)
+
+    async def _wait_space(self, friend: bytes, refused: bool) -> None:
         try:
             await self.transport.wait_send_space(friend)
+            if refused:
+                # it said there was room and then refused: do not spin on that
+                await trio.sleep(SEND_RETRY_S)
         finally:
             self._waiting_space.discard(friend)
         self._send_wake.set()

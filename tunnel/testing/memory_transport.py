@@ -51,9 +51,13 @@ class MemoryNetwork:
         lossless_slots: int = DEFAULT_LOSSLESS_SLOTS,
         lossy_loss: float = 0.0,
         lossy_delay_s: float = 0.0,
+        refuse_every: int = 0,
         seed: int = 0,
     ) -> None:
         self.lossless_slots = lossless_slots
+        self.refuse_every = refuse_every
+        """Refuse every Nth ``send_lossless`` despite free slots (as a node whose capacity
+        figure is optimistic may): drivers must keep the packet and retry. 0 = never."""
         self.lossy_loss = lossy_loss
         self.lossy_delay_s = lossy_delay_s
         self._random = random.Random(seed)
@@ -159,6 +163,8 @@ class MemoryTransport:
         self._inflight: dict[bytes, int] = {}  # packets we sent, not yet taken by the peer
         self._space: dict[bytes, trio.Event] = {}
         self.lossless_sent = 0
+        self.lossless_refused = 0
+        self._send_calls = 0
         self.lossy_sent = 0
 
     # --- FriendTransport -------------------------------------------------------------------
@@ -204,6 +210,11 @@ class MemoryTransport:
 
     def send_lossless(self, public_key: bytes, data: bytes) -> bool:
         if not self.free_slots(public_key):
+            return False
+        self._send_calls += 1
+        every = self._network.refuse_every
+        if every and self._send_calls % every == 0:
+            self.lossless_refused += 1
             return False
         self._inflight[public_key] = self._inflight.get(public_key, 0) + 1
         self.lossless_sent += 1
