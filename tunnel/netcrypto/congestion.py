@@ -22,11 +22,20 @@ pacing rate is ``gain * btl_bw``.
   random loss below ``LOSS_THRESHOLD`` of a step's packets is ignored (it says nothing about
   capacity); heavier loss scales ``btl_bw`` down to ``LOSS_BACKOFF`` of its value once per step,
   never more, so a burst of loss cannot spiral the rate down.
+* **Inflight cap**: new packets beyond what the peer reported received are limited to
+  ``cwnd_pkts`` (two round trips of the rate plus the peer's acknowledgement delay), so a
+  path that dies does not swallow the whole 32768-packet window.
+* **Outages** (path switch, blackout): intervals with nothing acknowledged are not samples of
+  zero capacity; when deliveries resume after ``OUTAGE_S`` the controller re-enters startup;
+  packets reported lost long after they were sent are resent but not counted as congestion
+  (the session decides that), and one RTT sample can at most double ``srtt``.
 * **Pacing**: a token bucket at the rate with a burst of ``BURST_S`` seconds of it.
 
-Fairness: a toxcore flow grows until it sees congestion; ours paces at the measured bottleneck
-share and yields queue (gain < 1 phases, RTT guard), so a competing toxcore flow can grow into
-the capacity it needs. ``rate_cap`` bounds paths with their own limits (TCP relays).
+Fairness: two of our flows on one bottleneck converge to comparable shares (tested). A toxcore
+flow is much more loss-averse (every resend within a second shrinks its rate x0.9 per 50 ms),
+so on a shallow shared bottleneck our probing starves it (measured in the simulator with a
+toxcore-like controller); gains < 1 and the RTT guard give back queue but do not fix that.
+``rate_cap`` bounds paths with their own limits (TCP relays).
 """
 
 from __future__ import annotations
