@@ -33,12 +33,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pathlib
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import trio
 
+from tunnel.config import NodeConfig
 from tunnel.crypto import KeyPair, Rng
 from tunnel.dht.core import PACKET_KINDS as DHT_PACKET_KINDS
 from tunnel.dht.core import DhtCore
@@ -84,9 +86,24 @@ from tunnel.wire.savedata import (
 __all__ = ["Node", "NodeOptions"]
 
 NETCRYPTO_PACKET_KINDS = (COOKIE_REQUEST_KIND, COOKIE_RESPONSE_KIND, HANDSHAKE_KIND, DATA_KIND)
+SAVED_NODES = 8
+"""DHT nodes and TCP relays kept in the profile (toxcore saves up to 8 of each kind too)."""
 
 log = logging.getLogger("tunnel.node")
 _T = TypeVar("_T")
+
+
+def load_or_create_profile(path: pathlib.Path, rng: Rng = os.urandom) -> Profile:
+    """The profile at ``path``, created (mode 0600) if it does not exist yet.
+
+    Raises:
+        ConfigError: unreadable or corrupt profile.
+    """
+    if not path.exists() and not path.is_symlink():
+        profile = Profile.create(path, rng)
+        log.info("created new identity at %s", path)
+        return profile
+    return Profile.load(path)
 
 
 class NodeClosed(RuntimeError):
@@ -173,7 +190,7 @@ class Node(NodeGlue):
         )
         self.onion_stack = OnionStack(relay, store, self.onion)
         self.netcrypto = NetCrypto(self.real_keys, self.dht_keys, rng)
-        self.messenger = m.Messenger(self.netcrypto, name=opts.name)
+        self.messenger = m.Messenger(self.netcrypto, name=profile.savedata.name or opts.name)
         dispatcher = PacketDispatcher()
         dispatcher.register(DHT_PACKET_KINDS, self.dht)
         dispatcher.register(ONION_PACKET_KINDS, self.onion_stack)
@@ -200,7 +217,17 @@ class Node(NodeGlue):
         self._stopped = trio.Event()
         self.udp_discarded = 0
         self.tcp_send_failures = 0
+        self.glue_errors = 0
         self._load_friends(now)
+
+    @classmethod
+    def from_config(
+        cls, config: NodeConfig, profile: Profile | None = None, *, rng: Rng = os.urandom
+    ) -> Node:
+        """A node as a ``role: node`` config describes it (profile loaded or created)."""
+        if profile is None:
+            profile = load_or_create_profile(config.profile, rng)
+        return cls(profile, NodeOptions.from_config(config), rng=rng)
 
     # ======================================================================= properties
 
@@ -278,6 +305,7 @@ class Node(NodeGlue):
         with trio.move_on_after(timeout_s):
             if self.udp is not None:
                 await trio.sleep(0.05)  # let the driver flush the kill packets
+        self._remember_network()
         self._save()
         if self._cancel is not None:
             self._cancel.cancel()
@@ -319,9 +347,29 @@ class Node(NodeGlue):
                 out.append(ip_port)
         return out
 
+    def _remember_network(self) -> None:
+        """Keep good DHT nodes and connected relays in the profile for the next start."""
+        saved = self.profile.savedata
+        nodes: tuple[PackedNode, ...] = ()
+        if self.options.use_udp:
+            now = trio.current_time()
+            nodes = tuple(
+                self.dht.get_close_nodes(self.dht_keys.public_key, SAVED_NODES, True, now)
+            )
+        relays = tuple(self._connected_relay_nodes()[:SAVED_NODES])
+        self.profile.update(
+            dht_nodes=nodes or saved.dht_nodes, tcp_relays=relays or saved.tcp_relays
+        )
+
     async def _bootstrap(self) -> None:
         opts = self.options
         now = trio.current_time()
+        saved = self.profile.savedata
+        for packed in saved.dht_nodes[:SAVED_NODES] if opts.use_udp else ():
+            self.dht.bootstrap(packed.public_key, packed.ip_port, now)
+        for packed in saved.tcp_relays[:SAVED_NODES]:
+            host, port = packed.ip_port.to_addr()
+            self.relays.add_relay(host, port, packed.public_key)
         for node in opts.bootstrap:
             for ip_port in await self._resolve(node.host, node.port):
                 if opts.use_udp:
@@ -413,8 +461,10 @@ class Node(NodeGlue):
         self._save()
 
     def set_name(self, name: bytes) -> None:
-        """Our name, sent to friends."""
+        """Our name (at most 128 bytes), sent to friends and saved in the profile."""
         self.messenger.set_name(name, trio.current_time())
+        self.profile.update(name=name)
+        self._save()
         self._kick()
 
     def send_message(self, public_key: bytes, text: bytes, *, action: bool = False) -> int:
@@ -530,6 +580,7 @@ class Node(NodeGlue):
             udp_datagrams_sent=self.udp.sent if self.udp is not None else 0,
             udp_datagrams_received=self.udp.received if self.udp is not None else 0,
             tcp_send_failures=self.tcp_send_failures,
+            glue_errors=self.glue_errors,
             friends=tuple(friends),
         )
 

@@ -62,6 +62,8 @@ MAX_FRIEND_RELAYS = 8
 """TCP relays learnt from friends' DHT-PK announcements that we connect to, at most."""
 DHTPK_NODES = 4
 TCP_ONION_REQUEST_ID = 0x08
+MAX_PENDING_FRIEND_REQUESTS = 64
+"""Unanswered friend requests remembered (oldest forgotten first)."""
 
 log = logging.getLogger("tunnel.node")
 
@@ -79,6 +81,7 @@ class NodeGlue:
     relays: RelayPoolDriver
     udp: UdpDriver | None
     tcp_send_failures: int
+    glue_errors: int
     _subscribers: list[trio.MemorySendChannel[NodeEvent]]
     _relay_events: list[PoolEvent]
     _processing: bool
@@ -232,8 +235,12 @@ class NodeGlue:
         self._processing = True
         try:
             for _ in range(MAX_PROCESS_ROUNDS):
-                if not self._process_once(now):
-                    break
+                try:
+                    if not self._process_once(now):
+                        break
+                except Exception:  # a glue bug must not take the whole node down
+                    self.glue_errors += 1
+                    log.exception("node glue error (counted, node continues)")
         finally:
             self._processing = False
         if self.udp is not None:
@@ -328,7 +335,10 @@ class NodeGlue:
         elif isinstance(event, FriendRequestReceived):
             if self.is_friend(event.public_key):
                 return
+            self._pending_requests.pop(event.public_key, None)
             self._pending_requests[event.public_key] = event.message
+            while len(self._pending_requests) > MAX_PENDING_FRIEND_REQUESTS:
+                del self._pending_requests[next(iter(self._pending_requests))]
             log.info("friend request from %s", event.public_key.hex().upper())
             self._emit(FriendRequest(event.public_key, event.message))
 
@@ -339,8 +349,8 @@ class NodeGlue:
             return
         if isinstance(event, m.FriendOnline):
             session = self.netcrypto.sessions.get(pk)
-            if session is not None and pk not in self._friend_dht:
-                self._set_friend_dht(pk, session.peer_dht_pk, now)  # learnt from its handshake
+            if session is not None:  # the established session proves the friend's DHT key
+                self._set_friend_dht(pk, session.peer_dht_pk, now)
             self.onion.set_friend_online(pk, True)
             self._mark_confirmed(pk)
             path = self.friend_path(pk) or "tcp"

@@ -139,6 +139,7 @@ class NodeStatistics:
     udp_datagrams_sent: int
     udp_datagrams_received: int
     tcp_send_failures: int
+    glue_errors: int
     friends: tuple[FriendStatistics, ...]
 
 

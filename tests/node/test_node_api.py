@@ -91,11 +91,14 @@ async def test_config_friends_are_confirmed_friends(tmp_path: Path) -> None:
         udp=UdpConfig(enabled=False),
         friends=(FriendConfig(friend, "laptop"),),
     )
-    options = NodeOptions.from_config(config)
-    assert not options.use_udp
-    node = Node(Profile.generate(os.urandom), options)
+    assert not NodeOptions.from_config(config).use_udp
+    node = Node.from_config(config)  # creates the profile file
     assert node.friends() == [friend]
     assert node.profile.friends[0].status == FRIEND_STATUS_CONFIRMED
+    assert (tmp_path / "p.tox").stat().st_mode & 0o777 == 0o600
+    assert Profile.load(tmp_path / "p.tox").public_key == node.public_key
+    again = Node.from_config(config)  # loads the same identity
+    assert again.public_key == node.public_key
 
 
 async def test_run_and_bounded_shutdown(port_pool: PortPool) -> None:

@@ -17,6 +17,7 @@ from tunnel.node_types import (
     Message,
 )
 from tunnel.profile import Profile
+from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.wire.savedata import FRIEND_STATUS_CONFIRMED
 
 from .test_node_toxcore import FIND_TIMEOUT_S, next_event
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.toxcore, pytest.mark.slow]
 BULK_PACKETS = 300
 
 
-async def test_two_nodes_befriend_and_exchange(node_factory: Any, tmp_path: Any) -> None:
+async def test_two_nodes_befriend_and_exchange(node_factory: Any, bootstrapd: Bootstrapd) -> None:
     async with node_factory("a") as a, node_factory("b") as b:
         a_events, b_events = a.subscribe(), b.subscribe()
         a.add_friend(b.tox_id, b"hi b, it's a")
@@ -72,10 +73,15 @@ async def test_two_nodes_befriend_and_exchange(node_factory: Any, tmp_path: Any)
             await b.aclose()
             await next_event(a_events, FriendDisconnected, timeout=4)
 
-        # b comes back from its profile (new DHT key) and a finds it again.
+        # b comes back from its profile (new DHT key) and a finds it again; the profile also
+        # kept DHT nodes and the relay it was connected to, to start from next time.
         profile = Profile.load(b.profile.path)
+        assert profile.savedata.dht_nodes
+        assert [r.public_key for r in profile.savedata.tcp_relays] == [bootstrapd.public_key]
         async with node_factory("b2", profile=profile) as b2:
             assert b2.public_key == b.public_key
             assert b2.friends() == [a.public_key]
             await next_event(a_events, FriendConnected, lambda e: e.public_key == b.public_key)
             assert a.friend_dht_public_key(b.public_key) == b2.dht_public_key
+            assert a.statistics().glue_errors == 0
+            assert b2.statistics().glue_errors == 0

@@ -137,6 +137,7 @@ async def befriend_both_ways(
     assert stats[bob.public_key].online
     assert stats[bob.public_key].path == path
     assert stats[bob.public_key].rtt_s is not None
+    assert node.statistics().glue_errors == 0
 
 
 async def test_node_and_toxcore_friends_over_udp(

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 
 import trio
 
-from tunnel.config import NodeConfig, load_node_config
-from tunnel.node import Node
+from tunnel.config import load_node_config
+from tunnel.node import Node, load_or_create_profile
 from tunnel.node_types import (
     FriendConnected,
     FriendDisconnected,
@@ -46,16 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_or_create_profile(config: NodeConfig) -> Profile:
-    """The config's profile, created (mode 0600) if it does not exist yet."""
-    path = config.profile
-    if not path.exists() and not path.is_symlink():
-        profile = Profile.create(path, os.urandom)
-        log.info("created new identity at %s", path)
-        return profile
-    return Profile.load(path)
-
-
 def run(args: argparse.Namespace) -> int:
     """Load config and profile, then run the node until SIGTERM/SIGINT."""
     config = load_node_config(args.config)
@@ -64,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    profile = load_or_create_profile(config)
+    profile = load_or_create_profile(config.profile)
     return trio.run(serve, profile, NodeOptions.from_config(config), args.accept_all)
 
 
