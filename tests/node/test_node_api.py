@@ -11,7 +11,7 @@ import trio
 
 from tunnel.config import FriendConfig, NodeConfig, UdpConfig
 from tunnel.forward.transport import FriendTransport, TransportClosed
-from tunnel.io.node_transport import NodeTransport
+from tunnel.io.forward_node import NodeTransport
 from tunnel.netcrypto.session import NotConnected
 from tunnel.node import Node
 from tunnel.node_types import NodeOptions
