@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from tunnel.crypto import KeyPair, encrypt, random_nonce
 from tunnel.netcrypto.core import (
     ConnectionDown,
@@ -336,6 +338,7 @@ def test_path_switches_to_tcp_and_back_without_losing_the_stream() -> None:
     assert b.nc.is_established(a_real.public_key)
 
 
+@pytest.mark.slow
 def test_two_flows_share_a_bottleneck_fairly() -> None:
     """Two sessions between the same two hosts share one 2 MB/s bottleneck: both get a fair
     part of it and together they keep it busy (no starvation, no collapse)."""
