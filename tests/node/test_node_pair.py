@@ -85,3 +85,21 @@ async def test_two_nodes_befriend_and_exchange(node_factory: Any, bootstrapd: Bo
             assert a.friend_dht_public_key(b.public_key) == b2.dht_public_key
             assert a.statistics().glue_errors == 0
             assert b2.statistics().glue_errors == 0
+
+
+async def test_two_tcp_only_nodes_befriend_through_the_relay(node_factory: Any) -> None:
+    async with node_factory("tcp-a", udp=False) as a, node_factory("tcp-b", udp=False) as b:
+        a_events, b_events = a.subscribe(), b.subscribe()
+        a.add_friend(b.tox_id, b"over the relay")
+        assert await next_event(b_events, FriendRequest) == FriendRequest(
+            a.public_key, b"over the relay"
+        )
+        b.accept_friend_request(a.public_key)
+        assert await next_event(a_events, FriendConnected) == FriendConnected(b.public_key, "tcp")
+        await next_event(b_events, FriendConnected)
+        for i in range(50):
+            await b.send_lossless(a.public_key, bytes([0xB0]) + i.to_bytes(2, "big"))
+        for i in range(50):
+            event = await next_event(a_events, LosslessPacket)
+            assert event.data == bytes([0xB0]) + i.to_bytes(2, "big")
+        assert a.statistics().udp_datagrams_sent == 0
