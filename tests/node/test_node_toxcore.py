@@ -221,3 +221,11 @@ async def test_node_through_socks5_proxy(
             message = await next_event(events, Message, timeout=DELIVERY_TIMEOUT_S)
             assert message.text == b"over tcp"
             assert proxy.tunnels_to(bootstrapd.tcp_ports[0]) >= 1
+
+
+async def test_dual_stack_node_joins_an_ipv4_network(node_factory: Any) -> None:
+    """The default socket (``::``, IPv4-mapped) reaches the IPv4 bootstrapd and is answered."""
+    async with node_factory("ours-dual", udp_host=None, ipv6=True) as node:
+        with trio.fail_after(DELIVERY_TIMEOUT_S):
+            await node.wait_for(lambda: node.statistics().dht_connected)
+        assert node.statistics().udp_datagrams_received > 0
