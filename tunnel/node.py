@@ -45,11 +45,11 @@ from tunnel.crypto import KeyPair, Rng
 from tunnel.dht.core import PACKET_KINDS as DHT_PACKET_KINDS
 from tunnel.dht.core import DhtCore
 from tunnel.friends import messenger as m
+from tunnel.io.node_glue import NodeGlue
 from tunnel.io.tcp_relay import RelayPoolDriver
 from tunnel.io.udp import BoundSocket, PacketDispatcher, UdpDriver, open_udp_socket
 from tunnel.netcrypto.core import NetCrypto
 from tunnel.netcrypto.session import NotConnected, SendQueueFull
-from tunnel.node_glue import NodeGlue
 from tunnel.node_types import (
     GRACEFUL_SHUTDOWN_S,
     FriendStatistics,

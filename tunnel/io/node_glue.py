@@ -3,7 +3,8 @@
 :class:`NodeGlue` is the half of :class:`tunnel.node.Node` that moves information between the
 DHT, the onion client, the TCP relay pool, net_crypto and the Messenger after every input and
 timer (``_process``), answers the onion client's hooks, and keeps the profile's friend list in
-step. Split out of ``node.py`` for size; it is not used on its own.
+step. Split out of ``tunnel/node.py`` for size (it lives in ``tunnel/io`` because it runs on
+Trio); it is not used on its own.
 """
 
 from __future__ import annotations
