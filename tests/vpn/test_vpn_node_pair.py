@@ -4,6 +4,8 @@ tox-bootstrapd, TUN devices in network namespaces behind NAT routers; ping over 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,14 @@ def test_two_members_join_by_invite_and_ping_v4_v6(tmp_path: Path) -> None:
         assert isinstance(counters, dict)
         assert counters["out_packets"] > 0
         assert counters["in_packets"] > 0
+        # `tunnel status` shows the VPN: addresses, the member and how it is reached
+        out = subprocess.run(
+            [sys.executable, "-m", "tunnel", "status", str(a.status)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        assert vlab.address(a, 4) in out
+        assert f"member {vlab.key(b)[:16]}... {vlab.address(b, 4)}" in out
+        assert "connected via udp" in out

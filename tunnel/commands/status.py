@@ -16,7 +16,7 @@ import trio
 from tunnel.errors import ConfigError
 from tunnel.io.forward_cli import read_status, status_dir
 
-HELP = "show the live status of running `tunnel serve` / `tunnel connect` commands"
+HELP = "show the live status of running `tunnel serve` / `tunnel connect` / `tunnel vpn` commands"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         directory = status_dir()
         paths = sorted(directory.glob("serve-*.sock")) + sorted(directory.glob("connect-*.sock"))
+        paths += sorted(directory.glob("vpn-*.sock"))
         if not paths:
             raise ConfigError(f"no running tunnel serve/connect (no sockets in {directory})")
     found = 0
@@ -68,6 +69,10 @@ def format_status(path: Path, status: dict[str, object]) -> str:
             + (f", rtt {rtt} ms" if rtt is not None else "")
             + f", sent {friend.get('sent_bytes')} B, received {friend.get('received_bytes')} B"
         )
+    vpn = status.get("vpn")
+    if isinstance(vpn, dict):
+        lines.extend(format_vpn(vpn))
+        return "\n".join(lines)
     forward = status.get("forward")
     counters = forward if isinstance(forward, dict) else {}
     lines.append(
@@ -75,3 +80,32 @@ def format_status(path: Path, status: dict[str, object]) -> str:
         f"failed {counters.get('tunnels_failed', 0)}, denied {counters.get('denied', 0)}"
     )
     return "\n".join(lines)
+
+
+def format_vpn(vpn: dict[str, object]) -> list[str]:
+    """The ``tunnel vpn`` part: network, our addresses, members and their routes, drops."""
+    addresses = vpn.get("addresses")
+    own = ", ".join(map(str, addresses)) if isinstance(addresses, list) and addresses else "-"
+    lines = [
+        f"  network {vpn.get('network')!r} ({vpn.get('ipv4_pool')}, {vpn.get('ipv6_prefix')}), "
+        f"interface {vpn.get('interface')}: {own}"
+    ]
+    members = vpn.get("members")
+    for member in members if isinstance(members, list) else []:
+        if not isinstance(member, dict) or member.get("self"):
+            continue
+        state = f"connected via {member.get('path')}" if member.get("connected") else "offline"
+        where = " ".join(str(member[k]) for k in ("ipv4", "ipv6") if member.get(k))
+        lines.append(f"  member {str(member.get('public_key'))[:16]}... {where} {state}")
+    revoked = vpn.get("revoked")
+    if isinstance(revoked, list) and revoked:
+        lines.append(f"  revoked {len(revoked)} member(s)")
+    drops: dict[str, object] = {}
+    for section in ("router", "counters"):
+        values = vpn.get(section)
+        if isinstance(values, dict):
+            drops.update(
+                {k: v for k, v in values.items() if ("dropped" in k or k.startswith("in_")) and v}
+            )
+    lines.append("  packets " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "-"))
+    return lines
