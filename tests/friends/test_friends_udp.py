@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pytest
 import trio
 
 from tunnel.crypto import KeyPair
@@ -24,13 +25,15 @@ from tunnel.testing.ports import PortPool
 PORTS = PortPool(45500, 45599)
 
 
-async def test_two_nodes_over_loopback_udp() -> None:
+@pytest.mark.parametrize("dual_stack", [False, True])
+async def test_two_nodes_over_loopback_udp(dual_stack: bool) -> None:
     a_real, b_real, b_dht = (KeyPair.generate(os.urandom) for _ in range(3))
     a = Messenger(NetCrypto(a_real, KeyPair.generate(os.urandom), os.urandom), name=b"a")
     b = Messenger(NetCrypto(b_real, b_dht, os.urandom), name=b"b")
     port_a, port_b = PORTS.allocate(2)
-    sock_a = await open_udp_socket("127.0.0.1", port_a, port_a, ipv6=False)
-    sock_b = await open_udp_socket("127.0.0.1", port_b, port_b, ipv6=False)
+    host = None if dual_stack else "127.0.0.1"  # None: "::" with IPv4-mapped addresses
+    sock_a = await open_udp_socket(host, port_a, port_a, ipv6=dual_stack)
+    sock_b = await open_udp_socket(host, port_b, port_b, ipv6=dual_stack)
     node_a, node_b = MessengerNode(a, sock_a), MessengerNode(b, sock_b)
     count = 3000
     with trio.fail_after(30):
