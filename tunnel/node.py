@@ -35,7 +35,7 @@ import math
 import os
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import trio
@@ -529,6 +529,35 @@ class Node(NodeGlue):
             NotConnected: the friend is not online.  ValueError: bad id or size.
         """
         self.messenger.send_custom_lossy(self._number(public_key), data, trio.current_time())
+        self._kick()
+
+    def send_lossy_batch(self, packets: Iterable[tuple[bytes, bytes]]) -> int:
+        """Send many custom lossy packets ``(public_key, [200..254][data])`` with one glue round
+        (one UDP flush / relay hand-off for the whole batch). Packets to friends that are not
+        online, or malformed ones, are skipped. Returns how many were sent.
+        """
+        messenger = self.messenger
+        now = trio.current_time()
+        numbers: dict[bytes, int | None] = {}
+        sent = 0
+        for public_key, data in packets:
+            if public_key not in numbers:
+                numbers[public_key] = messenger.friend_number(public_key)
+            number = numbers[public_key]
+            if number is None:
+                continue
+            try:
+                messenger.send_custom_lossy(number, data, now)
+            except (NotConnected, ValueError):
+                continue
+            sent += 1
+        if sent:
+            self._kick()
+        return sent
+
+    def flush(self) -> None:
+        """Run one glue round now: after calling :attr:`messenger` methods directly, this hands
+        their output to the UDP socket and the TCP relays."""
         self._kick()
 
     async def wait_for(self, predicate: Callable[[], _T | None]) -> _T:

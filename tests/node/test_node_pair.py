@@ -60,6 +60,11 @@ async def test_two_nodes_befriend_and_exchange(node_factory: Any, bootstrapd: Bo
         assert got == list(range(BULK_PACKETS))
         b.send_lossy(a.public_key, b"\xc8lossy")
         assert await next_event(a_events, LossyPacket) == LossyPacket(b.public_key, b"\xc8lossy")
+        stranger = bytes(32)
+        batch = [(a.public_key, b"\xc9one"), (stranger, b"\xc9x"), (a.public_key, b"\xc9two")]
+        assert b.send_lossy_batch(batch) == 2
+        got_lossy = [await next_event(a_events, LossyPacket) for _ in range(2)]
+        assert sorted(e.data for e in got_lossy) == [b"\xc9one", b"\xc9two"]
 
         # Friends are in both profiles (saved, confirmed).
         for node, other in ((a, b), (b, a)):
