@@ -4,8 +4,12 @@ tox-bootstrapd, TUN devices in network namespaces behind NAT routers; ping over 
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,10 +28,26 @@ MESH_TIMEOUT_S = 60.0
 
 
 def test_two_members_join_by_invite_and_ping_v4_v6(tmp_path: Path) -> None:
+    # b's files live where "nobody" can reach them (pytest's tmp_path is root-only)
+    nobody_dir = Path(tempfile.mkdtemp(prefix="tnlvpn-"))
+    try:
+        _two_members(tmp_path, nobody_dir)
+    finally:
+        shutil.rmtree(nobody_dir, ignore_errors=True)
+
+
+def _two_members(tmp_path: Path, nobody_dir: Path) -> None:
     with vpn_lab(tmp_path) as vlab:
         lab = vlab.lab
         a = vlab.add_member("a", lab.add_nat_host("a"), vlab.founder_network())
-        b = vlab.add_member("b", lab.add_nat_host("b"), {"invite": vlab.invite(a)})
+        # b drops root for "nobody" right after creating its TUN device: its addresses are
+        # only known once it met a, so it configures them with CAP_NET_ADMIN alone
+        b = vlab.add_member(
+            "b", lab.add_nat_host("b"), {"invite": vlab.invite(a), "user": "nobody"}, nobody_dir
+        )
+        nobody = pwd.getpwnam("nobody")
+        for path in (b.workdir, b.profile, b.config):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
         vlab.start(a)
         vlab.start(b)
         vlab.wait_until(
@@ -56,3 +76,9 @@ def test_two_members_join_by_invite_and_ping_v4_v6(tmp_path: Path) -> None:
         assert vlab.address(a, 4) in out
         assert f"member {vlab.key(b)[:16]}... {vlab.address(b, 4)}" in out
         assert "connected via udp" in out
+        # b runs as nobody and could still save its state next to its profile
+        assert b.proc is not None
+        status = Path(f"/proc/{b.proc.pid}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert uids.split()[1] == str(nobody.pw_uid), uids
+        assert list(b.workdir.glob("profile.tox.vpn-*.json"))

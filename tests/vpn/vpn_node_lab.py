@@ -95,9 +95,11 @@ class VpnLab:
         bsd = self.bootstrapd
         return f"{bsd.host}:{bsd.udp_port}:{bsd.public_key.hex()}:{bsd.tcp_ports[0]}"
 
-    def add_member(self, name: str, host: Host, network: dict[str, object]) -> Member:
+    def add_member(
+        self, name: str, host: Host, network: dict[str, object], workdir: Path | None = None
+    ) -> Member:
         """Write the member's files and create its identity (not started yet)."""
-        workdir = self.workdir / name
+        workdir = workdir or self.workdir / name
         workdir.mkdir(parents=True, exist_ok=True)
         profile = workdir / "profile.tox"
         tox_id = str(load_or_create_profile(profile).tox_id)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -117,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"interface {config.interface}: {exc}") from None
     try:
         if config.user is not None:
+            # Codecs load lazily (getaddrinfo needs idna), and once we are another user the
+            # Python installation may no longer be readable (e.g. under /root): load it now.
+            importlib.import_module("encodings.idna")
             drop_privileges(config.user, keep_net_admin=True)
         status = args.status_socket or default_status_socket("vpn")
         return trio.run(_main, config, join, profile, options, tun, state_path, state, status)
