@@ -305,6 +305,9 @@ class Node(NodeGlue):
         with trio.move_on_after(timeout_s):
             if self.udp is not None:
                 await trio.sleep(0.05)  # let the driver flush the kill packets
+        for pk in self.friends():
+            if self.is_online(pk):
+                self._touch_friend(pk)
         self._remember_network()
         self._save()
         if self._cancel is not None:

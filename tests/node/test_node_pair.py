@@ -82,6 +82,9 @@ async def test_two_nodes_befriend_and_exchange(node_factory: Any, bootstrapd: Bo
         # kept DHT nodes and the relay it was connected to, to start from next time.
         profile = Profile.load(b.profile.path)
         assert profile.savedata.dht_nodes
+        (saved_a,) = profile.friends
+        assert saved_a.name == b"a"
+        assert saved_a.last_seen > 0
         assert [r.public_key for r in profile.savedata.tcp_relays] == [bootstrapd.public_key]
         async with node_factory("b2", profile=profile) as b2:
             assert b2.public_key == b.public_key

@@ -9,7 +9,9 @@ Trio); it is not used on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Hashable, Sequence
 
 import trio
@@ -63,6 +65,7 @@ MAX_FRIEND_RELAYS = 8
 """TCP relays learnt from friends' DHT-PK announcements that we connect to, at most."""
 DHTPK_NODES = 4
 TCP_ONION_REQUEST_ID = 0x08
+MAX_SAVED_NAME_BYTES = 128
 MAX_PENDING_FRIEND_REQUESTS = 64
 """Unanswered friend requests remembered (oldest forgotten first)."""
 
@@ -154,6 +157,20 @@ class NodeGlue:
                 if saved.status < FRIEND_STATUS_CONFIRMED:
                     self._store_friend(SavedFriend(FRIEND_STATUS_CONFIRMED, public_key))
                 return
+
+    def _touch_friend(self, public_key: bytes) -> None:
+        """Record the friend's name and "last seen now" in the profile (not saved yet)."""
+        number = self.messenger.friend_number(public_key)
+        if number is None:
+            return
+        name = self.messenger.friend_name(number)[:MAX_SAVED_NAME_BYTES]
+        friends = tuple(
+            dataclasses.replace(f, name=name or f.name, last_seen=int(time.time()))
+            if f.public_key == public_key
+            else f
+            for f in self.profile.friends
+        )
+        self.profile.update(friends=friends)
 
     def _save(self) -> None:
         if self.profile.path is None:
@@ -359,6 +376,8 @@ class NodeGlue:
             self._emit(FriendConnected(pk, path))
         elif isinstance(event, m.FriendOffline):
             self.onion.set_friend_online(pk, False)
+            self._touch_friend(pk)
+            self._save()
             log.info("friend %s offline", pk.hex().upper()[:16])
             self._emit(FriendDisconnected(pk))
         elif isinstance(event, m.MessageReceived):
