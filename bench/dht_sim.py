@@ -5,6 +5,13 @@ counts and success rate, packets per node per minute and simulation speed.
 
     .venv/bin/python bench/dht_sim.py                 # 10,000 nodes, 120 s of virtual time
     .venv/bin/python bench/dht_sim.py --nodes 1000 --duration 90
+
+Measured 2026-11-22 (2 shared cores, nice 10, seed 1, 10,000 nodes, 120 virtual s): 2355 s
+wall (0.05 virtual s per wall s, 3,733 events/s, 7.7 M packets); 240 packets per node per
+minute in the last 60 s (386 including joining); 10000/10000 connected, close lists 49-99
+(mean 82); 300/300 lookups found the true closest node, hops mean 3.26, median 3, p95 4,
+max 5; oracle: 0 of 40,000 closest-4 checks missing (44 kept out by full buckets, 0.2.18's
+no-eviction rule).
 """
 
 from __future__ import annotations
