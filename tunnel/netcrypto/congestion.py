@@ -6,7 +6,10 @@ want the link within a fraction of a second, without loss spirals, and without s
 toxcore flow on the same path.
 
 Theory of operation: a model-based controller in the spirit of BBR. Every control step
-(``interval = clamp(srtt, 25 ms, 200 ms)``) turns the packets the peer newly acknowledged
+(``interval = clamp(srtt, MIN_INTERVAL_S, MAX_INTERVAL_S)``, 200 ms: shorter steps make the
+samples noisy, because peers acknowledge in batches every 20-50 ms, and the max filter then
+overestimates the bottleneck and overflows shallow queues) turns the packets the peer newly
+acknowledged
 (cumulative ``buffer_start`` plus what its request packets report as received) into a
 delivery-rate sample. ``btl_bw`` is the maximum sample over the last ``BW_WINDOW`` steps; the
 pacing rate is ``gain * btl_bw``.
@@ -53,11 +56,11 @@ QUEUE_DELAY_FACTOR = 2.0
 QUEUE_DELAY_SLACK_S = 0.02
 STARTUP_GROWTH = 1.25
 STARTUP_FLAT_STEPS = 3
-BW_WINDOW = 10
+BW_WINDOW = 5
 LOSS_THRESHOLD = 0.2
 LOSS_MIN_PKTS = 4
 LOSS_BACKOFF = 0.85
-MIN_INTERVAL_S = 0.025
+MIN_INTERVAL_S = 0.2
 MAX_INTERVAL_S = 0.2
 BURST_S = 0.005
 MIN_BURST_PKTS = 16.0
