@@ -47,6 +47,7 @@ WG_ADDRS = ("10.125.0.1", "10.125.0.2")
 WG_MTU = 1420
 POOL = "10.126.0.0/24"
 CONNECT_TIMEOUT_S = 90.0
+IDLE_SECONDS = 3.0
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -290,6 +291,9 @@ def main() -> int:
                 targets["wg"] = bench.setup_wg()
             targets["tunnel"] = bench.setup_tunnel(bsd)
             cpu_tunnel: list[float] = []
+            idle0 = bench.cpu_seconds()
+            time.sleep(IDLE_SECONDS)
+            idle_cpu = 100 * (bench.cpu_seconds() - idle0) / IDLE_SECONDS
             for round_no in range(args.rounds):
                 for name, address in targets.items():
                     row = results.setdefault(name, {})
@@ -314,6 +318,9 @@ def main() -> int:
                         with args.json.open("a") as f:
                             f.write(json.dumps(line) + "\n")
             counters = [bench.vpn_status(i) for i in range(2)]
+            for i in range(2):
+                friends = trio.run(read_status, bench.status[i]).get("friends")
+                print(f"tunnel member {i} friends (path, net_crypto RTT): {friends}")
     print()
     print(
         f"{'system':8} {'TCP 1 Mbit/s':>13} {'TCP 4 Mbit/s':>13} "
@@ -339,6 +346,7 @@ def main() -> int:
         f"tunnel vpn CPU (both processes) during TCP 1 stream: "
         f"{statistics.median(cpu_tunnel):.0f} % of one core"
     )
+    print(f"tunnel vpn CPU (both processes) idle: {idle_cpu:.1f} % of one core")
     for i, vpn in enumerate(counters):
         print(f"tunnel member {i} counters: {vpn.get('counters')}")
         print(f"tunnel member {i} router: {vpn.get('router')}")

@@ -178,6 +178,12 @@ async def test_bad_input_from_a_member_is_dropped_and_counted(
                 # a's kernel answered the good echo request through the VPN
                 with trio.fail_after(10):
                     await node_a.wait_for(lambda: vpn_a.counters["out_packets"] > 0)
+                # the TUN device disappears: a's VPN stops and says why
+                lab.ip(host.netns, "link", "del", "tnlbad0")
+                with trio.fail_after(10):
+                    await node_a.wait_for(lambda: vpn_a.failure)
+                assert vpn_a.failure is not None
+                assert "tnlbad0" in vpn_a.failure
                 nursery.cancel_scope.cancel()
         finally:
             tun.close()

@@ -21,6 +21,7 @@ import importlib
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 
 import trio
@@ -156,6 +157,9 @@ async def _main(
                 await vpn.run()
                 if vpn.removed_by is not None:
                     result = EXIT_REMOVED
+                elif vpn.failure is not None:
+                    print(f"tunnel vpn: error: {vpn.failure}", file=sys.stderr)
+                    result = 1
         finally:
             with trio.move_on_after(SHUTDOWN_TIMEOUT_S) as shutdown:
                 shutdown.shield = True

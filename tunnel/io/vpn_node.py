@@ -163,6 +163,8 @@ class VpnNode:
         self._changed = trio.Event()
         self._configured: list[str] = []
         self.removed_by: bytes | None = None
+        self.failure: str | None = None
+        """Why :meth:`run` ended on its own other than being removed (TUN device gone)."""
         self.counters: dict[str, int] = {
             "out_packets": 0,
             "out_dropped_backlog": 0,
@@ -191,6 +193,7 @@ class VpnNode:
                     self._writer = TunWriter(self.pump)
                     self._writer.start()
                     self.pump.start()
+                    nursery.start_soon(self._watch_pump, self.pump)
                 nursery.start_soon(self._timer_loop)
                 task_status.started()
                 await self._event_loop()
@@ -201,6 +204,15 @@ class VpnNode:
             if self._writer is not None:
                 self._writer.stop()
             self._save_state()
+
+    async def _watch_pump(self, pump: TunPump) -> None:
+        """The TUN device went away (deleted, fd error): the VPN cannot work, stop."""
+        await trio.to_thread.run_sync(pump.join, abandon_on_cancel=True)
+        if pump.failure is not None:
+            self.failure = f"TUN device {pump.device.name}: {pump.failure}"
+            log.error("%s; stopping", self.failure)
+            assert self._nursery is not None
+            self._nursery.cancel_scope.cancel()
 
     async def _event_loop(self) -> None:
         now = trio.current_time()
