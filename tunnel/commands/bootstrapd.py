@@ -4,11 +4,19 @@ It answers DHT pings and nodes requests, keeps a close list, replies to bootstra
 with the MOTD and joins the network through its own ``bootstrap_nodes``. The keys file is
 tox-bootstrapd's format (64 bytes: public key then secret key), created if absent.
 
+Like tox-bootstrapd it also plays the onion roles for clients (``onion: true``: relay of the
+three request/response layers and announce store, tox-protocol.md 5) and runs a TCP relay on
+``tcp_relay_ports`` with the same key pair (tox-protocol.md 7), which carries onion requests
+from TCP-only clients too (node A over TCP), so a toxcore client with UDP disabled can use us
+as its only bootstrap node and relay.
+
 Plug-in design: one UDP socket, one :class:`tunnel.io.udp.PacketDispatcher`; the DHT core
 registers its packet kinds, and every factory in :data:`CORE_FACTORIES` may add another core
-(onion relay / announce store, ...) for its own kinds. Factories see a
-:class:`BootstrapdContext` (config, key pair, DHT core, rng). ``TASK_FACTORIES`` are started
-as extra Trio tasks (e.g. the TCP relay server on ``tcp_relay_ports``).
+for its own kinds. Factories see a :class:`BootstrapdContext` (config, key pair, DHT core,
+rng). ``TASK_FACTORIES`` are started as extra Trio tasks. The built-in onion roles and TCP
+relay fill in whatever the plug-ins left: a plug-in that registers the onion relay's packet
+kinds replaces the built-in onion roles, and any ``TASK_FACTORIES`` replace the built-in TCP
+relay.
 
 SIGTERM and SIGINT stop the daemon cleanly (exit status 0).
 """
@@ -16,6 +24,7 @@ SIGTERM and SIGINT stop the daemon cleanly (exit status 0).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -32,7 +41,11 @@ from tunnel.core import DatagramCore
 from tunnel.crypto import KeyPair, Rng
 from tunnel.dht.core import PACKET_KINDS, DhtCore
 from tunnel.errors import ConfigError
+from tunnel.io.tcp_relay import TcpOnionBridge, serve_tcp_relay
 from tunnel.io.udp import PacketDispatcher, UdpDriver, open_udp_socket
+from tunnel.onion.announce_store import ANNOUNCE_STORE_PACKET_KINDS
+from tunnel.onion.relay import RELAY_PACKET_KINDS
+from tunnel.onion.stack import OnionStack, relay_and_store
 
 HELP = "run a Tox DHT bootstrap node (like tox-bootstrapd)"
 KEYS_FILE_SIZE_BYTES = 64
@@ -135,10 +148,16 @@ async def serve(
         made = factory(context)
         if made is not None:
             dispatcher.register(*made)
-    if config.tcp_relay_ports and not TASK_FACTORIES:
-        log.warning("tcp_relay_ports: no TCP relay in this build yet; serving UDP only")
-    if config.onion and not CORE_FACTORIES:
-        log.warning("onion: no onion relay in this build yet; serving the DHT only")
+    onion_bridge: TcpOnionBridge | None = None
+    onion: OnionStack | None = None
+    if config.onion and not any(dispatcher.handles(kind) for kind in RELAY_PACKET_KINDS):
+        onion = relay_and_store(keypair, rng, dht, now)
+        assert onion.relay is not None
+        assert onion.store is not None
+        onion_bridge = TcpOnionBridge(onion.relay)
+        dispatcher.register(RELAY_PACKET_KINDS, onion_bridge)
+        dispatcher.register(ANNOUNCE_STORE_PACKET_KINDS, onion.store)
+    builtin_tcp_relay = bool(config.tcp_relay_ports) and not TASK_FACTORIES
     for node in config.bootstrap_nodes:
         try:
             addresses = await trio.socket.getaddrinfo(
@@ -164,6 +183,31 @@ async def serve(
                     print("No bootstrap nodes found. Skipping bootstrapping.", flush=True)
             async with trio.open_nursery() as nursery:
                 await nursery.start(driver.run)
+                if builtin_tcp_relay:
+                    try:
+                        relay = await nursery.start(
+                            functools.partial(
+                                serve_tcp_relay,
+                                keypair,
+                                config.tcp_relay_ports,
+                                host=host,
+                                rng=rng,
+                                on_onion_request=(
+                                    onion_bridge.on_onion_request if onion_bridge else None
+                                ),
+                            )
+                        )
+                    except OSError as exc:
+                        raise ConfigError(
+                            f"tcp_relay_ports: cannot listen on {list(config.tcp_relay_ports)}: "
+                            f"{exc}"
+                        ) from exc
+                    if onion_bridge is not None:
+                        onion_bridge.server = relay
+                        onion_bridge.kick = driver.kick
+                    if banner:
+                        ports = ", ".join(str(p) for p in relay.ports)
+                        print(f"TCP relay listening on port(s) {ports}", flush=True)
                 if banner:
                     nursery.start_soon(_report_connected, dht)
                 for task_factory in TASK_FACTORIES:

@@ -41,6 +41,10 @@ class PacketDispatcher:
         self._cores: list[DatagramCore] = []
         self.dropped_unknown_kind = 0
 
+    def handles(self, kind: int) -> bool:
+        """True when a core is registered for packet ``kind``."""
+        return kind in self._routes
+
     def register(self, kinds: Iterable[int], core: DatagramCore) -> None:
         """Send datagrams whose first byte is in ``kinds`` to ``core``.
 
