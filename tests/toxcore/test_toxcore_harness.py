@@ -39,8 +39,9 @@ def test_port_pool_skips_busy_ports() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", 41991))
         block = pool.allocate(3)
-    assert 41991 not in block
-    assert block == [41992, 41993, 41994]
+    # The first free run after the busy port; another process may hold a later port too.
+    assert block[0] > 41991
+    assert block == list(range(block[0], block[0] + 3))
 
 
 def test_port_pool_exhausted() -> None:
