@@ -44,6 +44,7 @@ from tunnel.config import NodeConfig
 from tunnel.crypto import KeyPair, Rng
 from tunnel.dht.core import PACKET_KINDS as DHT_PACKET_KINDS
 from tunnel.dht.core import DhtCore
+from tunnel.errors import ConfigError
 from tunnel.friends import messenger as m
 from tunnel.io.node_glue import NodeGlue
 from tunnel.io.tcp_relay import RelayPoolDriver
@@ -264,14 +265,22 @@ class Node(NodeGlue):
             raise RuntimeError("a Node runs once")
         self._running = True
         opts = self.options
+        if opts.use_udp:
+            try:
+                self._bound = await open_udp_socket(
+                    opts.udp_host, opts.port_start, opts.port_end, ipv6=opts.ipv6
+                )
+            except OSError as exc:
+                self._running = False
+                raise ConfigError(
+                    f"udp: cannot bind a port in {opts.port_start}..{opts.port_end}:"
+                    f" {exc.strerror or exc}"
+                ) from exc
         try:
             with trio.CancelScope() as scope:
                 self._cancel = scope
                 async with trio.open_nursery() as nursery:
-                    if opts.use_udp:
-                        self._bound = await open_udp_socket(
-                            opts.udp_host, opts.port_start, opts.port_end, ipv6=opts.ipv6
-                        )
+                    if self._bound is not None:
                         self.udp = UdpDriver(self._core, self._bound)
                         await nursery.start(self.udp.run)
                     else:

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from tunnel.config import FriendConfig, NodeConfig, UdpConfig
+from tunnel.errors import ConfigError
 from tunnel.forward.transport import FriendTransport, TransportClosed
 from tunnel.io.forward_node import NodeTransport
 from tunnel.netcrypto.session import NotConnected
@@ -150,3 +151,12 @@ async def test_transport_adapter_offline_behaviour(port_pool: PortPool) -> None:
     transport.send_lossy(bob.public_key, b"\xc8data")  # dropped, no error
     with trio.fail_after(1):
         await transport.wait_send_space(bob.public_key)  # offline: returns at once
+
+
+async def test_busy_udp_port_is_a_config_error(port_pool: PortPool) -> None:
+    options = _options(port_pool)
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+        await sock.bind((LOCALHOST, options.port_start))
+        node = Node(Profile.generate(os.urandom), options)
+        with pytest.raises(ConfigError, match="udp: cannot bind"):
+            await node.run()
