@@ -451,32 +451,17 @@ class VpnNode:
             token.run_sync_soon(self._send_batches)
 
     def _send_batches(self) -> None:
-        """Trio thread: send every queued batch, then run the node's glue once."""
+        """Trio thread: send every queued batch with one node glue round."""
         with self._schedule_lock:
             self._scheduled = False
-        node = self.node
-        messenger = node.messenger
-        now = trio.current_time()
-        numbers: dict[bytes, int | None] = {}
-        sent = offline = 0
+        packets: list[tuple[bytes, bytes]] = []
         while self._batches:
-            for public_key, data in self._batches.popleft():
-                number = numbers.get(public_key, -1)
-                if number == -1:
-                    number = numbers[public_key] = messenger.friend_number(public_key)
-                if number is None:
-                    offline += 1
-                    continue
-                try:
-                    messenger.send_custom_lossy(number, data, now)
-                except (NotConnected, ValueError):
-                    offline += 1
-                    continue
-                sent += 1
+            packets.extend(self._batches.popleft())
+        if not packets:
+            return
+        sent = self.node.send_lossy_batch(packets)
         self.counters["out_packets"] += sent
-        self.counters["out_dropped_offline"] += offline
-        if sent:
-            node._kick()  # one glue round (UDP flush, TCP relay hand-off) per batch
+        self.counters["out_dropped_offline"] += len(packets) - sent
 
     def _write_tun(self, packets: list[memoryview]) -> None:
         if self.pump is None or self._writer is None:
