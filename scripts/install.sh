@@ -14,7 +14,7 @@ DEV=0
 # (SOCKS5 and HTTP CONNECT proxies for the TCP relay proxy tests), conntrack (NAT rebinding
 # tests in the network-namespace lab), tor (tor + tor-gencert: the private Tor network of
 # tests/tor), iperf3 and iputils-ping (tunnel vpn end-to-end tests, bench/vpn.py).
-TEST_PKGS=(libtoxcore2 toxcore-utils iproute2 nftables iptables procps microsocks tinyproxy conntrack tor iperf3 iputils-ping)
+TEST_PKGS=(libtoxcore2 toxcore-utils iproute2 nftables iptables procps microsocks tinyproxy conntrack tor iperf3 iputils-ping openssh-server openssh-client curl)
 RUNTIME_PKGS=(python3-venv)
 
 missing=()
