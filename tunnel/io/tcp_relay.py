@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -43,6 +43,9 @@ WRITE_CHUNK_BYTES = 64 * 1024
 SERVER_GRACE_S = 1.0
 
 log = logging.getLogger(__name__)
+
+RelayOpener = Callable[[str, int], Awaitable[trio.abc.Stream]]
+"""``await opener(host, port)``: a stream to a relay (e.g. through Tor); raises OSError."""
 
 
 class _Waker:
@@ -289,9 +292,13 @@ class RelayPoolDriver:
         proxy: ProxyConfig | None = None,
         on_event: Callable[[PoolEvent], None] | None = None,
         pool: RelayPool | None = None,
+        opener: RelayOpener | None = None,
     ) -> None:
         self.pool = pool if pool is not None else RelayPool(self_keys, rng)
         self.proxy = proxy
+        self.opener: RelayOpener | None = opener
+        """Opens relay streams instead of ``open_tcp_stream(proxy=...)`` when set (Tor mode);
+        may be set after construction, before :meth:`run`."""
         self._on_event = on_event
         self._events_send, self._events_recv = trio.open_memory_channel[PoolEvent](math.inf)
         self._conns: dict[bytes, _ClientConn] = {}
@@ -391,9 +398,14 @@ class RelayPoolDriver:
         pk = info.public_key
         host, port = info.ip_port.to_addr()
         try:
-            stream = await open_tcp_stream(
-                host, port, proxy=self.proxy, timeout_s=TCP_CONNECTION_TIMEOUT_S
-            )
+            stream: trio.abc.Stream
+            if self.opener is not None:
+                with trio.fail_after(TCP_CONNECTION_TIMEOUT_S):
+                    stream = await self.opener(host, port)
+            else:
+                stream = await open_tcp_stream(
+                    host, port, proxy=self.proxy, timeout_s=TCP_CONNECTION_TIMEOUT_S
+                )
         except (OSError, trio.TooSlowError) as exc:
             log.debug("relay %s: connect failed: %s", info.ip_port, exc)
             self.pool.connection_failed(pk, trio.current_time(), str(exc))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -37,7 +38,13 @@ from tunnel.io.proxy import ProxyConfig
 from tunnel.node import Node
 from tunnel.node_types import NodeOptions
 from tunnel.profile import Profile
-from tunnel.tor.check import SOCKS_PROBE_TIMEOUT_S, TorCheckResult, TorEndpoints, check_tor
+from tunnel.tor.check import (
+    SOCKS_PROBE_TIMEOUT_S,
+    TorCheckResult,
+    TorEndpoints,
+    check_tor,
+    open_tor_stream,
+)
 from tunnel.tor.config import TorConfig
 from tunnel.tor.control import CONTROL_TIMEOUT_S
 from tunnel.tor.errors import TorError
@@ -47,6 +54,9 @@ log = logging.getLogger("tunnel.tor")
 ISOLATION_PASSWORD = "tunnel"
 """SOCKS password paired with the isolation username (Tor ignores its value)."""
 RELAY_WAITING_STATE = "waiting"
+TOR_SEND_BUFFER_BYTES = 256 * 1024
+"""SO_SNDBUF of relay streams to Tor's SOCKS port (Linux doubles it)."""
+TOR_NOTSENT_LOWAT_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,9 @@ class TorNode:
         self.recoveries = 0
         """How many times Tor came back while the node ran."""
         self.relay_retries_forced = 0
+        self.relay_streams_opened = 0
+        proxy = self.options.proxy
+        self._isolation = proxy.username if proxy is not None else None
         self._changed = trio.Event()
 
     # ------------------------------------------------------------------ bounds
@@ -175,6 +188,37 @@ class TorNode:
         self._set_status(True, _describe_ok(result))
         return result
 
+    # ------------------------------------------------------------------ relay streams
+
+    async def open_relay_stream(self, host: str, port: int) -> trio.SocketStream:
+        """A relay stream through Tor (the node's relay pool calls this in Tor mode).
+
+        The socket's send buffer is kept small (:data:`TOR_SEND_BUFFER_BYTES`): Tor reads only
+        as fast as its circuit window allows, so a default (megabytes on loopback) buffer would
+        hold many seconds of data ahead of the relay's ping answers, and the relay would drop
+        us after its 10 s ping timeout. Small buffers leave the queue in the relay client's
+        outbox, where control packets go first.
+
+        Raises:
+            OSError: Tor could not open the stream (the message says why).
+        """
+        self.relay_streams_opened += 1
+        try:
+            stream = await open_tor_stream(
+                self.endpoints.socks_host,
+                self.endpoints.socks_port,
+                host,
+                port,
+                timeout_s=self.tor.connect_timeout_s,
+                isolation=self._isolation,
+            )
+        except TorError as exc:
+            raise OSError(str(exc)) from exc
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TOR_SEND_BUFFER_BYTES)
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, TOR_NOTSENT_LOWAT_BYTES)
+        return stream
+
     # ------------------------------------------------------------------ running
 
     async def run(
@@ -198,6 +242,7 @@ class TorNode:
                     raise
             await trio.sleep(self.tor.check_interval_s)
         node = Node(self.profile, self.options, rng=self._rng)
+        node.relays.opener = self.open_relay_stream
         self.node = node
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(self._run_node, node, nursery.cancel_scope))

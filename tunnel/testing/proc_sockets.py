@@ -36,6 +36,10 @@ class ProcSocket:
     remote: tuple[str, int]
     state: str
     inode: int
+    tx_queue_bytes: int = 0
+    """Bytes written and not yet acknowledged by the peer (TCP) / queued (UDP)."""
+    rx_queue_bytes: int = 0
+    """Bytes received and not yet read by us."""
 
 
 def _addr(text: str) -> tuple[str, int]:
@@ -82,7 +86,18 @@ def own_sockets() -> list[ProcSocket]:
                 continue
             proto = name.rstrip("6")
             state = TCP_STATES.get(fields[3], fields[3]) if proto == "tcp" else fields[3]
-            out.append(ProcSocket(proto, _addr(fields[1]), _addr(fields[2]), state, inode))
+            tx_hex, _, rx_hex = fields[4].partition(":")
+            out.append(
+                ProcSocket(
+                    proto,
+                    _addr(fields[1]),
+                    _addr(fields[2]),
+                    state,
+                    inode,
+                    int(tx_hex, 16),
+                    int(rx_hex or "0", 16),
+                )
+            )
     return out
 
 

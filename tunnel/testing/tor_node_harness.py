@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
+import yaml
 
 from tunnel.config import BootstrapNode
 from tunnel.io.tor_node import TorNode
 from tunnel.node_types import NodeOptions
 from tunnel.profile import Profile
-from tunnel.testing.bootstrapd import Bootstrapd
+from tunnel.testing.bootstrapd import Bootstrapd, popen_dies_with_parent
 from tunnel.testing.proc_sockets import ProcSocket, own_sockets
 from tunnel.testing.torlab import TorLab
 from tunnel.tor.config import TorConfig
@@ -50,7 +54,7 @@ def lab_tor_config(lab: TorLab, client: int, **changes: Any) -> TorConfig:
     return dataclasses.replace(base, **changes)
 
 
-def bootstrap_options(bsd: Bootstrapd, name: str) -> NodeOptions:
+def bootstrap_options(bsd: Bootstrapd | OurBootstrapd, name: str) -> NodeOptions:
     """Node options that know only ``bsd`` (its DHT/onion key and TCP relay port)."""
     return NodeOptions(
         ipv6=False,
@@ -113,6 +117,7 @@ def assert_only_tor_traffic(
 
 
 __all__ = [
+    "OurBootstrapd",
     "assert_only_tor_traffic",
     "bootstrap_options",
     "lab_tor_config",
@@ -120,3 +125,78 @@ __all__ = [
     "toxcore_profile",
     "udp_sockets",
 ]
+
+
+OUR_BOOTSTRAPD_START_TIMEOUT_S = 20.0
+
+
+class OurBootstrapd:
+    """``python -m tunnel bootstrapd`` (our DHT + onion + TCP relay) on 127.0.0.1, as a process.
+
+    Quacks like :class:`~tunnel.testing.bootstrapd.Bootstrapd` where the Tor tests need it
+    (``host``, ``udp_port``, ``tcp_ports``, ``public_key``, ``pid``).
+    """
+
+    def __init__(self, workdir: Path, udp_port: int, tcp_port: int) -> None:
+        self.workdir = workdir
+        self.host = LOCALHOST
+        self.udp_port = udp_port
+        self.tcp_ports: tuple[int, ...] = (tcp_port,)
+        self.public_key = b""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while running."""
+        return self._proc.pid if self._proc is not None else None
+
+    def __enter__(self) -> OurBootstrapd:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "bootstrapd.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "role": "bootstrapd",
+                    "keys_file": str(self.workdir / "bootstrapd.keys"),
+                    "port": self.udp_port,
+                    "ipv6": False,
+                    "tcp_relay_ports": list(self.tcp_ports),
+                    "onion": True,
+                    "log_level": "WARNING",
+                }
+            )
+        )
+        with (self.workdir / "bootstrapd.log").open("wb") as log_file:
+            self._proc = popen_dies_with_parent(
+                [sys.executable, "-m", "tunnel", "bootstrapd", "-c", str(config)],
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+            )
+        assert self._proc.stdout is not None
+        deadline = time.monotonic() + OUR_BOOTSTRAPD_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            raw = self._proc.stdout.readline()
+            if not raw:
+                break
+            text = raw.decode(errors="replace").strip()
+            if text.startswith("Public Key:"):
+                self.public_key = bytes.fromhex(text.split(":", 1)[1].strip())
+            if text.startswith("TCP relay listening"):
+                break
+        if not self.public_key:
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"our bootstrapd did not start; log in {self.workdir}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
