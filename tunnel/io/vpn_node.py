@@ -536,6 +536,7 @@ class TunWriter:
         self._pump = pump
         self._queue: deque[list[memoryview]] = deque()
         self._ready = threading.Event()
+        self._idle = False
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="tun-writer", daemon=True)
         self.batches = 0
@@ -549,7 +550,9 @@ class TunWriter:
             self.dropped += len(packets)
             return False
         self._queue.append(packets)
-        self._ready.set()
+        if self._idle:  # wake it only when it waits: Event.set costs as much as a TUN write
+            self._idle = False
+            self._ready.set()
         return True
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -562,12 +565,16 @@ class TunWriter:
         queue = self._queue
         pump = self._pump
         while not self._stopping:
-            self._ready.wait()
-            self._ready.clear()
             while queue:
                 packets = queue.popleft()
                 self.batches += 1
                 pump.write_packets(packets)
+            self._idle = True
+            if queue:  # put() came before it could see _idle
+                self._idle = False
+                continue
+            self._ready.wait()
+            self._ready.clear()
 
 
 def _asdict(obj: object) -> dict[str, object]:
