@@ -30,7 +30,7 @@ import trio
 
 from tunnel.config import BootstrapNode
 from tunnel.node import Node
-from tunnel.node_types import LosslessPacket, NodeOptions
+from tunnel.node_types import FriendDhtKey, LosslessPacket, NodeOptions
 from tunnel.profile import Profile
 
 STREAM_KIND = 0xA8
@@ -111,6 +111,8 @@ async def main(args: argparse.Namespace) -> None:
             in_order = True
             last_report = 0.0
             async for event in events:
+                if isinstance(event, FriendDhtKey):
+                    emit("friend_dht_key", t0)
                 if isinstance(event, LosslessPacket) and event.data[:1] == bytes([STREAM_KIND]):
                     seq = int.from_bytes(event.data[1:5], "big")
                     in_order = in_order and seq == expected
