@@ -88,6 +88,8 @@ __all__ = ["Node", "NodeOptions"]
 
 NETCRYPTO_PACKET_KINDS = (COOKIE_REQUEST_KIND, COOKIE_RESPONSE_KIND, HANDSHAKE_KIND, DATA_KIND)
 SAVED_NODES = 8
+SHUTDOWN_FLUSH_S = 0.05
+"""How long :meth:`Node.aclose` lets the UDP and relay drivers send the kill packets."""
 """DHT nodes and TCP relays kept in the profile (toxcore saves up to 8 of each kind too)."""
 
 log = logging.getLogger("tunnel.node")
@@ -307,16 +309,22 @@ class Node(NodeGlue):
             return
         self._closing = True
         now = trio.current_time()
-        for pk in list(self.netcrypto.sessions):
-            self.netcrypto.kill(pk, now)
-        self._process(now)
-        self._kick()
-        with trio.move_on_after(timeout_s):
-            if self.udp is not None:
-                await trio.sleep(0.05)  # let the driver flush the kill packets
         for pk in self.friends():
             if self.is_online(pk):
                 self._touch_friend(pk)
+        # Forget every friend in the messenger (the profile keeps them): that kills each
+        # session with a kill packet AND stops friend_connection from reconnecting in the
+        # moments before we stop, which would leave the friend with a dead session.
+        for pk in self.friends():
+            number = self.messenger.friend_number(pk)
+            if number is not None:
+                self.messenger.delete_friend(number, now)
+        for pk in list(self.netcrypto.sessions):
+            self.netcrypto.kill(pk, now)
+        self._process(now)
+        with trio.move_on_after(timeout_s):
+            if self.udp is not None or self.relays.pool.connected_relays():
+                await trio.sleep(SHUTDOWN_FLUSH_S)  # let the drivers send the kill packets
         self._remember_network()
         self._save()
         if self._cancel is not None:

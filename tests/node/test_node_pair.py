@@ -73,10 +73,13 @@ async def test_two_nodes_befriend_and_exchange(node_factory: Any, bootstrapd: Bo
                 (other.public_key, FRIEND_STATUS_CONFIRMED)
             ]
 
-        # b shuts down gracefully: a sees it go offline at once (kill packet), not after 32 s.
+        # b shuts down gracefully: a sees it go offline at once (kill packet), not after 32 s,
+        # and the friends do not reconnect while b is stopping.
         with trio.fail_after(5):
             await b.aclose()
             await next_event(a_events, FriendDisconnected, timeout=4)
+        assert not a.is_online(b.public_key)
+        assert not a.netcrypto.is_established(b.public_key)  # a keeps trying, in vain
 
         # b comes back from its profile (new DHT key) and a finds it again; the profile also
         # kept DHT nodes and the relay it was connected to, to start from next time.
