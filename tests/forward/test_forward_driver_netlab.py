@@ -41,7 +41,7 @@ pytestmark = [
     pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
 ]
 
-BSD_UDP, BSD_TCP, SERVE_UDP, CONNECT_UDP, W_UDP, BAD_UDP = range(51940, 51946)
+BSD_UDP, BSD_TCP, SERVE_UDP, CONNECT_UDP, W_UDP, BAD_UDP, SERVE2_UDP = range(51940, 51947)
 ECHO, HTTP, UDP_ECHO, SSHD, CLOSED = range(51950, 51955)
 L_ECHO, L_CLOSED, SOCKS, U_ECHO, L_BAD = range(51960, 51965)
 SECRET = "netlab secret"
@@ -463,13 +463,29 @@ def test_10_udp_blocked_client_uses_tcp_relay(world: World) -> None:
     """A client whose UDP is blocked, told so (``--no-udp``), reaches the server through the
     bootstrap node's TCP relay. (Discovering on its own that UDP is blocked: see test_11.)"""
     lab = world.lab
-    lab.block_udp(world.cli)
+    # its own server (a fresh identity): independent of the restarts above
+    server2 = lab.popen(
+        world.srv,
+        _tunnel(
+            "serve",
+            "-s",
+            SECRET,
+            "--profile",
+            str(world.tmp / "serve2.tox"),
+            "--status-socket",
+            str(world.tmp / "serve2.sock"),
+            *world.node_flags(SERVE2_UDP),
+        ),
+        stderr=subprocess.DEVNULL,
+    )
+    tox_id2 = _read_line(server2, 30)
+    lab.block_udp(world.cli)  # (the long-running client above loses UDP from here on)
     try:
         relay_client = lab.popen(
             world.cli,
             _tunnel(
                 "connect",
-                world.tox_id,
+                tox_id2,
                 "-s",
                 SECRET,
                 "-L",
@@ -495,12 +511,14 @@ def test_10_udp_blocked_client_uses_tcp_relay(world: World) -> None:
         finally:
             relay_client.kill()
     finally:
+        server2.kill()
         lab.unblock_udp(world.cli)
 
 
 @pytest.mark.xfail(
     reason="Node: with UDP blocked (but enabled) the onion does not fall back to TCP relays "
     "(onion_connected stays false), so the client cannot find the restarted server",
+    run=os.environ.get("TUNNEL_E2E_KNOWN_FAILURES") == "1",  # 90 s to fail: opt-in
     strict=False,
 )
 def test_11_udp_cut_mid_session_and_server_restart(world: World) -> None:
