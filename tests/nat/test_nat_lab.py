@@ -9,7 +9,9 @@ Expected outcome per pairing (stated, checked):
 
 * endpoint-independent <-> endpoint-independent: direct UDP, stream carried host to host.
 * endpoint-independent <-> random ports per flow (symmetric-like): a relay (port prediction
-  cannot work against ``fully-random``), the stream intact over TCP.
+  cannot work against ``fully-random``), the stream intact over TCP. Two more of our Nodes
+  sit on the internet as DHT nodes; without them (only the bootstrap node reachable by both)
+  our onion client never finds the friend (strict xfail, measured).
 * rebinding: a router's public address changes mid-transfer (new lease + conntrack flushed);
   the running transfer completes, every packet once and in order.
 """
@@ -37,6 +39,9 @@ DIRECT_AFTER_CONNECT_S = 10.0
 STREAM_BYTES = 1_200_000
 STREAM_RATE_BYTES_S = 300_000
 STREAM_TIMEOUT_S = 40.0
+REDIRECT_TIMEOUT_S = 40.0
+DHT_HELPERS = 2
+"""More of our Nodes on the internet as DHT nodes (see the random-port tests)."""
 
 
 @pytest.fixture
@@ -68,6 +73,7 @@ def _wait_done(a: Peer, b: Peer, timeout_s: float) -> None:
 def test_nat_lab_endpoint_independent_pair_goes_direct(natlab: NatNodeLab) -> None:
     a = natlab.add_peer("a")
     b = natlab.add_peer("b")
+    natlab.add_dht_helpers(DHT_HELPERS, a)
     _stream(natlab, a, b, "--send-when", "connected")
     connected = a.wait(lambda line: line["event"] == "connected", CONNECT_TIMEOUT_S)
     assert connected is not None, _logs(a, b)
@@ -84,23 +90,44 @@ def test_nat_lab_endpoint_independent_pair_goes_direct(natlab: NatNodeLab) -> No
     assert meter_a["direct_out"] > 2 * meter_a["relay_out"]
 
 
-@pytest.mark.xfail(
-    reason="issue 11 open: with a fully-random-port NAT on one side our Nodes are never "
-    "connected (not even over the bootstrapd's TCP relay) within 60 s",
-    strict=False,
-)
 def test_nat_lab_random_port_nat_falls_back_to_relay(natlab: NatNodeLab) -> None:
+    """b's router gives every flow a random public port: no direct path (prediction cannot
+    work, a's router filters by port), so the friends connect and stream over the relay."""
     a = natlab.add_peer("a")
     b = natlab.add_peer("b", NatMode.RANDOM)
+    natlab.add_dht_helpers(DHT_HELPERS, a)
     _stream(natlab, a, b, "--send-when", "connected")
     connected = a.wait(lambda line: line["event"] == "connected", CONNECT_TIMEOUT_S)
     assert connected is not None, _logs(a, b)
+    assert connected["path"] == "tcp"
     _wait_done(a, b, STREAM_TIMEOUT_S)
+    assert a.first("direct") is None
+    meter_a = natlab.meter(a)
+    assert meter_a["relay_out"] >= STREAM_BYTES
+    assert meter_a["direct_out"] < STREAM_BYTES // 10
+
+
+MINIMAL_TOPOLOGY_TIMEOUT_S = 30.0
+
+
+@pytest.mark.xfail(
+    reason="issue 11 open (onion client): when the bootstrap node is the only DHT node both "
+    "peers can reach, our onion client never finds the friend (0 onion data packets sent); "
+    "real toxcore 0.2.18 with our bootstrapd does not connect here either (bench/nat.py)",
+    strict=True,
+)
+def test_nat_lab_random_port_nat_minimal_topology(natlab: NatNodeLab) -> None:
+    a = natlab.add_peer("a")
+    b = natlab.add_peer("b", NatMode.RANDOM)
+    _stream(natlab, a, b, "--send-when", "connected")
+    connected = a.wait(lambda line: line["event"] == "connected", MINIMAL_TOPOLOGY_TIMEOUT_S)
+    assert connected is not None, _logs(a, b)
 
 
 def test_nat_lab_rebinding_keeps_transfer(natlab: NatNodeLab) -> None:
     a = natlab.add_peer("a")
     b = natlab.add_peer("b")
+    natlab.add_dht_helpers(DHT_HELPERS, a)
     _stream(natlab, a, b, "--send-when", "direct")
     direct = a.wait(lambda line: line["event"] == "direct", CONNECT_TIMEOUT_S)
     assert direct is not None, _logs(a, b)
@@ -111,5 +138,21 @@ def test_nat_lab_rebinding_keeps_transfer(natlab: NatNodeLab) -> None:
     assert started is not None, _logs(a, b)
     router = natlab.lab.host("a").router
     assert router is not None
-    natlab.lab.renumber(router)  # new public address for a; conntrack flushed
+    renumbered = natlab.lab.renumber(router)  # new public address for a; conntrack flushed
     _wait_done(a, b, STREAM_TIMEOUT_S)
+    # and b talks to a directly again, at a's new public address
+    moved = b.wait(
+        lambda line: (
+            line["event"] == "stats"
+            and line["path"] == "udp"
+            and line["addr"] is not None
+            and line["addr"][0] == renumbered.public_address
+        ),
+        REDIRECT_TIMEOUT_S,
+    )
+    if moved is None:
+        # the stream survived (over the relay) but the direct path did not come back
+        pytest.xfail(
+            "issue 11 open: after a's router renumbered, b does not go direct to a's new "
+            f"address within {REDIRECT_TIMEOUT_S:.0f} s (DirectPathCore not wired into the Node)"
+        )

@@ -179,6 +179,28 @@ class NatNodeLab:
         self._install_meter(host)
         return peer
 
+    def add_dht_helpers(self, count: int, friend: Peer) -> list[Peer]:
+        """``count`` more of our Nodes on public hosts (plain DHT/onion nodes; each lists
+        ``friend`` as a friend so it has something to do). Without them the only DHT node
+        both NATed peers can reach may be the bootstrap node."""
+        helpers = []
+        for i in range(count):
+            name = f"dht{i}"
+            host = self.lab.add_public_host(name)
+            path = self.workdir / f"{name}.tox"
+            peer = Peer(
+                name,
+                host,
+                self._next_port,
+                _valid_profile(path),
+                path,
+                self.workdir / f"{name}.log",
+            )
+            self._next_port += 1
+            self.start(peer, friend)
+            helpers.append(peer)
+        return helpers
+
     def _install_meter(self, host: Host) -> None:
         assert host.router is not None
         assert self.server is not None

@@ -22,6 +22,7 @@ filler) once the friend is connected (``--send-when connected``) or direct (``di
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -102,6 +103,10 @@ async def main(args: argparse.Namespace) -> None:
                     relays=stats.tcp_relays_connected,
                     dht=stats.dht_connected,
                     onion=stats.onion_connected,
+                    onion_stats=dataclasses.asdict(node.onion.stats) if args.verbose else None,
+                    good_nodes=len(node.dht.random_good_nodes(8, trio.current_time()))
+                    if args.verbose
+                    else None,
                 )
                 await trio.sleep(STATS_INTERVAL_S)
 
@@ -161,6 +166,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--send-when", choices=("connected", "direct"), default="connected")
     parser.add_argument("--rate-bytes-s", type=int, default=0)
     parser.add_argument("--expect-bytes", type=int, default=0)
+    parser.add_argument("--verbose", action="store_true", help="onion/DHT counters in stats")
     return parser.parse_args(argv)
 
 
