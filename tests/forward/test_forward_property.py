@@ -64,6 +64,7 @@ def test_streams_are_whole_or_end_in_error(
     client_sent: dict[int, bytearray] = {}
     server_sent: dict[int, bytearray] = {}
     client_eof: set[int] = set()
+    server_eof: set[int] = set()  # eof_after empties once the EOF is out: track it here
     aborted: set[int] = set()
     counter = 0
 
@@ -101,7 +102,7 @@ def test_streams_are_whole_or_end_in_error(
         elif kind in ("ssend", "seof") and handles:
             handle = handles[int(op[1]) % len(handles)]  # type: ignore[call-overload]
             srv = server_handle(ports[handle])
-            if srv is None or srv in link.server_app.eof_after:
+            if srv is None or srv in server_eof:
                 continue
             if kind == "ssend":
                 counter += 1
@@ -109,6 +110,7 @@ def test_streams_are_whole_or_end_in_error(
                 link.server_app.send(srv, data)
                 server_sent.setdefault(srv, bytearray()).extend(data)
             else:
+                server_eof.add(srv)
                 link.server_app.eof_after.add(srv)
                 link.server_app.outgoing.setdefault(srv, bytearray())
         elif kind == "steps":
