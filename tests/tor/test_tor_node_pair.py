@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tunnel.crypto import KeyPair
 from tunnel.forward.auth import AuthPolicy
 from tunnel.forward.client_mux import ClientMux
 from tunnel.forward.server_mux import ServerMux
@@ -30,6 +31,7 @@ from tunnel.io.forward_client import ForwardClient
 from tunnel.io.forward_node import NodeTransport
 from tunnel.io.forward_server import ForwardServer
 from tunnel.node_types import FriendConnected, FriendRequest, Message, NodeEvent
+from tunnel.tcp_relay.client import ClientStatus, RelayClientConnection
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.forward_harness import start_tcp_echo
 from tunnel.testing.ports import PortPool
@@ -43,6 +45,8 @@ from tunnel.testing.tor_node_harness import (
     udp_sockets,
 )
 from tunnel.testing.torlab import TorLab
+from tunnel.tor.check import open_onion_stream
+from tunnel.tor.keystore import load_or_create_onion_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.toxcore]
 
@@ -237,3 +241,59 @@ async def _pair(
             assert tor_node.status is not None
             assert tor_node.status.usable
         nursery.cancel_scope.cancel()
+
+
+async def _relay_handshake(stream: trio.SocketStream, relay_public_key: bytes) -> ClientStatus:
+    """Run a TCP relay client handshake over ``stream``; the resulting status."""
+    conn = RelayClientConnection(KeyPair.generate(os.urandom), relay_public_key, os.urandom, 0.0)
+    await stream.send_all(conn.data_to_send())
+    with trio.fail_after(30):
+        while conn.status is ClientStatus.HANDSHAKING:
+            data = await stream.receive_some(4096)
+            if not data:
+                break
+            conn.receive_data(bytes(data), trio.current_time())
+    return conn.status
+
+
+async def test_tor_mode_nodes_announce_onion_relays(
+    tor_lab: TorLab,
+    bootstrapd: Bootstrapd | OurBootstrapd,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each node publishes its relay as an onion service (persistent key), friends learn the
+    address over the friend connection (0xB4), and a stream to it through Tor reaches a relay
+    that completes the handshake with the node's long-term key."""
+    caplog.set_level(logging.INFO, logger="tunnel")
+    configs = [
+        lab_tor_config(tor_lab, i, onion_service=True, onion_key=tmp_path / f"{n}.key")
+        for i, n in enumerate(("on-a", "on-b"))
+    ]
+    async with (
+        running_tor_node("on-a", bootstrap_options(bootstrapd, "on-a"), configs[0], tmp_path) as ta,
+        running_tor_node("on-b", bootstrap_options(bootstrapd, "on-b"), configs[1], tmp_path) as tb,
+    ):
+        a, b = ta.node, tb.node
+        assert a is not None
+        assert b is not None
+        assert ta.onions is not None
+        assert tb.onions is not None
+        b_events = b.subscribe()
+        a.add_friend(b.tox_id, b"onions")
+        await _next(b_events, FriendRequest)
+        b.accept_friend_request(a.public_key)
+        with trio.fail_after(FIND_TIMEOUT_S):
+            b_onion = await ta.onions.wait_friend_onion(b.public_key)
+            a_onion = await tb.onions.wait_friend_onion(a.public_key)
+        assert b_onion == (tb.onions.address, configs[1].onion_port)
+        assert a_onion == (ta.onions.address, configs[0].onion_port)
+        # the address is the persistent key's
+        assert load_or_create_onion_key(tmp_path / "on-b.key").address == b_onion[0]
+        stream = await open_onion_stream(
+            LOCALHOST, tor_lab.socks_port(0), b_onion[0], b_onion[1], timeout_s=60
+        )
+        async with stream:
+            assert await _relay_handshake(stream, b.public_key) is ClientStatus.CONFIRMED
+        assert ta.onions.bad_packets == 0
+        assert tb.onions.bad_packets == 0

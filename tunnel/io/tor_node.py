@@ -30,11 +30,14 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import trio
 
 from tunnel.crypto import Rng
+from tunnel.errors import ConfigError
 from tunnel.io.proxy import ProxyConfig
+from tunnel.io.tor_onion import FriendOnions
 from tunnel.node import Node
 from tunnel.node_types import NodeOptions
 from tunnel.profile import Profile
@@ -135,6 +138,9 @@ class TorNode:
         """How many times Tor came back while the node ran."""
         self.relay_retries_forced = 0
         self.relay_streams_opened = 0
+        self.onions: FriendOnions | None = None
+        """Our onion relay and the friends' addresses (``tor.onion_service``)."""
+        self.onion_error: str | None = None
         proxy = self.options.proxy
         self._isolation = proxy.username if proxy is not None else None
         self._changed = trio.Event()
@@ -247,7 +253,27 @@ class TorNode:
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(self._run_node, node, nursery.cancel_scope))
             nursery.start_soon(self._watch, node)
+            if self.tor.onion_service:
+                self.onions = FriendOnions(
+                    node, self.endpoints, self._onion_key_path(), self.tor.onion_port
+                )
+                nursery.start_soon(self._run_onions, self.onions)
             task_status.started(node)
+
+    def _onion_key_path(self) -> Path:
+        if self.tor.onion_key is not None:
+            return self.tor.onion_key
+        if self.profile.path is None:
+            raise ConfigError("tor.onion_key: needed when the profile has no file")
+        return Path(self.profile.path).with_suffix(".onion.key")
+
+    async def _run_onions(self, onions: FriendOnions) -> None:
+        """The onion service is an extra path: a failure is reported, the node keeps running."""
+        try:
+            await onions.run()
+        except TorError as exc:
+            log.warning("onion service not published: %s", exc)
+            self.onion_error = str(exc)
 
     @staticmethod
     async def _run_node(

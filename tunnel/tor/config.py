@@ -10,6 +10,9 @@
       connect_timeout_s: 30          # bound on one relay connection through Tor
       check_interval_s: 5            # how often a running node checks Tor is still usable
       isolate: true                  # our relay streams get their own Tor circuits
+      onion_service: false           # publish our relay for friends as an onion service
+      onion_key: onion.key           # its persistent key (default: beside the profile)
+      onion_port: 443                # the onion service's virtual port
 
 ``--tor`` alone means ``tor: {socks: 127.0.0.1:9050}``; ``--tor HOST:PORT`` names the SOCKS
 port. In Tor mode UDP is off and every relay connection goes through Tor's SOCKS port (see
@@ -29,6 +32,7 @@ DEFAULT_SOCKS = "127.0.0.1:9050"
 CHECK_INTERVAL_S = 5.0
 """Default pause between a running node's "is Tor still usable" checks."""
 MAX_WAIT_S = 3600
+DEFAULT_ONION_PORT = 443
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,9 @@ class TorConfig:
     connect_timeout_s: float = CONNECT_TIMEOUT_S
     check_interval_s: float = CHECK_INTERVAL_S
     isolate: bool = True
+    onion_service: bool = False
+    onion_key: Path | None = None
+    onion_port: int = DEFAULT_ONION_PORT
 
     def endpoints(self) -> TorEndpoints:
         """Where Tor listens.
@@ -98,7 +105,17 @@ class TorConfig:
             "check_interval_s", int(CHECK_INTERVAL_S), min_value=1, max_value=MAX_WAIT_S
         )
         isolate = section.get_bool("isolate", True)
+        onion_service = section.get_bool("onion_service", False)
+        key_raw = section.raw("onion_key")
+        onion_key = (
+            None
+            if isinstance(key_raw, Missing)
+            else check_path(key_raw, section.key_path("onion_key"), base_dir)
+        )
+        onion_port = section.get_port("onion_port", DEFAULT_ONION_PORT)
         section.finish()
+        if onion_service and control is None:
+            raise ConfigError(f"{path}.onion_service: needs {path}.control (Tor's control port)")
         config = cls(
             socks=socks,
             control=control,
@@ -108,6 +125,9 @@ class TorConfig:
             connect_timeout_s=float(connect_timeout_s),
             check_interval_s=float(check_interval_s),
             isolate=isolate,
+            onion_service=onion_service,
+            onion_key=onion_key,
+            onion_port=onion_port,
         )
         try:
             config.endpoints()

@@ -1,0 +1,143 @@
+"""Friends as onion services (issue 10 part 2, first half): a Tor-mode node publishes an
+ephemeral v3 onion service that speaks our TCP relay protocol, and tells its friends the address
+over the friend connection (lossless custom packet 0xB4, :mod:`tunnel.tor.announce`).
+
+* The relay runs on 127.0.0.1 (ephemeral port) with the node's **long-term** key pair as its
+  identity, so a friend who knows only our Tox ID can complete the relay handshake.
+* The onion key persists (``tor.onion_key``), so the address is stable across restarts.
+* Each friend that comes online gets our announcement; announcements from friends are kept in
+  :attr:`FriendOnions.friend_onions` (withdrawals remove them, queries are answered). Malformed
+  0xB4 packets are counted in :attr:`FriendOnions.bad_packets` and dropped.
+
+Not done yet (needs node hooks, see the issue report): using a friend's onion relay as a path
+(adding a relay reached by a custom opener and kept out of our DHT-PK announcements), refusing
+relay clients that are not friends, and Tor-only mode without DHT.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import trio
+
+from tunnel.errors import BadPacket
+from tunnel.io.tcp_relay import TcpRelayServer, serve_tcp_relay
+from tunnel.netcrypto.session import NotConnected
+from tunnel.node import Node
+from tunnel.node_types import FriendConnected, LosslessPacket
+from tunnel.tor.announce import (
+    TOR_ONION_PACKET_ID,
+    OnionAddressAnnouncement,
+    OnionQuery,
+    OnionWithdraw,
+    decode_onion_message_untrusted,
+)
+from tunnel.tor.check import TorEndpoints
+from tunnel.tor.control import open_onion_service
+from tunnel.tor.keystore import load_or_create_onion_key
+
+log = logging.getLogger("tunnel.tor")
+
+LOCALHOST = "127.0.0.1"
+
+
+class FriendOnions:
+    """Publishes our onion relay and keeps the friends' announced addresses."""
+
+    def __init__(
+        self, node: Node, endpoints: TorEndpoints, key_path: Path, virtual_port: int
+    ) -> None:
+        if endpoints.control_host is None or endpoints.control_port is None:
+            raise ValueError("onion services need Tor's control port")
+        self.node = node
+        self.endpoints = endpoints
+        self.key_path = key_path
+        self.virtual_port = virtual_port
+        self.address: str | None = None
+        """Our ``<id>.onion`` once published."""
+        self.relay: TcpRelayServer | None = None
+        self.friend_onions: dict[bytes, tuple[str, int]] = {}
+        """Friend's long-term key -> (``.onion`` address, virtual port) they announced."""
+        self.announcements_sent = 0
+        self.bad_packets = 0
+        self._changed = trio.Event()
+
+    async def wait_friend_onion(self, public_key: bytes) -> tuple[str, int]:
+        """Return the friend's announced address once known (bound it with ``fail_after``)."""
+        while public_key not in self.friend_onions:
+            await self._changed.wait()
+        return self.friend_onions[public_key]
+
+    def _announcement(self) -> bytes | None:
+        if self.address is None:
+            return None
+        return OnionAddressAnnouncement.from_address(self.address, self.virtual_port).encode()
+
+    def _announce(self, public_key: bytes) -> None:
+        packet = self._announcement()
+        if packet is None:
+            return
+        try:
+            if self.node.try_send_lossless(public_key, packet):
+                self.announcements_sent += 1
+        except NotConnected:
+            pass
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the relay, publish the onion service, exchange addresses; ``started(address)``.
+
+        Raises:
+            TorControlError: the control port refused us or the service was not published.
+        """
+        events = self.node.subscribe()
+        async with trio.open_nursery() as nursery:
+            self.relay = await nursery.start(
+                lambda task_status: serve_tcp_relay(
+                    self.node.real_keys, [0], host=LOCALHOST, task_status=task_status
+                )
+            )
+            assert self.relay is not None
+            key = load_or_create_onion_key(self.key_path)
+            target = f"{LOCALHOST}:{self.relay.ports[0]}"
+            assert self.endpoints.control_host is not None
+            assert self.endpoints.control_port is not None
+            async with open_onion_service(
+                self.endpoints.control_host,
+                self.endpoints.control_port,
+                key,
+                [(self.virtual_port, target)],
+                password=self.endpoints.control_password,
+                cookie_path=self.endpoints.cookie_path,
+            ) as service:
+                self.address = service.address
+                log.info("onion relay %s:%d published", service.address, self.virtual_port)
+                for pk in self.node.friends():
+                    if self.node.is_online(pk):
+                        self._announce(pk)
+                task_status.started(service.address)
+                async for event in events:
+                    self._on_event(event)
+            nursery.cancel_scope.cancel()
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, FriendConnected):
+            self._announce(event.public_key)
+        elif isinstance(event, LosslessPacket) and event.data[:1] == bytes([TOR_ONION_PACKET_ID]):
+            try:
+                message = decode_onion_message_untrusted(event.data)
+            except BadPacket:
+                self.bad_packets += 1
+                return
+            if isinstance(message, OnionAddressAnnouncement):
+                self.friend_onions[event.public_key] = (message.address, message.virtual_port)
+                log.info("friend %s announced %s", event.public_key.hex()[:16], message.address)
+            elif isinstance(message, OnionWithdraw):
+                self.friend_onions.pop(event.public_key, None)
+            elif isinstance(message, OnionQuery):
+                self._announce(event.public_key)
+            self._changed.set()
+            self._changed = trio.Event()
+
+
+__all__ = ["FriendOnions"]
