@@ -167,3 +167,26 @@ async def test_wait_for_tor_reports_once_and_starts_when_tor_appears(
     assert node.udp_port is None
     assert statuses == [f"Tor SOCKS port 127.0.0.1:{port} closed", "Tor usable"]
     await node.aclose()
+
+
+def test_parse_onion_service(tmp_path: Path) -> None:
+    config = TorConfig.parse(
+        {
+            "socks": "127.0.0.1:9050",
+            "control": "127.0.0.1:9051",
+            "onion_service": True,
+            "onion_key": "keys/onion.key",
+            "onion_port": 8443,
+        },
+        base_dir=tmp_path,
+    )
+    assert (config.onion_service, config.onion_key, config.onion_port) == (
+        True,
+        tmp_path / "keys/onion.key",
+        8443,
+    )
+    assert TorConfig.parse({"socks": "127.0.0.1:9050"}).onion_port == 443
+    with pytest.raises(ConfigError, match=r"^tor\.onion_service: needs tor\.control"):
+        TorConfig.parse({"socks": "127.0.0.1:9050", "onion_service": True})
+    with pytest.raises(ConfigError, match=r"^tor\.onion_port: "):
+        TorConfig.parse({"socks": "127.0.0.1:9050", "onion_port": 0})
