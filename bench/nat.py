@@ -11,6 +11,23 @@ the two already friends:
   bytes a's router forwarded straight to b's router (UDP host to host) vs to the relay host
   (TCP), read from the routers' nftables counters.
 
+Measured 2026-11-22 (2 cores; stream 1-2 MB started at "connected"; median of 2-3 runs):
+
+=========================  =========  ==========  ========  ============
+topology                   impl       connected   direct    direct share
+=========================  =========  ==========  ========  ============
+EI/EI, bootstrap only      ours       9.2 s (2/3) 10.1 s    0.75 (stream
+                                                            began on TCP)
+EI/EI, bootstrap only      toxcore    9.9 s (3/3) 13.5 s    1.00
+EI/EI, +2 DHT nodes        ours       9.2 s (2/2) 9.2 s     0.999
+EI/EI, +2 DHT nodes        toxcore    9.8 s (2/2) 13.6 s    1.00
+EI/random, bootstrap only  ours       never (0/2) -         -
+EI/random, bootstrap only  toxcore    never (0/2) -         -
+EI/random, +2 DHT nodes    ours       9.2 s (2/2) relay     0.15 (relay
+                                                            as expected)
+EI/random, +2 DHT nodes    toxcore    never (0/2) -         -
+=========================  =========  ==========  ========  ============
+
 Needs root (namespaces). Usage: ``sudo .venv/bin/python bench/nat.py [--runs 3] [--nat-b random]``.
 """
 

@@ -39,7 +39,7 @@ DIRECT_AFTER_CONNECT_S = 10.0
 STREAM_BYTES = 1_200_000
 STREAM_RATE_BYTES_S = 300_000
 STREAM_TIMEOUT_S = 40.0
-REDIRECT_TIMEOUT_S = 40.0
+REDIRECT_TIMEOUT_S = 25.0
 DHT_HELPERS = 2
 """More of our Nodes on the internet as DHT nodes (see the random-port tests)."""
 
@@ -107,7 +107,7 @@ def test_nat_lab_random_port_nat_falls_back_to_relay(natlab: NatNodeLab) -> None
     assert meter_a["direct_out"] < STREAM_BYTES // 10
 
 
-MINIMAL_TOPOLOGY_TIMEOUT_S = 30.0
+MINIMAL_TOPOLOGY_TIMEOUT_S = 20.0
 
 
 @pytest.mark.xfail(
