@@ -196,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(_line("raw Tor onion service", onion), flush=True)
                 except Exception as exc:
                     print(_line("raw Tor onion service", None, f"failed: {exc}"), flush=True)
-                tunnel = trio.run(_tunnel, lab, bsd, pool, work, args.megabytes, args.rounds)
+                try:
+                    tunnel = trio.run(_tunnel, lab, bsd, pool, work, args.megabytes, args.rounds)
+                except Exception as exc:  # a figure missing (e.g. a stall), not a crash
+                    tunnel = f"failed: {type(exc).__name__} {exc}"
                 print(f"{'tunnel -L through Tor SOCKS':<32} {tunnel}", flush=True)
                 print(
                     _line(
