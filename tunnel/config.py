@@ -502,6 +502,8 @@ def config_to_dict(cfg: Config) -> dict[str, object]:
 
 def dump_config(cfg: Config) -> str:
     """Normalised YAML (every key, defaults filled in, keys as hex) for ``check-config``."""
+    # allow_unicode=False: YAML reads U+0085/U+2028/U+2029 as line breaks, so only escaped
+    # text survives a dump/load round trip.
     return yaml.safe_dump(
-        config_to_dict(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True
+        config_to_dict(cfg), sort_keys=False, default_flow_style=False, allow_unicode=False
     )

@@ -82,6 +82,7 @@ def parse_serve_config(mapping: object, base_dir: Path | None = None) -> ServeCo
         ConfigError: the first invalid or unknown key, naming it.
     """
     top = Section(mapping, "", base_dir)
+    top.get_choice("role", ("serve",), "serve")
     node_value = top.raw("node")
     try:
         node = parse_node_config(None if isinstance(node_value, Missing) else node_value, base_dir)
