@@ -515,13 +515,9 @@ def test_10_udp_blocked_client_uses_tcp_relay(world: World) -> None:
         lab.unblock_udp(world.cli)
 
 
-@pytest.mark.xfail(
-    reason="Node: with UDP blocked (but enabled) the onion does not fall back to TCP relays "
-    "(onion_connected stays false), so the client cannot find the restarted server",
-    run=os.environ.get("TUNNEL_E2E_KNOWN_FAILURES") == "1",  # 90 s to fail: opt-in
-    strict=False,
-)
 def test_11_udp_cut_mid_session_and_server_restart(world: World) -> None:
+    """UDP (enabled) silently dropped for both: the onion falls back to TCP-relay first hops
+    and the client finds the restarted server through the relay."""
     lab = world.lab
     lab.block_udp(world.srv)
     lab.block_udp(world.cli)

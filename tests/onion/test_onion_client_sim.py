@@ -22,6 +22,7 @@ from tunnel.onion.client import (
     OnionHooks,
     OnionStatusChanged,
 )
+from tunnel.onion.paths import OnionPath, TcpRelayHop
 from tunnel.onion.relay import OnionRelay, TcpClientSource
 from tunnel.onion.stack import OnionStack
 from tunnel.testing.rng import SeededRng
@@ -282,6 +283,85 @@ def test_onion_over_tcp_relay() -> None:
             break
     assert OnionStatusChanged(connected=True, tcp=True) in events
     assert any(isinstance(e, FriendRequestReceived) for e in friend.events)
+
+
+def test_udp_cut_mid_session_falls_back_to_tcp_relay_and_back() -> None:
+    """UDP enabled, the DHT still looks connected, but the client's UDP is silently dropped:
+    new paths start at a TCP relay, the client stays onion-connected and reaches a friend;
+    when UDP returns, UDP-first paths are answered again (toxcore onion_client.c
+    random_nodes_path_onion: TCP relay as node A; tox-protocol.md 5.7)."""
+    net, nodes = _network(12, seed=12)
+    rng = SeededRng("udp-cut")
+    ip = "11.0.1.1"
+    real, dht_keys = KeyPair.generate(rng), KeyPair.generate(rng)
+    others = [n.node for n in nodes]
+    handle = "relay-3"
+    hooks = OnionHooks(
+        random_dht_nodes=lambda n: others[:n],
+        dht_connected=lambda: True,  # the DHT has not noticed yet (nodes time out in 122 s)
+        onion_tcp_relays=lambda: [handle],
+    )
+    client = OnionClient(real, dht_keys, rng.fork("c"), net.now, hooks=hooks, nospam=b"cut!")
+    for node in others[:4]:
+        client.add_bootstrap_node(node)
+    stack = OnionStack(None, None, client)
+    net.attach(stack, net.add_host(ip), PORT)
+    relay = nodes[3].stack.relay
+    assert relay is not None
+    source = TcpClientSource(connection_id=1, identifier=7)
+    tcp_sent = 0
+
+    def step() -> None:
+        nonlocal tcp_sent
+        for to, packet in client.tcp_onion_requests_to_send():
+            assert to == handle
+            tcp_sent += 1
+            relay.receive_tcp_onion_request(packet, source, net.now)
+        net.run_for(1.0)
+        for _, response in relay.tcp_responses_to_send():
+            client.receive_tcp_onion_response(response, net.now)
+        for n in nodes:
+            n.drain()
+
+    def paths() -> list[OnionPath]:
+        return [p for pool in (client.self_paths, client.friend_paths) for p in pool.paths if p]
+
+    def answered(tcp: bool, since: float) -> bool:
+        return any(
+            isinstance(p.first, TcpRelayHop) == tcp and p.last_success > max(p.created, since)
+            for p in paths()
+        )
+
+    for _ in range(60):  # UDP works: onion-connected over UDP-first paths
+        step()
+        if client.connected and answered(False, 0.0):
+            break
+    assert client.connected
+    assert tcp_sent == 0
+    net.block(ip)
+    cut = net.now
+    for _ in range(90):
+        step()
+        if answered(True, cut):
+            break
+    assert answered(True, cut), "no path through the TCP relay was built and answered"
+    assert net.now - cut < 60
+    bob = nodes[7]
+    client.send_friend_request(bob.client.tox_id, b"udp is gone")
+    for _ in range(90):
+        step()
+        if any(isinstance(e, FriendRequestReceived) for e in bob.events):
+            break
+    assert any(isinstance(e, FriendRequestReceived) for e in bob.events)
+    assert client.connected
+    net.unblock(ip)
+    back = net.now
+    for _ in range(120):
+        step()
+        if answered(False, back):
+            break
+    assert answered(False, back), "UDP came back but no UDP-first path was answered"
+    assert client.connected
 
 
 def test_client_drops_bad_input() -> None:

@@ -124,6 +124,10 @@ ONION_CONNECTION_SECONDS = 3
 ONION_CONNECTED_TIMEOUT_S = 10
 MAX_FRIEND_CLIENTS = 8
 TICK_INTERVAL_S = 1.0
+UDP_ONION_SILENT_S = ONION_PATH_TIMEOUT_S
+"""UDP-first paths unanswered this long while TCP relays are up: new paths start at a relay."""
+UDP_ONION_RETRY_S = 30
+"""While UDP is silent, one new path in this interval still starts at a UDP node (a probe)."""
 ONION_CLIENT_PACKET_KINDS = frozenset({PACKET_ANNOUNCE_RESPONSE, PACKET_ONION_DATA_RESPONSE})
 
 
@@ -187,6 +191,8 @@ class OnionClient:
         self._first_run = now
         self._next_tick = now
         self._last_no_replay = 0
+        self._udp_unanswered_since: float | None = None  # first UDP-first send not answered
+        self._last_udp_probe = NEVER
         self._out: list[tuple[Addr, bytes]] = []
         self._tcp_out: list[tuple[Hashable, bytes]] = []
         self._dht_out: list[tuple[bytes, bytes]] = []
@@ -355,7 +361,7 @@ class OnionClient:
         inner = seal_onion_data_inner(self.real_keys, public_key, nonce, payload)
         sent = 0
         for node in good:
-            path = self.friend_paths.get(None, now, self._draw_path_nodes)
+            path = self.friend_paths.get(None, now, lambda: self._draw_path_nodes(now))
             if path is None:
                 continue
             try:
@@ -364,7 +370,7 @@ class OnionClient:
                 )
             except DecryptError:
                 continue
-            self._emit(path, node.node, request.encode())
+            self._emit(path, node.node, request.encode(), now)
             sent += 1
         self.stats.data_packets_sent += sent
         return sent
@@ -422,6 +428,8 @@ class OnionClient:
         payload = response.open(shared_key_untrusted(sendback.node.public_key, secret))
         self.stats.announce_responses += 1
         path = pool.mark_success(sendback.path_num, now)
+        if path is not None and path.first_addr() is not None:
+            self._udp_unanswered_since = None  # UDP works (again): UDP-first paths preferred
         if path is not None:
             for node in path.udp_nodes():
                 self.add_path_node(node)
@@ -508,20 +516,37 @@ class OnionClient:
     # Sending
     # ======================================================================================
 
-    def _draw_path_nodes(self) -> tuple[FirstHop, PackedNode, PackedNode] | None:
+    def _udp_silent(self, now: float) -> bool:
+        """UDP-first paths have gone unanswered for ``UDP_ONION_SILENT_S`` (UDP dropped on the
+        way: the DHT still looks connected until its nodes time out, 122 s later)."""
+        since = self._udp_unanswered_since
+        return since is not None and is_timeout(since, UDP_ONION_SILENT_S, now)
+
+    def _draw_path_nodes(self, now: float) -> tuple[FirstHop, PackedNode, PackedNode] | None:
+        """Nodes for a new path (toxcore ``random_nodes_path_onion``): all UDP while the DHT
+        is connected, else a TCP relay as node A. Deviation: toxcore only switches when the DHT
+        times out; we also switch when UDP-first paths stay silent while relays are up, and
+        keep probing UDP with one path every ``UDP_ONION_RETRY_S``."""
         pool = self.path_nodes or self.bootstrap_nodes
-        if self.hooks.dht_connected():
+        relays = list(self.hooks.onion_tcp_relays())
+        use_udp = self.hooks.dht_connected()
+        if use_udp and relays and self._udp_silent(now):
+            use_udp = is_timeout(self._last_udp_probe, UDP_ONION_RETRY_S, now)
+            if use_udp:
+                self._last_udp_probe = now
+        if use_udp:
             if not pool:
                 return None
             a, b, c = pick_distinct(self._rng, pool, 3)
             return a, b, c
-        relays = list(self.hooks.onion_tcp_relays())
         if not relays:
             return None
         pool = self.path_nodes if len(self.path_nodes) >= 2 else self.bootstrap_nodes
         if not pool:
             return None
-        b, c = pick_distinct(self._rng, pool, 2)
+        # B and C drawn with replacement, as toxcore does: behind a relay, the nodes reachable
+        # over UDP may be very few (the relay's own DHT node alone), so B == C must be possible
+        b, c = (pool[random_below(self._rng, len(pool))] for _ in range(2))
         return TcpRelayHop(relays[random_below(self._rng, len(relays))]), b, c
 
     def _new_sendback(
@@ -542,7 +567,7 @@ class OnionClient:
         now: float,
     ) -> bool:
         pool = self.self_paths if friend is None else self.friend_paths
-        path = pool.get(path_num, now, self._draw_path_nodes)
+        path = pool.get(path_num, now, lambda: self._draw_path_nodes(now))
         if path is None:
             return False
         sendback = self._new_sendback(
@@ -562,15 +587,17 @@ class OnionClient:
             request = AnnounceRequest.seal(self._rng, keys, node.public_key, payload)
         except DecryptError:
             return False
-        self._emit(path, node, request.encode())
+        self._emit(path, node, request.encode(), now)
         self.stats.announce_requests_sent += 1
         return True
 
-    def _emit(self, path: OnionPath, destination: PackedNode, payload: bytes) -> None:
+    def _emit(self, path: OnionPath, destination: PackedNode, payload: bytes, now: float) -> None:
         first, packet = path.seal(random_nonce(self._rng), destination, payload)
         if isinstance(first, TcpRelayHop):
             self._tcp_out.append((first.relay, packet))
         else:
+            if self._udp_unanswered_since is None:
+                self._udp_unanswered_since = now
             self._out.append((first.ip_port.to_addr(), packet))
 
     # ======================================================================================
