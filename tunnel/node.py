@@ -8,8 +8,9 @@ DHT kinds go to :class:`~tunnel.dht.core.DhtCore`, onion kinds to an
 :class:`~tunnel.onion.stack.OnionStack` (relay + announce store + client), net_crypto kinds to
 the :class:`~tunnel.friends.messenger.Messenger`. A :class:`~tunnel.io.tcp_relay.RelayPoolDriver`
 keeps connections to the bootstrap nodes' TCP ports and the configured relays (through the
-proxy, if any; then UDP is off). After every input and every timer the node runs its glue
-(:meth:`Node._process`), which moves information between layers:
+proxy, if any; then UDP is off). After every timer, every batch of received datagrams and
+every other input the node runs its glue (:meth:`Node._process`), which moves information
+between layers:
 
 * DHT ``FriendIpFound``   -> friend_connection learns the friend's direct UDP address;
 * DHT request 0x9c        -> onion client (a friend's DHT-PK announcement via the DHT);
@@ -114,15 +115,23 @@ class NodeClosed(RuntimeError):
 
 
 class _Core:
-    """The dispatcher as one DatagramCore that runs the node's glue after every input/timer."""
+    """The dispatcher as one DatagramCore that runs the node's glue after every timer and
+    once after every batch of received datagrams (:meth:`after_batch`)."""
 
     def __init__(self, node: Node, dispatcher: PacketDispatcher) -> None:
         self._node = node
         self._dispatcher = dispatcher
+        self._received = False
 
     def receive(self, data: bytes, addr: Addr, now: float) -> None:
         self._dispatcher.receive(data, addr, now)
-        self._node._process(now)
+        self._received = True
+
+    def after_batch(self) -> None:
+        """The UDP driver's hook: one glue round for a whole batch of datagrams."""
+        if self._received:
+            self._received = False
+            self._node._process(trio.current_time())
 
     def datagrams_to_send(self) -> list[tuple[Addr, bytes]]:
         out = self._dispatcher.datagrams_to_send()
@@ -283,7 +292,7 @@ class Node(NodeGlue):
                 self._cancel = scope
                 async with trio.open_nursery() as nursery:
                     if self._bound is not None:
-                        self.udp = UdpDriver(self._core, self._bound)
+                        self.udp = UdpDriver(self._core, self._bound, self._core.after_batch)
                         await nursery.start(self.udp.run)
                     else:
                         nursery.start_soon(self._timer_loop)

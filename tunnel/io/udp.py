@@ -2,13 +2,17 @@
 
 tox-protocol.md 3.1. One socket carries everything UDP. :func:`open_udp_socket` binds the first
 free port of a range (toxcore: 33445..33545), dual-stack IPv6 (``::``, V6ONLY off) when asked,
-with 2 MiB send/receive buffers and broadcast allowed (LAN discovery). IPv4-mapped source
-addresses are normalised to plain IPv4 before a core sees them, and IPv4 destinations are mapped
-back when the socket is IPv6.
+with 4 MiB send/receive buffers (forced past ``net.core.[rw]mem_max`` where the process may,
+data-path.md: small buffers overflow under load) and broadcast allowed (LAN discovery).
+IPv4-mapped source addresses are normalised to plain IPv4 before a core sees them, and IPv4
+destinations are mapped back when the socket is IPv6.
 
 :class:`PacketDispatcher` is itself a :class:`tunnel.core.DatagramCore`: it routes each datagram
 by its first byte to the core registered for that kind (DHT, onion, net_crypto ...), merges
-their output and timers. :class:`UdpDriver` runs one core on one socket until cancelled.
+their output and timers. :class:`UdpDriver` runs one core on one socket until cancelled, in
+batches (data-path.md: one Trio wake-up costs more than a whole datagram's processing): each
+wake-up reads until the socket is empty (at most ``RECEIVE_BATCH_DATAGRAMS``), feeds the core at
+one ``now``, runs ``after_batch`` once and sends from a non-blocking socket.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import errno
 import ipaddress
 import logging
 import math
+import os
 import socket as _socket
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import trio
@@ -27,7 +33,10 @@ from tunnel.core import DatagramCore
 from tunnel.wire.ip_port import Addr
 
 MAX_UDP_PACKET_SIZE_BYTES = 2048
-SOCKET_BUFFER_SIZE_BYTES = 2 * 1024 * 1024
+SOCKET_BUFFER_SIZE_BYTES = 4 * 1024 * 1024
+RECEIVE_BATCH_DATAGRAMS = 256
+"""At most this many datagrams per wake-up, so timers and other tasks still get their turn."""
+_ADDR_CACHE_ENTRIES = 4096
 TOX_PORT_RANGE = (33445, 33545)
 
 log = logging.getLogger(__name__)
@@ -106,6 +115,22 @@ def normalise_addr(addr: tuple[object, ...]) -> Addr:
     return (str(ip), port)
 
 
+def _set_buffer_sizes(sock: trio.socket.SocketType) -> None:
+    """4 MiB buffers: forced (CAP_NET_ADMIN) if allowed, else as large as the sysctl permits."""
+    pairs = (
+        (getattr(_socket, "SO_RCVBUFFORCE", None), _socket.SO_RCVBUF),
+        (getattr(_socket, "SO_SNDBUFFORCE", None), _socket.SO_SNDBUF),
+    )
+    for forced, plain in pairs:
+        if forced is not None:
+            try:
+                sock.setsockopt(_socket.SOL_SOCKET, forced, SOCKET_BUFFER_SIZE_BYTES)
+                continue
+            except OSError:  # EPERM without CAP_NET_ADMIN
+                pass
+        sock.setsockopt(_socket.SOL_SOCKET, plain, SOCKET_BUFFER_SIZE_BYTES)
+
+
 @dataclass(frozen=True, slots=True)
 class BoundSocket:
     """A bound UDP socket and what it can reach."""
@@ -148,8 +173,7 @@ async def open_udp_socket(
         try:
             if ipv6:
                 sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0)
-            for option in (_socket.SO_RCVBUF, _socket.SO_SNDBUF):
-                sock.setsockopt(_socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE_BYTES)
+            _set_buffer_sizes(sock)
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_BROADCAST, 1)
             await sock.bind((bind_host, port))
         except OSError as exc:
@@ -166,57 +190,122 @@ async def open_udp_socket(
 
 
 class UdpDriver:
-    """Runs one :class:`DatagramCore` on one :class:`BoundSocket` until cancelled."""
+    """Runs one :class:`DatagramCore` on one :class:`BoundSocket` until cancelled, in batches.
 
-    def __init__(self, core: DatagramCore, bound: BoundSocket) -> None:
+    The reader waits until the socket is readable, then feeds every waiting datagram (up to
+    ``RECEIVE_BATCH_DATAGRAMS``) to the core at one ``now``, calls ``after_batch`` once and
+    flushes. Sends go out at once from a non-blocking socket; when the kernel buffer is full
+    they stay queued (in order) until it is writable again. ``after_batch`` also runs after
+    every timer.
+    """
+
+    def __init__(
+        self,
+        core: DatagramCore,
+        bound: BoundSocket,
+        after_batch: Callable[[], None] | None = None,
+    ) -> None:
         self.core = core
         self.bound = bound
+        self.after_batch = after_batch
         self.sent = 0
         self.received = 0
         self.send_errors = 0
+        self._sock: _socket.socket | None = None
+        self._pending: deque[tuple[Addr, bytes]] = deque()
+        self._addr_cache: dict[str, str] = {}
         self._wakeup = trio.Event()
 
     def kick(self) -> None:
         """Call after giving the core a command: flush its output and re-read its deadline."""
+        self.flush()
         self._wakeup.set()
 
-    async def _flush(self) -> None:
-        for addr, data in self.core.datagrams_to_send():
+    def flush(self) -> None:
+        """Send everything the core has queued, without blocking (no-op before :meth:`run`)."""
+        sock = self._sock
+        if sock is None:
+            return
+        pending = self._pending
+        pending.extend(self.core.datagrams_to_send())
+        wire_addr = self.bound.wire_addr
+        while pending:
+            addr, data = pending[0]
             try:
-                await self.bound.sock.sendto(data, self.bound.wire_addr(addr))
-                self.sent += 1
-            except OSError as exc:  # unreachable network, no IPv6 route, buffer full...
+                sock.sendto(data, wire_addr(addr))
+            except BlockingIOError:
+                self._wakeup.set()  # the timer task waits until writable
+                return
+            except OSError as exc:  # unreachable network, no IPv6 route...
                 self.send_errors += 1
                 log.debug("send to %s failed: %s", addr, exc)
+            else:
+                self.sent += 1
+            pending.popleft()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Receive, feed the core, send what it queues, fire its timers. Runs until cancelled."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._receive_loop)
-            nursery.start_soon(self._timer_loop)
-            task_status.started()
+        sock = _socket.socket(fileno=os.dup(self.bound.sock.fileno()))
+        sock.setblocking(False)
+        self._sock = sock
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._receive_loop, sock)
+                nursery.start_soon(self._timer_loop, sock)
+                task_status.started()
+        finally:
+            self._sock = None
+            sock.close()
 
-    async def _receive_loop(self) -> None:
-        sock = self.bound.sock
+    def _source(self, raw: tuple[object, ...]) -> Addr:
+        host = raw[0]
+        port = raw[1]
+        if not self.bound.ipv6 and isinstance(host, str) and isinstance(port, int):
+            return (host, port)
+        cache = self._addr_cache
+        key = str(host)
+        normal = cache.get(key)
+        if normal is None:
+            if len(cache) >= _ADDR_CACHE_ENTRIES:
+                cache.clear()
+            normal = cache[key] = normalise_addr((host, 0))[0]
+        return (normal, int(str(port)))
+
+    async def _receive_loop(self, sock: _socket.socket) -> None:
+        core = self.core
+        source = self._source
         while True:
-            try:
-                data, addr = await sock.recvfrom(MAX_UDP_PACKET_SIZE_BYTES)
-            except OSError as exc:  # ICMP errors surface here on Linux
-                log.debug("recvfrom: %s", exc)
-                continue
-            self.received += 1
-            self.core.receive(data, normalise_addr(addr), trio.current_time())
-            await self._flush()
+            await trio.lowlevel.wait_readable(sock)
+            now = trio.current_time()
+            for _ in range(RECEIVE_BATCH_DATAGRAMS):
+                try:
+                    data, raw = sock.recvfrom(MAX_UDP_PACKET_SIZE_BYTES)
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # ICMP errors surface here on Linux
+                    log.debug("recvfrom: %s", exc)
+                    continue
+                self.received += 1
+                core.receive(data, source(raw), now)
+            if self.after_batch is not None:
+                self.after_batch()
+            self.flush()
             self._wakeup.set()  # the deadline may have moved
 
-    async def _timer_loop(self) -> None:
+    async def _timer_loop(self, sock: _socket.socket) -> None:
         core = self.core
         while True:
-            await self._flush()
+            if self._pending:
+                await trio.lowlevel.wait_writable(sock)
+                self.flush()
+                continue
+            self.flush()
             now = trio.current_time()
             deadline = core.next_deadline()
             if deadline is not None and deadline <= now:
                 core.handle_timer(now)
+                if self.after_batch is not None:
+                    self.after_batch()
                 await trio.lowlevel.checkpoint()
                 continue
             with trio.move_on_at(deadline if deadline is not None else math.inf):
