@@ -14,7 +14,6 @@ import itertools
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -89,7 +88,16 @@ def test_three_members_behind_nats_mesh_iperf_restart_remove(tmp_path: Path) -> 
         server = vlab.lab.popen(
             c.host, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL
         )
-        time.sleep(0.3)
+        # wait (bounded) until the iperf3 server listens, instead of guessing with a sleep
+        for _ in range(200):
+            listening = vlab.lab.run(c.host, ["ss", "-ltnH", f"sport = :{IPERF_PORT}"]).stdout
+            if listening.strip() or server.poll() is not None:
+                break
+            try:
+                server.wait(0.05)
+            except subprocess.TimeoutExpired:
+                pass
+        assert listening.strip(), "iperf3 server never listened"
         result = vlab.lab.run(
             a.host,
             [
@@ -105,6 +113,7 @@ def test_three_members_behind_nats_mesh_iperf_restart_remove(tmp_path: Path) -> 
             timeout=IPERF_SECONDS + 30,
         )
         report = json.loads(result.stdout)
+        assert "sum_received" in report.get("end", {}), report.get("error", result.stdout[-2000:])
         received = report["end"]["sum_received"]["bytes"]
         assert received > 0
         server.wait(10)
