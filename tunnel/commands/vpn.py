@@ -34,6 +34,7 @@ from tunnel.io.forward_cli import (
     default_status_socket,
     load_or_create_profile,
     node_options,
+    node_status,
     serve_status,
     setup_logging,
     status_dir,
@@ -173,28 +174,7 @@ def _control_path(status_path: Path) -> Path:
 
 
 def _status(node: Node, vpn: VpnNode) -> dict[str, object]:
-    stats = node.statistics()
-    return {
-        "role": "vpn",
-        "pid": os.getpid(),
-        "tox_id": str(node.tox_id),
-        "udp_port": stats.udp_port,
-        "dht_connected": stats.dht_connected,
-        "onion_connected": stats.onion_connected,
-        "tcp_relays_connected": stats.tcp_relays_connected,
-        "friends": [
-            {
-                "public_key": f.public_key.hex().upper(),
-                "online": f.online,
-                "path": f.path,
-                "rtt_ms": None if f.rtt_s is None else round(f.rtt_s * 1000, 1),
-                "sent_bytes": f.sent_bytes,
-                "received_bytes": f.received_bytes,
-            }
-            for f in stats.friends
-        ],
-        "vpn": vpn.statistics(),
-    }
+    return {**node_status("vpn", node), "vpn": vpn.statistics()}
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

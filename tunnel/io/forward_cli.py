@@ -229,8 +229,8 @@ def default_status_socket(role: str) -> Path:
     return status_dir() / f"{role}-{os.getpid()}.sock"
 
 
-def driver_status(role: str, node: Node, driver: MuxDriver) -> dict[str, object]:
-    """The status object: node, friends, tunnels, counters."""
+def node_status(role: str, node: Node) -> dict[str, object]:
+    """The node part of every command's status object: identity, connectivity, friends."""
     stats = node.statistics()
     return {
         "role": role,
@@ -251,6 +251,13 @@ def driver_status(role: str, node: Node, driver: MuxDriver) -> dict[str, object]
             }
             for f in stats.friends
         ],
+    }
+
+
+def driver_status(role: str, node: Node, driver: MuxDriver) -> dict[str, object]:
+    """The status object: node, friends, tunnels, counters."""
+    return {
+        **node_status(role, node),
         "tunnels": driver.mux.tunnel_count(),
         "forward": driver.mux.statistics(),
         "driver": dict(driver.stats),
