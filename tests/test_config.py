@@ -165,7 +165,11 @@ def test_proxy_forms() -> None:
     assert parse_node_config({"proxy": "SOCKS5://user@localhost:1080"}).proxy == ProxyConfig(
         "socks5", "localhost", 1080, "user", None
     )
-    for url in ("ftp://a:1", "socks5://host", "socks5://:1080", "http://h:1/path", "h:1", 5):
+    assert parse_node_config({"proxy": "socks5://host"}).proxy == ProxyConfig(
+        "socks5", "host", 1080
+    )
+    assert parse_node_config({"proxy": "http://h"}).proxy == ProxyConfig("http", "h", 8080)
+    for url in ("ftp://a:1", "socks5://:1080", "socks5://h:0", "http://h:1/path", "h:1", 5):
         assert error_of({"proxy": url}).startswith("proxy: expected a URL like socks5://")
     assert "proxy: expected a URL" in error_of({"proxy": "socks5://h:99999"})
 

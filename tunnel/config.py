@@ -98,6 +98,8 @@ ROLES = ("node", "bootstrapd")
 
 ProxyKind = Literal["socks5", "http"]
 PROXY_KINDS: tuple[ProxyKind, ...] = ("socks5", "http")
+PROXY_SCHEMES: dict[str, ProxyKind] = {"socks5": "socks5", "socks5h": "socks5", "http": "http"}
+DEFAULT_PROXY_PORTS: dict[ProxyKind, int] = {"socks5": 1080, "http": 8080}
 
 
 # --- default locations ------------------------------------------------------------------------
@@ -152,7 +154,11 @@ class TcpRelayConfig:
 
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:
-    """An outgoing proxy for TCP connections (``socks5://user:pass@host:port``)."""
+    """An outgoing proxy for TCP connections (``socks5://user:pass@host:port``).
+
+    The one proxy type of the package: config files, ``--proxy`` and the Trio connector
+    (:mod:`tunnel.io.proxy`) all use it.
+    """
 
     kind: ProxyKind
     host: str
@@ -160,8 +166,17 @@ class ProxyConfig:
     username: str | None = None
     password: str | None = None
 
-    def to_url(self) -> str:
-        """The URL form, as written in config files."""
+    @classmethod
+    def parse(cls, url: str) -> ProxyConfig:
+        """From ``socks5://[user:pass@]host[:port]`` or ``http://[user:pass@]host[:port]``.
+
+        Raises:
+            ConfigError: unknown scheme, missing host, a bad port, or a path.
+        """
+        return parse_proxy_url(url, "proxy")
+
+    def url(self) -> str:
+        """The URL form, as written in config files (with credentials, if any)."""
         auth = ""
         if self.username is not None:
             auth = quote(self.username, safe="")
@@ -170,6 +185,12 @@ class ProxyConfig:
             auth += "@"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.kind}://{auth}{host}:{self.port}"
+
+    def __str__(self) -> str:
+        """The URL without the password (safe to log)."""
+        user = f"{quote(self.username, safe='')}@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.kind}://{user}{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +250,10 @@ Config = NodeConfig | BootstrapdConfig
 
 
 def parse_proxy_url(value: object, path: str) -> ProxyConfig:
-    """``socks5://[user[:password]@]host:port`` or ``http://[user[:password]@]host:port``."""
+    """``socks5://[user[:password]@]host[:port]`` or ``http://[user[:password]@]host[:port]``.
+
+    The port defaults to 1080 (SOCKS5) or 8080 (HTTP), as curl's does.
+    """
     expected = f"{path}: expected a URL like socks5://[user:pass@]host:port or http://host:port"
     if not isinstance(value, str):
         raise ConfigError(f"{expected}, got {describe(value)}")
@@ -238,18 +262,17 @@ def parse_proxy_url(value: object, path: str) -> ProxyConfig:
         port = parts.port
     except ValueError as exc:
         raise ConfigError(f"{expected}, got {describe(value)} ({exc})") from exc
-    scheme = parts.scheme.lower()
-    if scheme not in PROXY_KINDS:
+    kind = PROXY_SCHEMES.get(parts.scheme.lower())
+    if kind is None:
         raise ConfigError(f"{expected}, got scheme {describe(parts.scheme)}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ConfigError(f"{expected}, got a path or query in {describe(value)}")
-    if not parts.hostname or port is None or port == 0:
+    if not parts.hostname or port == 0:
         raise ConfigError(f"{expected}, got no host or port in {describe(value)}")
-    kind: ProxyKind = "socks5" if scheme == "socks5" else "http"
     return ProxyConfig(
         kind=kind,
         host=check_host(parts.hostname, path),
-        port=port,
+        port=DEFAULT_PROXY_PORTS[kind] if port is None else port,
         username=None if parts.username is None else unquote(parts.username),
         password=None if parts.password is None else unquote(parts.password),
     )
@@ -488,7 +511,7 @@ def config_to_dict(cfg: Config) -> dict[str, object]:
         },
         "lan_discovery": cfg.lan_discovery,
         "hole_punching": cfg.hole_punching,
-        "proxy": None if cfg.proxy is None else cfg.proxy.to_url(),
+        "proxy": None if cfg.proxy is None else cfg.proxy.url(),
         "bootstrap": [_node_dict(n) for n in cfg.bootstrap],
         "tcp_relays": [
             {"host": r.host, "port": r.port, "public_key": r.public_key.hex().upper()}

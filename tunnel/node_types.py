@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tunnel.config import BootstrapNode, NodeConfig, TcpRelayConfig
-from tunnel.io.proxy import ProxyConfig
+from tunnel.config import BootstrapNode, NodeConfig, ProxyConfig, TcpRelayConfig
 from tunnel.io.udp import TOX_PORT_RANGE
 
 Path = Literal["udp", "tcp"]
@@ -176,7 +175,6 @@ class NodeOptions:
     @classmethod
     def from_config(cls, config: NodeConfig) -> NodeOptions:
         """The options a ``node`` config file asks for."""
-        proxy = ProxyConfig.parse(config.proxy.to_url()) if config.proxy is not None else None
         return cls(
             udp_enabled=config.udp.enabled,
             ipv6=config.udp.ipv6,
@@ -184,7 +182,7 @@ class NodeOptions:
             port_end=config.udp.port_end,
             lan_discovery=config.lan_discovery,
             hole_punching=config.hole_punching,
-            proxy=proxy,
+            proxy=config.proxy,
             bootstrap=config.bootstrap,
             tcp_relays=config.tcp_relays,
             friends=tuple(f.public_key for f in config.friends),

@@ -15,78 +15,17 @@ Configuration uses URLs, as toxcore clients do::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-from urllib.parse import quote, unquote, urlsplit
-
 import trio
 from python_socks import ProxyError, ProxyTimeoutError
 from python_socks.async_.trio import Proxy
 
-from tunnel.errors import ConfigError
+from tunnel.config import ProxyConfig
 
-ProxyKind = Literal["socks5", "http"]
-DEFAULT_PORTS: dict[str, int] = {"socks5": 1080, "http": 8080}
+__all__ = ["ProxyConfig", "ProxyConnectError", "open_tcp_stream"]
 
 
 class ProxyConnectError(OSError):
     """The proxy refused, failed, or timed out while opening the tunnel."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProxyConfig:
-    """Where the proxy is and how to authenticate to it."""
-
-    kind: ProxyKind
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> ProxyConfig:
-        """From ``socks5://[user:pass@]host:port`` or ``http://[user:pass@]host:port``.
-
-        Raises:
-            ConfigError: unknown scheme, missing host, or a bad port.
-        """
-        try:
-            parts = urlsplit(url.strip())
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"proxy: {url!r} is not a valid proxy URL ({exc})") from exc
-        scheme = parts.scheme.lower()
-        if scheme in ("socks5", "socks5h", "socks"):
-            kind: ProxyKind = "socks5"
-        elif scheme in ("http", "https-connect", "connect"):
-            kind = "http"
-        else:
-            raise ConfigError(f"proxy: scheme {parts.scheme!r} is not socks5:// or http://")
-        if not parts.hostname:
-            raise ConfigError(f"proxy: {url!r} has no host")
-        return cls(
-            kind,
-            parts.hostname,
-            port if port is not None else DEFAULT_PORTS[kind],
-            unquote(parts.username) if parts.username else None,
-            unquote(parts.password) if parts.password is not None else None,
-        )
-
-    def url(self) -> str:
-        """The URL form (with credentials, if any)."""
-        cred = ""
-        if self.username is not None:
-            cred = quote(self.username, safe="")
-            if self.password is not None:
-                cred += ":" + quote(self.password, safe="")
-            cred += "@"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.kind}://{cred}{host}:{self.port}"
-
-    def __str__(self) -> str:
-        """The URL without the password (safe to log)."""
-        user = f"{self.username}@" if self.username else ""
-        return f"{self.kind}://{user}{self.host}:{self.port}"
 
 
 async def open_tcp_stream(
