@@ -12,7 +12,8 @@ tox-protocol.md section 4. Theory of operation:
   one random good node every 20 s (every second for the first 5 times). Nodes returned by a
   nodes response that could enter a list are queued ("to_bootstrap"): the iterative lookup.
 * Bootstrap nodes given by the user are queried until we have a good node, retried every 5 s.
-* DHT requests (0x20) for us are decrypted (NAT pings handled here, others become events);
+* DHT requests (0x20) for us are decrypted (NAT pings handled in
+  :mod:`tunnel.dht.friend_routing`, others become events);
   those for a node in our close list are forwarded unchanged.
 * Malformed, forged, unsolicited packets are dropped and counted in :class:`DhtStats`.
 
@@ -32,7 +33,6 @@ from tunnel.crypto import KeyPair, SharedKeyCache, random_nonce
 from tunnel.dht.close_list import (
     BAD_NODE_TIMEOUT_S,
     KILL_NODE_TIMEOUT_S,
-    MAX_FRIEND_CLIENTS,
     PING_INTERVAL_S,
     Assoc,
     ClientEntry,
@@ -41,7 +41,8 @@ from tunnel.dht.close_list import (
 )
 from tunnel.dht.distance import key_int
 from tunnel.dht.events import DhtEvent, DhtRequestReceived, DhtStatistics, DhtStats, FriendIpFound
-from tunnel.dht.hole_punch import PUNCH_INTERVAL_S, NatState, common_ip, guess_ports
+from tunnel.dht.friend_routing import FriendRouting
+from tunnel.dht.hole_punch import NatState
 from tunnel.dht.ping_ids import PingArray
 from tunnel.errors import BadPacket, DecryptError
 from tunnel.wire.dht import (
@@ -143,7 +144,7 @@ def _add_candidate(queue: list[_Candidate], limit: int, candidate: _Candidate) -
         del queue[limit:]
 
 
-class DhtCore:
+class DhtCore(FriendRouting):
     """A DHT node. Implements :class:`tunnel.core.DatagramCore`."""
 
     def __init__(
@@ -363,63 +364,6 @@ class DhtCore:
         friend.lock_count -= 1
         if friend.lock_count <= 0:
             del self.friends[dht_pk]
-
-    def friend_ip_port(self, dht_pk: bytes, now: float | None = None) -> IPPort | None:
-        """The friend's own direct address if it is good (IPv6 first). toxcore
-        ``dht_getfriendip``."""
-        if now is None:
-            now = self._last_tick
-        friend = self.friends.get(dht_pk)
-        if friend is None:
-            return None
-        entry = friend.clients.get(dht_pk)
-        if entry is None:
-            return None
-        for assoc in (entry.assoc6, entry.assoc4):
-            if assoc.ip_port is not None and not assoc.is_bad(now):
-                return assoc.ip_port
-        return None
-
-    def send_dht_request(self, receiver_pk: bytes, request_id: int, data: bytes) -> bytes:
-        """A sealed DHT request (0x20) to ``receiver_pk``; route it with ``route_to_friend``.
-
-        Raises:
-            DecryptError: ``receiver_pk`` is not a usable Curve25519 key (e.g. low order).
-        """
-        key = self._shared_key(receiver_pk)
-        return DhtRequest.seal(
-            receiver_pk, self.public_key, key, random_nonce(self._rng), request_id, data
-        ).encode()
-
-    def route_to_friend(self, dht_pk: bytes, packet: bytes, now: float) -> int:
-        """Send ``packet`` through every node that reported the friend's address (needs at
-        least 2). Returns how many copies were sent. toxcore ``route_to_friend``."""
-        routes = self._friend_routes(dht_pk, now)
-        if len(routes) < MAX_FRIEND_CLIENTS // 4:
-            return 0
-        for ip_port in routes:
-            self._send(ip_port, packet)
-        return len(routes)
-
-    def send_to_friend(self, dht_pk: bytes, request_id: int, data: bytes, now: float) -> int:
-        """Seal a DHT request for ``dht_pk`` and :meth:`route_to_friend` it; never raises for
-        a bad key (counted in ``unusable_keys``). Returns how many copies were sent."""
-        try:
-            packet = self.send_dht_request(dht_pk, request_id, data)
-        except DecryptError:
-            self.stats.unusable_keys += 1
-            return 0
-        return self.route_to_friend(dht_pk, packet, now)
-
-    def routeone_to_friend(self, dht_pk: bytes, packet: bytes, now: float) -> bool:
-        """Send ``packet`` through one random node that reported the friend's address."""
-        routes = self._friend_routes(dht_pk, now)
-        if not routes:
-            return False
-        self._send(routes[int.from_bytes(self._rng(4), "big") % len(routes)], packet)
-        return True
-
-    # ------------------------------------------------------------------ sending
 
     def _send(self, ip_port: IPPort, data: bytes) -> None:
         self.stats.packets_sent += 1
@@ -756,88 +700,3 @@ class DhtCore:
             for port in ports:
                 self.stats.packets_sent += 1
                 self._out.append(((host, port), packet))
-
-    # ------------------------------------------------------------------ NAT traversal
-
-    def _friend_routes(self, dht_pk: bytes, now: float) -> list[IPPort]:
-        """Addresses of nodes in the friend's list that reported the friend's address."""
-        friend = self.friends.get(dht_pk)
-        if friend is None:
-            return []
-        routes: list[IPPort] = []
-        for entry in friend.clients:
-            for assoc in (entry.assoc4, entry.assoc6):
-                if (
-                    assoc.ip_port is not None
-                    and assoc.ret_ip_port is not None
-                    and assoc.ret_timestamp + BAD_NODE_TIMEOUT_S > now
-                    and not assoc.is_bad(now)
-                ):
-                    routes.append(assoc.ip_port)
-                    break
-        return routes
-
-    def _friend_iplist(self, friend: DhtFriend, now: float) -> list[IPPort]:
-        """toxcore ``friend_iplist``: addresses nodes reported for the friend; empty if we
-        already have a good direct entry for it."""
-        if self.friend_ip_port(friend.public_key, now) is not None:
-            return []
-        addresses: list[IPPort] = []
-        for entry in friend.clients:
-            for assoc in (entry.assoc4, entry.assoc6):
-                if assoc.ret_ip_port is not None and assoc.ret_timestamp + BAD_NODE_TIMEOUT_S > now:
-                    addresses.append(assoc.ret_ip_port)
-                    break
-        return addresses
-
-    def _send_nat_ping(
-        self, friend: DhtFriend, is_response: bool, ping_id: bytes, now: float
-    ) -> bool:
-        data = NatPing(is_response, ping_id).encode()
-        try:
-            packet = self.send_dht_request(friend.public_key, REQUEST_ID_NAT_PING, data)
-        except DecryptError:
-            self.stats.unusable_keys += 1
-            return False
-        if is_response:
-            return self.routeone_to_friend(friend.public_key, packet, now)
-        return self.route_to_friend(friend.public_key, packet, now) > 0
-
-    def _handle_nat_ping(self, sender_pk: bytes, ping: NatPing, now: float) -> None:
-        friend = self.friends.get(sender_pk)
-        if friend is None or friend.fake:
-            self.stats.dropped_not_friend += 1
-            return
-        if not ping.is_response:
-            self._send_nat_ping(friend, True, ping.ping_id, now)
-            friend.nat.recv_nat_ping_timestamp = now
-            return
-        if ping.ping_id == friend.nat.nat_ping_id:
-            friend.nat.nat_ping_id = self._rng(8)
-            friend.nat.hole_punching = True
-        else:
-            self.stats.dropped_unsolicited += 1
-
-    def _do_nat(self, friend: DhtFriend, now: float) -> None:
-        """toxcore ``do_NAT`` for one friend."""
-        addresses = self._friend_iplist(friend, now)
-        if len(addresses) < MAX_FRIEND_CLIENTS // 2:
-            return
-        nat = friend.nat
-        if nat.nat_ping_timestamp + PUNCH_INTERVAL_S < now:
-            self._send_nat_ping(friend, False, nat.nat_ping_id, now)
-            nat.nat_ping_timestamp = now
-        if (
-            nat.hole_punching
-            and nat.punching_timestamp + PUNCH_INTERVAL_S < now
-            and nat.recv_nat_ping_timestamp + PUNCH_INTERVAL_S * 2 >= now
-        ):
-            ip = common_ip(addresses, MAX_FRIEND_CLIENTS // 2)
-            if ip is None:
-                return
-            ports = [a.port for a in addresses if a.ip == ip]
-            for port in guess_ports(ports, nat, now):
-                self.stats.hole_punch_pings_sent += 1
-                self._send_ping_request(IPPort(ip, port), friend.public_key, now)
-            nat.punching_timestamp = now
-            nat.hole_punching = False
