@@ -16,7 +16,8 @@ Waiting, without sleeping in a loop:
 Timings to expect on loopback: self status after ~7.5 s, a friend request ~7.7 s after
 ``friend_add``, the friend connection ~9-10 s; use timeouts of 30 s or more.
 
-Related modules: :mod:`tunnel.testing.toxcore_factory` (peers on pool ports, bootstrapped off a
+Related modules: :mod:`tunnel.testing.toxcore_waiting` (the waiting helpers, a mixin),
+:mod:`tunnel.testing.toxcore_factory` (peers on pool ports, bootstrapped off a
 :class:`~tunnel.testing.bootstrapd.Bootstrapd`; the ``tox_peer_factory`` fixture),
 :mod:`tunnel.testing.toxcore_bulk` (``pump_lossless``/``pump_lossy`` numbered packet streams),
 :mod:`tunnel.testing.toxcore_process` (the same peer in a child process, optionally inside a
@@ -37,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from tunnel.testing import libtoxcore as _c
 from tunnel.testing.event_log import EventLog
@@ -66,6 +67,7 @@ from tunnel.testing.toxcore_events import (
     ToxEvent,
     ToxPeerStats,
 )
+from tunnel.testing.toxcore_waiting import ToxPeerWaiting
 
 __all__ = [
     "Connection",
@@ -87,8 +89,6 @@ __all__ = [
     "ToxPeerStats",
 ]
 
-_T = TypeVar("_T")
-_E = TypeVar("_E", bound="ToxEvent")
 
 LOG_RECORDS_KEPT = 5000
 KILL_JOIN_TIMEOUT_S = 10.0
@@ -124,7 +124,7 @@ def _check_key(public_key: bytes) -> None:
 # ---------------------------------------------------------------------------- the peer
 
 
-class ToxPeer:
+class ToxPeer(ToxPeerWaiting):
     """One real libtoxcore instance iterated on a background thread.
 
     ``start_port``/``end_port`` give the UDP port range (explicit ports are required with UDP
@@ -644,20 +644,6 @@ class ToxPeer:
 
     # ------------------------------------------------------------------ event log
 
-    def events(self, kind: type[_E] | None = None) -> list[Any]:
-        """A snapshot of the recorded events (optionally only those of one class)."""
-        return self._log_events.events(kind)
-
-    def event_count(self) -> int:
-        """How many events are recorded; pass it as ``since`` to wait for newer ones."""
-        return self._log_events.count()
-
-    def find_event(
-        self, kind: type[_E], match: Callable[[_E], bool] | None = None, since: int = 0
-    ) -> _E | None:
-        """The first recorded event of ``kind`` (index >= ``since``) that ``match`` accepts."""
-        return self._log_events.find(kind, match, since)
-
     def log_records(self, min_level: LogLevel = LogLevel.TRACE) -> list[LogRecord]:
         """toxcore's recent log messages at ``min_level`` or above."""
         return [r for r in list(self._log) if r.level >= min_level]
@@ -677,85 +663,3 @@ class ToxPeer:
                 b.first_at,
                 b.last_at,
             )
-
-    # ------------------------------------------------------------------ waiting
-
-    def wait_for(self, predicate: Callable[[], _T | None], timeout: float, what: str = "") -> _T:
-        """Block until ``predicate()`` returns something truthy; return it.
-
-        The predicate is re-evaluated after every ``tox_iterate`` (and when events arrive),
-        never while any lock is held, so it may call this peer's API. Raises
-        ``TimeoutError`` after ``timeout`` seconds and ``RuntimeError`` if the peer is
-        killed or its iteration thread failed.
-        """
-        return self._log_events.wait_for(predicate, timeout, what)
-
-    def wait_event(
-        self,
-        kind: type[_E],
-        timeout: float,
-        match: Callable[[_E], bool] | None = None,
-        since: int = 0,
-    ) -> _E:
-        """Wait for (or find already recorded) an event of ``kind`` accepted by ``match``."""
-        return self._log_events.wait_event(kind, timeout, match, since)
-
-    def wait_self_connected(self, timeout: float) -> Connection:
-        """Wait until ``tox_self_get_connection_status`` is not NONE; return it."""
-        return self.wait_for(self._self_connected, timeout, "self connection")
-
-    def wait_friend_connected(
-        self, friend: int, timeout: float, via: Connection | None = None
-    ) -> Connection:
-        """Wait until ``friend`` is connected (over ``via`` if given); return the transport."""
-        predicate, what = self._friend_connected(friend, via)
-        return self.wait_for(predicate, timeout, what)
-
-    def _self_connected(self) -> Connection | None:
-        return self.self_connection_status() or None
-
-    def _friend_connected(
-        self, friend: int, via: Connection | None
-    ) -> tuple[Callable[[], Connection | None], str]:
-        def connected() -> Connection | None:
-            status = self.friend_connection_status(friend)
-            if status is Connection.NONE or (via is not None and status is not via):
-                return None
-            return status
-
-        return connected, f"friend {friend} connected" + (f" over {via.name}" if via else "")
-
-    async def await_for(
-        self,
-        predicate: Callable[[], _T | None],
-        timeout: float,  # noqa: ASYNC109 - also bounds the worker thread
-        what: str = "",
-    ) -> _T:
-        """:meth:`wait_for` for Trio code (runs in a worker thread, abandoned on cancel)."""
-        return await self._log_events.await_for(predicate, timeout, what)
-
-    async def await_event(
-        self,
-        kind: type[_E],
-        timeout: float,  # noqa: ASYNC109
-        match: Callable[[_E], bool] | None = None,
-        since: int = 0,
-    ) -> _E:
-        """:meth:`wait_event` for Trio code."""
-        return await self.await_for(
-            lambda: self.find_event(kind, match, since), timeout, f"a {kind.__name__} event"
-        )
-
-    async def await_friend_connected(
-        self,
-        friend: int,
-        timeout: float,  # noqa: ASYNC109
-        via: Connection | None = None,
-    ) -> Connection:
-        """:meth:`wait_friend_connected` for Trio code."""
-        predicate, what = self._friend_connected(friend, via)
-        return await self.await_for(predicate, timeout, what)
-
-    async def await_self_connected(self, timeout: float) -> Connection:  # noqa: ASYNC109
-        """:meth:`wait_self_connected` for Trio code."""
-        return await self.await_for(self._self_connected, timeout, "self connection")
