@@ -50,6 +50,8 @@ from tunnel.friends import messenger as m
 from tunnel.io.node_glue import NodeGlue
 from tunnel.io.tcp_relay import RelayPoolDriver
 from tunnel.io.udp import BoundSocket, PacketDispatcher, UdpDriver, open_udp_socket
+from tunnel.nat.manager import DirectPaths
+from tunnel.nat.wire import PROBE_KIND
 from tunnel.netcrypto.core import NetCrypto
 from tunnel.netcrypto.session import NotConnected, SendQueueFull
 from tunnel.node_types import (
@@ -207,6 +209,8 @@ class Node(NodeGlue):
         dispatcher.register(DHT_PACKET_KINDS, self.dht)
         dispatcher.register(ONION_PACKET_KINDS, self.onion_stack)
         dispatcher.register(NETCRYPTO_PACKET_KINDS, self.messenger)
+        self.direct_paths = DirectPaths(rng, now)  # issue 11, see tunnel.io.node_glue
+        dispatcher.register((PROBE_KIND,), self.direct_paths)
         self._core = _Core(self, dispatcher)
         self.relays = RelayPoolDriver(
             self.dht_keys, rng=rng, proxy=opts.proxy, on_event=self._on_relay_event

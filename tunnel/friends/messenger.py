@@ -58,8 +58,11 @@ from tunnel.wire.messenger import (
 )
 
 __all__ = [
+    "EXTENSION_LOSSLESS_FIRST",
+    "EXTENSION_LOSSLESS_LAST",
     "CustomLossless",
     "CustomLossy",
+    "ExtensionLossless",
     "FriendOffline",
     "FriendOnline",
     "FriendState",
@@ -123,6 +126,15 @@ class CustomLossless:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtensionLossless:
+    """A lossless packet ``[0x90..0x9F][data]`` from the friend: our negotiated extensions
+    (toxcore 0.2.18 ignores these ids, :data:`EXTENSION_LOSSLESS_FIRST`)."""
+
+    friend: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class CustomLossy:
     """A custom lossy packet ``[200..254][data]``."""
 
@@ -131,8 +143,21 @@ class CustomLossy:
 
 
 MessengerEvent = (
-    FriendOnline | FriendOffline | MessageReceived | ReadReceipt | CustomLossless | CustomLossy
+    FriendOnline
+    | FriendOffline
+    | MessageReceived
+    | ReadReceipt
+    | CustomLossless
+    | CustomLossy
+    | ExtensionLossless
 )
+
+EXTENSION_LOSSLESS_FIRST = 0x90
+EXTENSION_LOSSLESS_LAST = 0x9F
+"""Lossless ids in toxcore's internal range (16..159) that c-toxcore 0.2.18 does not use and
+drops without telling the application (``Messenger.c`` ``m_handle_packet`` -> default ->
+``handle_custom_lossless_packet`` returns -1 outside 160..191). Our peers negotiate extensions
+with them (issue 11), so a toxcore friend never sees anything it does not understand."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +312,20 @@ class Messenger:
         record = self._online(friend)
         self.connections.send_lossy(record.real_pk, data, now)
         record.counters["custom_lossy_sent"] += 1
+
+    def send_extension(self, friend: int, data: bytes, now: float) -> None:
+        """Send ``[0x90..0x9F][data]`` reliably, without congestion back-pressure (small,
+        rare control packets of our extensions; toxcore friends drop them silently).
+
+        Raises:
+            NotConnected: the friend is not online.  ValueError: bad id or size.
+        """
+        if not (
+            1 <= len(data) <= MAX_CUSTOM_PACKET_SIZE_BYTES
+            and EXTENSION_LOSSLESS_FIRST <= data[0] <= EXTENSION_LOSSLESS_LAST
+        ):
+            raise ValueError("extension packets are [0x90..0x9F][data], <= 1373 bytes")
+        self._control(self._online(friend), data, now)
 
     def send_capacity(self, friend: int) -> int:
         """Custom lossless packets that may be queued now without :class:`SendQueueFull`."""
@@ -448,6 +487,8 @@ class Messenger:
             elif CUSTOM_LOSSLESS_FIRST <= packet_id <= CUSTOM_LOSSLESS_LAST:
                 record.counters["custom_lossless_received"] += 1
                 self._events.append(CustomLossless(record.number, payload))
+            elif EXTENSION_LOSSLESS_FIRST <= packet_id <= EXTENSION_LOSSLESS_LAST:
+                self._events.append(ExtensionLossless(record.number, payload))
             else:
                 record.counters["dropped_unhandled_id"] += 1
         except BadPacket:

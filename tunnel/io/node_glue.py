@@ -5,23 +5,37 @@ DHT, the onion client, the TCP relay pool, net_crypto and the Messenger after ev
 timer (``_process``), answers the onion client's hooks, and keeps the profile's friend list in
 step. Split out of ``tunnel/node.py`` for size (it lives in ``tunnel/io`` because it runs on
 Trio); it is not used on its own.
+
+Direct paths (issue 11, :mod:`tunnel.nat.manager`): friends that answer our extension Hello
+get a :class:`~tunnel.nat.probe.DirectPathCore`; the glue feeds it our candidates (interface
+addresses found with a connected UDP socket, no packet sent, and the public addresses DHT nodes
+report for us, ``ret_ip_self``; while a path is missing we ask two DHT nodes for our own key
+every ``SELF_QUERY_INTERVAL_S`` to refresh those reports), carries its messages over the friend
+connection, and points the friend's net_crypto session at the direct address when the path
+comes up or moves. When it dies, net_crypto falls back to the relay on its own (no UDP heard
+for 8 s) and the stream goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Hashable, Sequence
 
 import trio
 
 from tunnel.crypto import KeyPair
+from tunnel.dht.close_list import BAD_NODE_TIMEOUT_S
 from tunnel.dht.core import DhtCore
 from tunnel.dht.events import DhtRequestReceived, FriendIpFound
 from tunnel.friends import messenger as m
 from tunnel.io.tcp_relay import RelayPoolDriver
-from tunnel.io.udp import UdpDriver
+from tunnel.io.udp import BoundSocket, UdpDriver
+from tunnel.nat.manager import DirectPaths, local_candidates
+from tunnel.nat.probe import DirectPathDown, DirectPathMoved, DirectPathUp
+from tunnel.nat.wire import EXTENSION_PACKET_ID
 from tunnel.netcrypto.core import NetCrypto
 from tunnel.node_types import (
     FriendConnected,
@@ -55,6 +69,7 @@ from tunnel.tcp_relay.connections import (
     RelayDisconnected,
 )
 from tunnel.toxid import ToxId
+from tunnel.wire.ip_port import Addr
 from tunnel.wire.onion import ONION_DATA_DHTPK
 from tunnel.wire.packed_node import PackedNode
 from tunnel.wire.savedata import FRIEND_STATUS_CONFIRMED, SavedFriend
@@ -68,6 +83,12 @@ TCP_ONION_REQUEST_ID = 0x08
 MAX_SAVED_NAME_BYTES = 128
 MAX_PENDING_FRIEND_REQUESTS = 64
 """Unanswered friend requests remembered (oldest forgotten first)."""
+
+LOCAL_REFRESH_S = 1.0
+"""How often our direct-path candidates are recomputed (cheap: DHT list scan)."""
+LOCAL_IP_REFRESH_S = 10.0
+SELF_QUERY_INTERVAL_S = 5.0
+SELF_QUERY_NODES = 2
 
 log = logging.getLogger("tunnel.node")
 
@@ -84,6 +105,8 @@ class NodeGlue:
     messenger: m.Messenger
     relays: RelayPoolDriver
     udp: UdpDriver | None
+    _bound: BoundSocket | None
+    direct_paths: DirectPaths
     tcp_send_failures: int
     glue_errors: int
     _subscribers: list[trio.MemorySendChannel[NodeEvent]]
@@ -95,6 +118,10 @@ class NodeGlue:
     _by_dht: dict[bytes, bytes]
     _pending_requests: dict[bytes, bytes]
     _friend_relays: dict[bytes, None]
+    # direct-path timers and caches (class defaults; the instance assigns its own)
+    _nat_refresh_at: float = -1.0
+    _self_query_at: float = -1.0
+    _local_addrs_cache: tuple[float, list[Addr]] | None = None
 
     # ======================================================================= queries
     def is_friend(self, public_key: bytes) -> bool:
@@ -111,6 +138,11 @@ class NodeGlue:
         if not self.is_online(public_key):
             return None
         return "udp" if self.netcrypto.is_direct(public_key, trio.current_time()) else "tcp"
+
+    def direct_path_status(self, public_key: bytes) -> str | None:
+        """The friend's direct-path line (``direct udp ...`` / ``relay (why)``), None when the
+        friend does not speak the extension (a toxcore peer: toxcore's hole punching only)."""
+        return self.direct_paths.status(public_key)
 
     def friend_dht_public_key(self, public_key: bytes) -> bytes | None:
         """The friend's DHT key if we learnt it."""
@@ -304,6 +336,8 @@ class NodeGlue:
         for event in self.messenger.events():
             busy = True
             self._handle_messenger_event(event, now)
+        if self._direct_paths_round(now):
+            busy = True
         for tcp in self.netcrypto.tcp_packets_to_send():
             if isinstance(tcp.via, bytes):
                 sent = self.relays.send_oob(tcp.via, tcp.dht_pk, tcp.data)
@@ -312,6 +346,92 @@ class NodeGlue:
             if not sent:
                 self.tcp_send_failures += 1
         return busy or bool(self._relay_events)
+
+    # ======================================================================= direct paths
+
+    def _direct_paths_round(self, now: float) -> bool:
+        """Candidates in, messages and path events out; True if anything happened."""
+        paths = self.direct_paths
+        if now >= self._nat_refresh_at and paths.cores:
+            self._nat_refresh_at = now + LOCAL_REFRESH_S
+            candidates, nat = local_candidates(self._local_addrs(now), self._observed_addrs(now))
+            paths.set_local(candidates, nat, now)
+            missing = any(core.addr is None for core in paths.cores.values())
+            if missing and now >= self._self_query_at:
+                self._self_query_at = now + SELF_QUERY_INTERVAL_S
+                for node in self.dht.random_good_nodes(SELF_QUERY_NODES, now):
+                    self.dht.bootstrap(node.public_key, node.ip_port, now)
+        busy = False
+        for message in paths.messages_to_friends():
+            busy = True
+            number = self.messenger.friend_number(message.public_key)
+            if number is None:
+                continue
+            try:
+                if message.extension:
+                    self.messenger.send_extension(number, message.data, now)
+                else:  # 0xB8 Endpoints: small and rare, no congestion back-pressure
+                    self.messenger.connections.send(
+                        message.public_key, message.data, now, congestion=False
+                    )
+            except (m.NotConnected, m.SendQueueFull, ValueError):
+                self.glue_errors += 1
+        for public_key, event in paths.events():
+            busy = True
+            short = public_key.hex().upper()[:16]
+            if isinstance(event, DirectPathUp | DirectPathMoved):
+                addr = event.addr if isinstance(event, DirectPathUp) else event.new
+                self.messenger.connections.set_udp_addr(public_key, addr, now)
+                log.info("friend %s: direct path %s:%d", short, addr[0], addr[1])
+            elif isinstance(event, DirectPathDown):
+                log.info("friend %s: direct path lost, relay until it is back", short)
+        return busy
+
+    def _local_addrs(self, now: float) -> list[Addr]:
+        """Our interface address(es) with our UDP port (cached for ``LOCAL_IP_REFRESH_S``)."""
+        bound = self._bound
+        if bound is None:
+            return []
+        cached = self._local_addrs_cache
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        host = self.options.udp_host
+        ips: list[str] = []
+        if host and host not in ("0.0.0.0", "::"):
+            ips.append(host)
+        else:
+            for node in self.dht.random_good_nodes(4, now):
+                if ":" in node.ip_port.to_addr()[0]:
+                    continue
+                try:
+                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                        probe.connect(node.ip_port.to_addr())  # routing lookup, nothing sent
+                        ip = str(probe.getsockname()[0])
+                except OSError:
+                    continue
+                if ip not in ips:
+                    ips.append(ip)
+                break
+        addrs = [(ip, bound.port) for ip in ips]
+        self._local_addrs_cache = (now + LOCAL_IP_REFRESH_S, addrs)
+        return addrs
+
+    def _observed_addrs(self, now: float) -> list[tuple[float, Addr]]:
+        """``(when, address)``: how DHT nodes that answered us lately see us (one per node)."""
+        out: list[tuple[float, Addr]] = []
+        for entry in self.dht.close:
+            best = None
+            for assoc in entry.assocs():
+                if (
+                    assoc.ret_ip_self
+                    and assoc.ret_ip_port is not None
+                    and assoc.ret_timestamp + BAD_NODE_TIMEOUT_S > now
+                    and (best is None or assoc.ret_timestamp > best[0])
+                ):
+                    best = (assoc.ret_timestamp, assoc.ret_ip_port.to_addr())
+            if best is not None:
+                out.append(best)
+        return out
 
     def _handle_relay_event(self, event: PoolEvent, now: float) -> None:
         if isinstance(event, PeerData):
@@ -373,8 +493,11 @@ class NodeGlue:
             self._mark_confirmed(pk)
             path = self.friend_path(pk) or "tcp"
             log.info("friend %s online (%s)", pk.hex().upper()[:16], path)
+            if self.options.use_udp:
+                self.direct_paths.friend_online(pk, now)
             self._emit(FriendConnected(pk, path))
         elif isinstance(event, m.FriendOffline):
+            self.direct_paths.friend_offline(pk)
             self.onion.set_friend_online(pk, False)
             self._touch_friend(pk)
             self._save()
@@ -385,6 +508,11 @@ class NodeGlue:
         elif isinstance(event, m.ReadReceipt):
             self._emit(ReadReceipt(pk, event.message_id))
         elif isinstance(event, m.CustomLossless):
+            if event.data[0] == EXTENSION_PACKET_ID and pk in self.direct_paths.cores:
+                self.direct_paths.on_friend_message(pk, event.data, now)
+                return
             self._emit(LosslessPacket(pk, event.data))
+        elif isinstance(event, m.ExtensionLossless):
+            self.direct_paths.on_extension(pk, event.data, now)
         elif isinstance(event, m.CustomLossy):
             self._emit(LossyPacket(pk, event.data))

@@ -16,11 +16,12 @@ sides confirm. Against a symmetric NAT with sequential ports we also probe the n
 be predicted and then the friend stays on the relay (``status()`` says so).
 
 Keeping the path. While direct, a probe goes out every ``KEEPALIVE_INTERVAL_S`` (NAT
-mappings live >= 30 s for UDP in Linux conntrack); traffic the caller reports through
-:meth:`heard_from` counts as well. Nothing heard for ``PATH_DEAD_AFTER_S``: the path is
-down (the caller falls back to a relay; the stream itself is net_crypto's and survives),
-and a new exchange starts after ``RETRY_INTERVALS_S`` (backing off). A token-valid packet
-from a new address while direct moves the path there (the friend's NAT rebound).
+mappings live >= 30 s for UDP in Linux conntrack; the acks prove the path both ways); traffic
+the caller reports through :meth:`heard_from` counts as well. Nothing heard for
+``PATH_DEAD_AFTER_S``: the path is down (the caller falls back to a relay; the stream itself
+is net_crypto's and survives), and a new exchange starts after ``RETRY_INTERVALS_S``
+(backing off). A token-valid packet from a new address while direct moves the path there
+(the friend's NAT rebound).
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ from tunnel.wire.ip_port import Addr
 PROBE_INTERVAL_S = 0.1
 PROBE_WINDOW_S = 5.0
 PREDICT_SPAN = 8
-KEEPALIVE_INTERVAL_S = 10.0
-PATH_DEAD_AFTER_S = 25.0
-RETRY_INTERVALS_S = (5.0, 30.0, 120.0, 300.0)
+KEEPALIVE_INTERVAL_S = 2.0
+"""Also the liveness check: a 14-byte probe each way every 2 s per direct friend."""
+PATH_DEAD_AFTER_S = 6.0
+"""Three keepalives unanswered: the path is down (net_crypto itself leaves UDP after 8 s)."""
+RETRY_INTERVALS_S = (2.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 START_DELAY_MS = 0
 
 
@@ -165,8 +168,8 @@ class DirectPathCore:
             # answer (set_local() sends ours if we had none): the friend starts probing when
             # ours arrives, we start now
             self._send_endpoints()
-        if self._next_probe == float("inf"):
-            self._start_probing(now)
+        if self._next_probe == float("inf") or (fresh and self.addr is None):
+            self._start_probing(now)  # (re)start with the friend's current candidates
 
     def _start_probing(self, now: float) -> None:
         remote = self._remote

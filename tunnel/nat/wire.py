@@ -13,7 +13,13 @@ toxcore friend; with one we rely on toxcore's own DHT NAT pings, tox-protocol.md
   token, which only travelled inside the encrypted friend connection: an off-path attacker
   cannot make us switch a friend's path to an address of its choosing.
 
+Negotiation: neither goes to a friend before its :class:`Hello` arrived, a lossless packet
+with id ``0x9E`` (``HELLO_PACKET_ID``), which c-toxcore 0.2.18 drops without telling the
+application (ids 16..159 it does not use; ``Messenger.c`` ``handle_custom_lossless_packet``).
+
 Layouts (big endian)::
+
+    Hello:     0x9E | version u8 (1) | flags u8 (0) | (more bytes from later versions ignored)
 
     Endpoints: 0xB8 | 0x01 | generation u32 | token 8 | nat u8 | start_delay_ms u16
                | count u8 | count * (source u8 | packed IP_Port (tox-protocol.md 2.2))
@@ -30,6 +36,8 @@ from tunnel.wire._reader import Reader
 from tunnel.wire.ip_port import IPPort, encode_packed_ip_port, read_packed_ip_port
 
 EXTENSION_PACKET_ID = 0xB8
+HELLO_PACKET_ID = 0x9E
+HELLO_VERSION = 1
 PROBE_KIND = 0xB8
 ENDPOINTS_TYPE = 0x01
 TOKEN_BYTES = 8
@@ -148,3 +156,26 @@ class Probe:
         sequence = r.u32()
         r.expect_end()
         return cls(token, sequence, bool(flags & PROBE_FLAG_ACK))
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The extension offer/answer over the friend connection (version 1: direct paths)."""
+
+    version: int = HELLO_VERSION
+    flags: int = 0
+
+    def encode(self) -> bytes:
+        return bytes([HELLO_PACKET_ID, self.version, self.flags])
+
+    @classmethod
+    def decode(cls, data: bytes) -> Hello:
+        """Raises only :class:`BadPacket` (later versions' extra bytes are ignored)."""
+        r = Reader(data)
+        if r.u8() != HELLO_PACKET_ID:
+            raise BadPacket("not a hello")
+        version = r.u8()
+        flags = r.u8()
+        if version < 1:
+            raise BadPacket("hello version 0")
+        return cls(version, flags)

@@ -101,6 +101,8 @@ async def main(args: argparse.Namespace) -> None:
                     udp_sent=stats.udp_datagrams_sent,
                     udp_received=stats.udp_datagrams_received,
                     relays=stats.tcp_relays_connected,
+                    direct_path=node.direct_path_status(friend),
+                    nat=node.direct_paths.nat.name,
                     dht=stats.dht_connected,
                     onion=stats.onion_connected,
                     onion_stats=dataclasses.asdict(node.onion.stats) if args.verbose else None,
