@@ -129,7 +129,12 @@ class TcpRelayServer:
             self.core.handle_timer(trio.current_time())
             self._flush()
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one client over an already open stream (e.g. an in-process memory stream of
+        the node that owns a private relay); returns when the connection ends."""
+        await self._handle(stream)
+
+    async def _handle(self, stream: trio.abc.Stream) -> None:
         handle = self.core.accept(trio.current_time())
         conn = _ServerConn(stream, _Waker(), trio.CancelScope())
         self._conns[handle] = conn
@@ -176,6 +181,7 @@ async def serve_tcp_relay(
     rng: Rng = os.urandom,
     limits: ServerLimits | None = None,
     on_onion_request: Callable[[OnionRequestReceived], None] | None = None,
+    admit: Callable[[bytes], bool] | None = None,
     task_status: trio.TaskStatus[TcpRelayServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a Tox TCP relay on ``ports`` (all interfaces, or ``host``) until cancelled.
@@ -188,12 +194,16 @@ async def serve_tcp_relay(
         limits: per-server and per-client limits.
         on_onion_request: called with each TCP onion request (0x08) when given; answer with
             :meth:`TcpRelayServer.send_onion_response`. Without it onion requests are ignored.
+        admit: a private relay's filter on client/target keys (``RelayServer.admit``), e.g.
+            a node's friends only.
         task_status: receives the :class:`TcpRelayServer` once every port is listening.
 
     Raises:
         OSError: a port could not be bound.
     """
-    core = RelayServer(keypair, rng, limits=limits, onion_enabled=on_onion_request is not None)
+    core = RelayServer(
+        keypair, rng, limits=limits, onion_enabled=on_onion_request is not None, admit=admit
+    )
     server = TcpRelayServer(core, on_onion_request)
     listeners: list[trio.SocketListener] = []
     try:

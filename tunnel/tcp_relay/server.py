@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tunnel.crypto import NONCE_SIZE, KeyPair, Rng, SharedKeyCache
@@ -145,6 +146,8 @@ class ServerStatistics:
     onion_responses: int
     pings_sent: int
     pongs_received: int
+    refused_not_admitted: int = 0
+    """Routing requests, OOB and onion packets refused by :attr:`RelayServer.admit`."""
 
 
 @dataclass(slots=True)
@@ -184,10 +187,16 @@ class RelayServer:
         *,
         limits: ServerLimits | None = None,
         onion_enabled: bool = False,
+        admit: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.keys = keys
         self.limits = limits or ServerLimits()
         self.onion_enabled = onion_enabled
+        self.admit = admit
+        """A private relay's filter (e.g. friends only, issue 10): when set, a routing request
+        is refused (answered with connection id 0) unless both the client's and the target's
+        keys are admitted; OOB packets likewise are dropped, and onion requests from clients
+        that are not admitted are dropped. Counted in ``refused_not_admitted``."""
         self._rng = rng
         self._keys_cache = SharedKeyCache(keys.secret_key)
         self._conns: dict[int, _Conn] = {}
@@ -469,6 +478,9 @@ class RelayServer:
                     conn.ping_id = 0
                     self._c["pongs_received"] += 1
             case OobSend(public_key=pk, data=data):
+                if not self._admitted(conn.public_key, pk):
+                    self._c["oob_dropped"] += 1
+                    return
                 other_handle = self._by_pk.get(pk)
                 if other_handle is None:
                     self._c["oob_dropped"] += 1
@@ -480,7 +492,7 @@ class RelayServer:
                 else:
                     self._c["oob_dropped"] += 1
             case OnionRequest(payload=payload):
-                if self.onion_enabled:
+                if self.onion_enabled and self._admitted(conn.public_key):
                     self._c["onion_requests"] += 1
                     self._events.append(
                         OnionRequestReceived(
@@ -494,6 +506,13 @@ class RelayServer:
             case _:
                 raise BadPacket(f"packet {plain[0]:#04x} is not valid from a client")
 
+    def _admitted(self, *public_keys: bytes) -> bool:
+        admit = self.admit
+        if admit is None or all(admit(pk) for pk in public_keys):
+            return True
+        self._c["refused_not_admitted"] += 1
+        return False
+
     def _handle_routing_request(self, conn: _Conn, pk: bytes, now: float) -> None:
         lim = self.limits
         self._c["routing_requests"] += 1
@@ -506,7 +525,7 @@ class RelayServer:
             self._kill(conn.handle, "routing request flood", "closed_flood")
             return
         conn.tokens -= 1.0
-        if pk == conn.public_key:
+        if pk == conn.public_key or not self._admitted(conn.public_key, pk):
             self._control(conn, RoutingResponse(0, pk).encode())
             return
         existing = conn.slot_by_pk.get(pk)
