@@ -160,14 +160,21 @@ class Node(NodeGlue):
     """
 
     def __init__(
-        self, profile: Profile, options: NodeOptions | None = None, *, rng: Rng = os.urandom
+        self,
+        profile: Profile,
+        options: NodeOptions | None = None,
+        *,
+        rng: Rng = os.urandom,
+        dht_keys: KeyPair | None = None,
     ) -> None:
         self.profile = profile
         self.options = options or NodeOptions()
         self._rng = rng
         now = trio.current_time()
         self.real_keys = profile.key_pair
-        self.dht_keys = KeyPair.generate(rng)
+        # dht_keys: Tor-only mode (tunnel.io.tor_node) uses the long-term keys, so friends
+        # who know only our Tox ID can route to us on their private relays (no DHT, no onion)
+        self.dht_keys = dht_keys if dht_keys is not None else KeyPair.generate(rng)
         opts = self.options
         self.dht = DhtCore(
             self.dht_keys,
@@ -427,6 +434,14 @@ class Node(NodeGlue):
         send, receive = trio.open_memory_channel[NodeEvent](math.inf)
         self._subscribers.append(send)
         return receive
+
+    def set_friend_dht_key(self, public_key: bytes, dht_public_key: bytes) -> None:
+        """Use ``dht_public_key`` for a friend now (learned out of band, e.g. a Tor-only
+        friend's DHT key is its long-term key): relay routing and net_crypto follow."""
+        if not self.is_friend(public_key):
+            raise ValueError("not a friend")
+        self._set_friend_dht(public_key, dht_public_key, trio.current_time())
+        self._kick()
 
     def friends(self) -> list[bytes]:
         """Real public keys of our friends (confirmed and requested)."""
