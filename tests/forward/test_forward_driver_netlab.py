@@ -312,11 +312,6 @@ def test_06_failed_connect_is_an_error_within_the_timeout(world: World) -> None:
     assert seconds < CONNECT_TIMEOUT_S + 2
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known intermittent in the full suite (passes alone): the server never answers the "
-    "-W tunnel open ('open failed: no answer from the server'); under investigation, issue 8",
-)
 def test_07_ssh_through_w(world: World) -> None:
     if shutil.which("sshd", path="/usr/sbin:/usr/bin") is None:
         pytest.skip("OpenSSH server not installed")
@@ -398,6 +393,8 @@ def test_08_wrong_secret_gets_nothing(world: World) -> None:
             "-L",
             f"{L_BAD}:127.0.0.1:{ECHO}",
             "--open-timeout",
+            "20",
+            "--wait-online",
             "20",
             "--status-socket",
             str(world.tmp / "bad.sock"),

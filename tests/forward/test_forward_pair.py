@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from tunnel.forward.client_mux import ClientMux
 from tunnel.forward.events import ConnectRequest, PeerModeKnown
 from tunnel.forward.loopback import CLIENT_PK, SERVER_PK, Link, make_link
 from tunnel.forward.state import PeerMode
@@ -151,6 +152,46 @@ def test_pending_open_while_offline_times_out() -> None:
     link.advance(30.0)
     link.run()
     assert link.client_app.failed[handle].code.name == "TIMEOUT"
+
+
+def test_friend_search_does_not_eat_the_answer_timeout() -> None:
+    """Regression (netlab -W): an open made while the server is still being found must not
+    fail "no answer" just because finding the friend took longer than ``open_timeout_s``."""
+    client = ClientMux(SeededRng(7), open_timeout_s=5.0, offline_wait_s=60.0)
+    link = make_link(client=client, policy=None)
+    handle = link.client.open_tunnel(SERVER_PK, "svc", 22, link.now)
+    link.advance(40.0)  # friend search: longer than the answer timeout
+    assert handle not in link.client_app.failed
+    link.online()
+    link.run()
+    (request,) = link.server_app.connects
+    link.advance(4.0)  # the server's connect is slow but within the answer timeout
+    link.server.connect_result(request.handle, None, link.now)
+    link.run()
+    assert handle in link.client_app.opened
+
+
+def test_unanswered_request_times_out_from_sending() -> None:
+    client = ClientMux(SeededRng(7), open_timeout_s=5.0, offline_wait_s=60.0)
+    link = make_link(client=client, policy=None)
+    handle = link.client.open_tunnel(SERVER_PK, "svc", 22, link.now)
+    link.advance(40.0)
+    link.online()
+    link.run()
+    link.advance(5.0)
+    link.run()
+    assert link.client_app.failed[handle].reason == "no answer from the server"
+
+
+def test_offline_wait_bounds_an_open_while_the_friend_is_offline() -> None:
+    client = ClientMux(SeededRng(7), open_timeout_s=5.0, offline_wait_s=60.0)
+    link = make_link(client=client)
+    handle = link.client.open_tunnel(SERVER_PK, "svc", 22, link.now)
+    link.advance(59.0)
+    assert handle not in link.client_app.failed
+    link.advance(1.0)
+    link.client_app.pump(link.now)
+    assert link.client_app.failed[handle].reason == "server not online"
 
 
 def test_ping_rtt(link: Link) -> None:

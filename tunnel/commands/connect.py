@@ -26,7 +26,7 @@ import trio
 
 from tunnel.config import NodeConfig, load_node_config
 from tunnel.errors import ConfigError
-from tunnel.forward.client_mux import OPEN_TIMEOUT_S, ClientMux
+from tunnel.forward.client_mux import OPEN_TIMEOUT_S, WAIT_ONLINE_S, ClientMux
 from tunnel.forward.specs import (
     LocalForward,
     PipeForward,
@@ -95,7 +95,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         type=float,
         default=OPEN_TIMEOUT_S,
-        help=f"give up on a tunnel the server does not answer (default {OPEN_TIMEOUT_S:.0f})",
+        help="give up on a tunnel the server does not answer within SECONDS of asking "
+        f"(default {OPEN_TIMEOUT_S:.0f})",
+    )
+    parser.add_argument(
+        "--wait-online",
+        metavar="SECONDS",
+        type=float,
+        default=WAIT_ONLINE_S,
+        help="how long a connection waits for the server to be reachable "
+        f"(default {WAIT_ONLINE_S:.0f})",
     )
     add_node_arguments(parser)
 
@@ -122,6 +131,9 @@ class Plan:
         if args.open_timeout <= 0:
             raise ConfigError("--open-timeout: must be positive")
         self.open_timeout_s: float = args.open_timeout
+        if args.wait_online <= 0:
+            raise ConfigError("--wait-online: must be positive")
+        self.wait_online_s: float = args.wait_online
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
 async def _connect(
     plan: Plan, status_path: Path | None, node: Node, transport: NodeTransport
 ) -> int:
-    mux = ClientMux(os.urandom, open_timeout_s=plan.open_timeout_s)
+    mux = ClientMux(
+        os.urandom, open_timeout_s=plan.open_timeout_s, offline_wait_s=plan.wait_online_s
+    )
     client = ForwardClient(mux, transport, plan.server.to_bytes(), secret=plan.secret)
     talk = plan.pipe is None
     if talk:

@@ -6,7 +6,11 @@ Theory of operation (tuntox-toxvpn.md 1.4 "Opening a forwarded connection"):
   the mux sends REQUESTTUNNEL (connid = port, payload = forward id + host); a fresh u32
   forward id per request (tuntox reuses one per ``-L``, which is what breaks its ``-L`` after
   the first connection). The open stays pending while the friend is offline and is re-sent
-  after a reconnect, until ``open_timeout_s``.
+  after a reconnect. Two clocks bound it: ``open_timeout_s`` runs from the moment the request
+  is sent (the server's answer time), ``offline_wait_s`` from the moment the open was made
+  (how long it may wait for the friend to come online at all). Counting the friend search
+  against the answer timeout made a fresh client's first open (``-W`` under ssh) fail with
+  "no answer from the server" whenever finding the friend took longer than the timeout.
 * When the friend comes online the client first sends a PING carrying a caps offer. A plain
   tuntox server echoes it (-> LEGACY), ours answers with a caps PONG (-> EXTENDED). TCP
   opens do not wait for the answer: the server handles frames in order, and its answer
@@ -51,6 +55,9 @@ from tunnel.wire.tuntox import (
 
 OPEN_TIMEOUT_S = 30.0
 """Give up on an unanswered REQUESTTUNNEL (plain tuntox never answers a failed open)."""
+WAIT_ONLINE_S = 120.0
+"""``tunnel connect``'s default wait for an unreachable server (the mux's own default is
+``open_timeout_s``)."""
 ABANDONED_TTL_S = 300.0
 """How long a late ACK for an abandoned open is still answered with a close."""
 
@@ -64,11 +71,18 @@ class ClientMux(ForwardMux):
         *,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
         open_timeout_s: float = OPEN_TIMEOUT_S,
+        offline_wait_s: float | None = None,
         negotiate: bool = True,
     ) -> None:
-        """``negotiate=False`` behaves exactly like a tuntox client (no caps offer)."""
+        """``negotiate=False`` behaves exactly like a tuntox client (no caps offer).
+
+        ``offline_wait_s`` (default: ``open_timeout_s``) bounds how long an open waits for
+        the friend to come online; ``open_timeout_s`` how long the server may take to answer
+        a request once sent.
+        """
         super().__init__(rng, window_bytes=window_bytes)
         self._open_timeout_s = open_timeout_s
+        self._offline_wait_s = open_timeout_s if offline_wait_s is None else offline_wait_s
         self._negotiate = negotiate
         self._next_forward_id = int.from_bytes(rng(4), "big")
         self._pending: dict[tuple[FriendId, int], Tunnel] = {}
@@ -95,7 +109,8 @@ class ClientMux(ForwardMux):
             raise ValueError(f"bad port {port}")
         handle = self._new_handle()
         tunnel = Tunnel(handle, bytes(friend), checked, port, udp)
-        tunnel.deadline = now + self._open_timeout_s
+        tunnel.wait_deadline = now + self._offline_wait_s
+        tunnel.deadline = tunnel.wait_deadline
         self._tunnels[handle] = tunnel
         self._try_request(self._peer(friend), tunnel)
         return handle
@@ -115,11 +130,10 @@ class ClientMux(ForwardMux):
 
     def _on_deadline(self, tunnel: Tunnel, now: float) -> None:
         if tunnel.state is TunnelState.OPENING:
-            self._count("open_timeout")
+            self._count("open_timeout" if tunnel.request_sent else "open_offline_timeout")
+            reason = "no answer from the server" if tunnel.request_sent else "server not online"
             self._drop_opening(tunnel, now)
-            self._events.append(
-                TunnelOpenFailed(tunnel.handle, DenyCode.TIMEOUT, "no answer from the server")
-            )
+            self._events.append(TunnelOpenFailed(tunnel.handle, DenyCode.TIMEOUT, reason))
 
     # --- friends ----------------------------------------------------------------------
 
@@ -142,6 +156,7 @@ class ClientMux(ForwardMux):
             # Re-request after the reconnect (until the open deadline).
             self._pending.pop((peer.friend, tunnel.forward_id), None)
             tunnel.request_sent = False
+            tunnel.deadline = max(tunnel.wait_deadline or now, now)
             return
         super()._on_offline_tunnel(peer, tunnel, now)
 
@@ -222,6 +237,7 @@ class ClientMux(ForwardMux):
         self._next_forward_id = (self._next_forward_id + 1) & 0xFFFFFFFF
         tunnel.forward_id = forward_id
         tunnel.request_sent = True
+        tunnel.deadline = self._now + self._open_timeout_s  # the server's answer time
         self._pending[(peer.friend, forward_id)] = tunnel
         request = RequestTunnel(tunnel.port, forward_id, tunnel.host.encode("ascii"), tunnel.udp)
         self._control(peer.friend, request)

@@ -70,6 +70,8 @@ class Tunnel:
     wire_id: int | None = None
     forward_id: int = 0
     deadline: float | None = None
+    wait_deadline: float | None = None
+    """Client opens: give up if the friend is not online by then."""
     request_sent: bool = False
     flow: bool = False
     half_close: bool = False
