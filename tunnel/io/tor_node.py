@@ -15,6 +15,19 @@ What the user sees, and within which bound (``TorConfig`` defaults in brackets):
   waiting in back-off are retried at once (no 60 s back-off left over), so friends come back
   as soon as Tor carries streams again.
 
+Friends' onion relays as paths (issue 10 part 2). A friend's ``.onion`` comes from its 0xB4
+announcement or from ``tor.friends``; the node then keeps a relay connection through Tor to that
+onion service (our TCP relay protocol, the friend's long-term key as the relay key), so the
+friend, which is a client of its own relay, is reachable there. Such private relays sit in the
+node's relay pool under a placeholder address (:func:`private_relay_addr`, 240.0.0.0/4, never
+routable) that :meth:`TorNode.open_relay_stream` maps to its opener. They are added when the
+friend has been offline for :data:`ONION_FALLBACK_AFTER_S` (other paths failed), at once in
+Tor-only mode.
+
+Tor-only mode (``tor.only``): no bootstrap node, no DHT, no public relay (the opener refuses
+anything but the private relays); the node's DHT key is its long-term key, so a friend is fully
+described by its Tox ID plus its .onion: both sides meet on each other's onion relays.
+
 Relay streams use the SOCKS username ``tunnel-<random>`` (``isolate: true``) so Tor keeps them
 on circuits of their own (IsolateSOCKSAuth). Relay addresses are IP literals, resolved by us
 before they reach Tor: no DNS leaks. The node never opens a UDP socket in this mode (its
@@ -27,7 +40,7 @@ import dataclasses
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -39,13 +52,14 @@ from tunnel.errors import ConfigError
 from tunnel.io.proxy import ProxyConfig
 from tunnel.io.tor_onion import FriendOnions
 from tunnel.node import Node
-from tunnel.node_types import NodeOptions
+from tunnel.node_types import FriendConnected, FriendDisconnected, NodeOptions
 from tunnel.profile import Profile
 from tunnel.tor.check import (
     SOCKS_PROBE_TIMEOUT_S,
     TorCheckResult,
     TorEndpoints,
     check_tor,
+    open_onion_stream,
     open_tor_stream,
 )
 from tunnel.tor.config import TorConfig
@@ -60,6 +74,28 @@ RELAY_WAITING_STATE = "waiting"
 TOR_SEND_BUFFER_BYTES = 256 * 1024
 """SO_SNDBUF of relay streams to Tor's SOCKS port (Linux doubles it)."""
 TOR_NOTSENT_LOWAT_BYTES = 128 * 1024
+ONION_FALLBACK_AFTER_S = 20.0
+"""A friend offline this long (since start or since it went offline) gets its onion relay used."""
+ONION_ATTEMPT_TIMEOUT_S = 9.0
+"""One SOCKS attempt to a friend's onion (the relay pool bounds a whole connect to 10 s and
+retries with back-off)."""
+PRIVATE_RELAY_NET = 240
+PRIVATE_RELAY_PORT = 1
+
+StreamOpener = Callable[[], Awaitable[trio.abc.Stream]]
+
+
+def private_relay_addr(public_key: bytes) -> tuple[str, int]:
+    """The placeholder address of a private relay in the relay pool: ``240.a.b.c:1`` from the
+    relay's key (reserved, never routable: a node that is told it cannot connect anywhere)."""
+    return f"{PRIVATE_RELAY_NET}.{public_key[0]}.{public_key[1]}.{public_key[2]}", (
+        PRIVATE_RELAY_PORT
+    )
+
+
+def is_private_relay_host(host: str) -> bool:
+    """True for a placeholder address (:func:`private_relay_addr`)."""
+    return host.startswith(f"{PRIVATE_RELAY_NET}.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +123,12 @@ def tor_node_options(options: NodeOptions, tor: TorConfig, *, rng: Rng = os.uran
         username,
         ISOLATION_PASSWORD if username is not None else None,
     )
-    return dataclasses.replace(
+    options = dataclasses.replace(
         options, udp_enabled=False, lan_discovery=False, hole_punching=False, proxy=proxy
     )
+    if tor.only:
+        options = dataclasses.replace(options, bootstrap=(), tcp_relays=())
+    return options
 
 
 def _describe_ok(result: TorCheckResult) -> str:
@@ -141,6 +180,15 @@ class TorNode:
         self.onions: FriendOnions | None = None
         """Our onion relay and the friends' addresses (``tor.onion_service``)."""
         self.onion_error: str | None = None
+        self.private_relays: dict[tuple[str, int], StreamOpener] = {}
+        """Placeholder address -> opener (our own onion relay, friends' onion relays)."""
+        self.friend_onions: dict[bytes, tuple[str, int]] = {
+            f.public_key: (f.onion, f.port) for f in tor.friends
+        }
+        """Friend's long-term key -> its onion relay (config, then announcements)."""
+        self.friend_relays_used: set[bytes] = set()
+        self.refused_streams = 0
+        self._offline_since: dict[bytes, float] = {}
         proxy = self.options.proxy
         self._isolation = proxy.username if proxy is not None else None
         self._changed = trio.Event()
@@ -196,7 +244,7 @@ class TorNode:
 
     # ------------------------------------------------------------------ relay streams
 
-    async def open_relay_stream(self, host: str, port: int) -> trio.SocketStream:
+    async def open_relay_stream(self, host: str, port: int) -> trio.abc.Stream:
         """A relay stream through Tor (the node's relay pool calls this in Tor mode).
 
         The socket's send buffer is kept small (:data:`TOR_SEND_BUFFER_BYTES`): Tor reads only
@@ -205,9 +253,18 @@ class TorNode:
         us after its 10 s ping timeout. Small buffers leave the queue in the relay client's
         outbox, where control packets go first.
 
+        Private relays (placeholder addresses) use their own opener; other addresses are
+        refused in Tor-only mode.
+
         Raises:
             OSError: Tor could not open the stream (the message says why).
         """
+        private = self.private_relays.get((host, port))
+        if private is not None:
+            return await private()
+        if is_private_relay_host(host) or self.tor.only:
+            self.refused_streams += 1
+            raise OSError(f"no route to relay {host}:{port} (Tor-only mode: friends' onions only)")
         self.relay_streams_opened += 1
         try:
             stream = await open_tor_stream(
@@ -247,18 +304,102 @@ class TorNode:
                 if not wait_for_tor:
                     raise
             await trio.sleep(self.tor.check_interval_s)
-        node = Node(self.profile, self.options, rng=self._rng)
+        dht_keys = self.profile.key_pair if self.tor.only else None
+        node = Node(self.profile, self.options, rng=self._rng, dht_keys=dht_keys)
         node.relays.opener = self.open_relay_stream
         self.node = node
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(self._run_node, node, nursery.cancel_scope))
+            self._add_config_friends(node)
             nursery.start_soon(self._watch, node)
+            nursery.start_soon(self._use_friend_onions, node)
             if self.tor.onion_service:
                 self.onions = FriendOnions(
                     node, self.endpoints, self._onion_key_path(), self.tor.onion_port
                 )
+                self.onions.on_relay_ready = self._own_relay_ready
+                self.onions.on_friend_onion = self._friend_onion_announced
                 nursery.start_soon(self._run_onions, self.onions)
             task_status.started(node)
+
+    # ------------------------------------------------------------------ onion relay paths
+
+    def add_private_relay(self, public_key: bytes, opener: StreamOpener) -> None:
+        """Keep a relay connection to the relay with ``public_key``, opened by ``opener``."""
+        host, port = private_relay_addr(public_key)
+        self.private_relays[(host, port)] = opener
+        if self.node is not None:
+            self.node.relays.add_relay(host, port, public_key)
+
+    def _own_relay_ready(self, onions: FriendOnions) -> None:
+        self.add_private_relay(onions.node.public_key, onions.open_local_stream)
+
+    def _friend_onion_announced(self, public_key: bytes, address: str, port: int) -> None:
+        self.friend_onions[public_key] = (address, port)
+
+    def use_friend_onion(self, public_key: bytes) -> bool:
+        """Add the friend's onion relay (known address) to the relay pool now."""
+        target = self.friend_onions.get(public_key)
+        if target is None or public_key in self.friend_relays_used:
+            return False
+        address, port = target
+        isolation = f"{self._isolation or 'tunnel'}-{address[:16]}"
+
+        async def open_friend_onion() -> trio.abc.Stream:
+            try:
+                return await open_onion_stream(
+                    self.endpoints.socks_host,
+                    self.endpoints.socks_port,
+                    address,
+                    port,
+                    timeout_s=ONION_ATTEMPT_TIMEOUT_S,
+                    attempt_timeout_s=ONION_ATTEMPT_TIMEOUT_S,
+                    isolation=isolation,
+                )
+            except TorError as exc:
+                raise OSError(str(exc)) from exc
+
+        self.friend_relays_used.add(public_key)
+        self.add_private_relay(public_key, open_friend_onion)
+        log.info("using friend %s's onion relay %s:%d", public_key.hex()[:16], address, port)
+        return True
+
+    def _add_config_friends(self, node: Node) -> None:
+        """``tor.friends``: befriend them (both sides list each other: no request needed);
+        Tor-only: their DHT key is their long-term key."""
+        for friend in self.tor.friends:
+            if not node.is_friend(friend.public_key):
+                node.add_friend_norequest(friend.public_key)
+            if self.tor.only:
+                node.set_friend_dht_key(friend.public_key, friend.public_key)
+
+    async def _use_friend_onions(self, node: Node) -> None:
+        """Use a friend's onion relay once the friend has been offline for
+        :data:`ONION_FALLBACK_AFTER_S` (at once in Tor-only mode)."""
+        events = node.subscribe()
+        start = trio.current_time()
+        for pk in node.friends():
+            self._offline_since[pk] = start
+        wait_s = 0.0 if self.tor.only else ONION_FALLBACK_AFTER_S
+        with events:
+            while True:
+                now = trio.current_time()
+                for pk in node.friends():
+                    if node.is_online(pk):
+                        self._offline_since.pop(pk, None)
+                        continue
+                    since = self._offline_since.setdefault(pk, now)
+                    if now - since >= wait_s:
+                        self.use_friend_onion(pk)
+                with trio.move_on_after(min(self.tor.check_interval_s, ONION_FALLBACK_AFTER_S)):
+                    try:
+                        event = await events.receive()
+                    except (trio.EndOfChannel, trio.ClosedResourceError):
+                        return  # the node stopped
+                    if isinstance(event, FriendDisconnected):
+                        self._offline_since[event.public_key] = trio.current_time()
+                    elif isinstance(event, FriendConnected):
+                        self._offline_since.pop(event.public_key, None)
 
     def _onion_key_path(self) -> Path:
         if self.tor.onion_key is not None:
@@ -312,4 +453,11 @@ class TorNode:
         driver.wake()
 
 
-__all__ = ["TorNode", "TorStatus", "tor_node_options"]
+__all__ = [
+    "ONION_FALLBACK_AFTER_S",
+    "TorNode",
+    "TorStatus",
+    "is_private_relay_host",
+    "private_relay_addr",
+    "tor_node_options",
+]

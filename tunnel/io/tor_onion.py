@@ -9,17 +9,22 @@ over the friend connection (lossless custom packet 0xB4, :mod:`tunnel.tor.announ
   :attr:`FriendOnions.friend_onions` (withdrawals remove them, queries are answered). Malformed
   0xB4 packets are counted in :attr:`FriendOnions.bad_packets` and dropped.
 
-Not done yet (needs node hooks, see the issue report): using a friend's onion relay as a path
-(adding a relay reached by a custom opener and kept out of our DHT-PK announcements), refusing
-relay clients that are not friends, and Tor-only mode without DHT.
+* The relay serves the node's own friends only (``admit``, :attr:`RelayServer.admit`): routing
+  requests that involve any other key are refused, OOB and onion packets of strangers dropped.
+* The node itself is a client of its own relay over an in-process memory stream
+  (:meth:`FriendOnions.open_local_stream`), so a friend that reaches the relay through Tor
+  meets the node there; :class:`~tunnel.io.tor_node.TorNode` adds it to the node's relay pool
+  and uses the friends' addresses (:attr:`FriendOnions.on_friend_onion`) as relay paths.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from tunnel.errors import BadPacket
 from tunnel.io.tcp_relay import TcpRelayServer, serve_tcp_relay
@@ -61,7 +66,34 @@ class FriendOnions:
         """Friend's long-term key -> (``.onion`` address, virtual port) they announced."""
         self.announcements_sent = 0
         self.bad_packets = 0
+        self.local_streams = 0
+        self.on_relay_ready: Callable[[FriendOnions], None] | None = None
+        """Called once the relay serves (before the service is published)."""
+        self.on_friend_onion: Callable[[bytes, str, int], None] | None = None
+        """Called with (friend's key, ``.onion``, port) for each announcement received."""
         self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    def admit(self, public_key: bytes) -> bool:
+        """The relay's filter: our own keys, our friends' long-term and known DHT keys."""
+        node = self.node
+        if public_key in (node.public_key, node.dht_public_key) or node.is_friend(public_key):
+            return True
+        return any(node.friend_dht_public_key(pk) == public_key for pk in node.friends())
+
+    async def open_local_stream(self) -> trio.abc.Stream:
+        """A client stream into our own relay, in process (no socket).
+
+        Raises:
+            OSError: the relay is not running.
+        """
+        relay, nursery = self.relay, self._nursery
+        if relay is None or nursery is None:
+            raise OSError("our onion relay is not running")
+        client, server = trio.testing.memory_stream_pair()
+        nursery.start_soon(relay.serve_stream, server)
+        self.local_streams += 1
+        return client
 
     async def wait_friend_onion(self, public_key: bytes) -> tuple[str, int]:
         """Return the friend's announced address once known (bound it with ``fail_after``)."""
@@ -94,10 +126,17 @@ class FriendOnions:
         async with trio.open_nursery() as nursery:
             self.relay = await nursery.start(
                 lambda task_status: serve_tcp_relay(
-                    self.node.real_keys, [0], host=LOCALHOST, task_status=task_status
+                    self.node.real_keys,
+                    [0],
+                    host=LOCALHOST,
+                    admit=self.admit,
+                    task_status=task_status,
                 )
             )
             assert self.relay is not None
+            self._nursery = nursery
+            if self.on_relay_ready is not None:
+                self.on_relay_ready(self)
             key = load_or_create_onion_key(self.key_path)
             target = f"{LOCALHOST}:{self.relay.ports[0]}"
             assert self.endpoints.control_host is not None
@@ -132,6 +171,8 @@ class FriendOnions:
             if isinstance(message, OnionAddressAnnouncement):
                 self.friend_onions[event.public_key] = (message.address, message.virtual_port)
                 log.info("friend %s announced %s", event.public_key.hex()[:16], message.address)
+                if self.on_friend_onion is not None:
+                    self.on_friend_onion(event.public_key, message.address, message.virtual_port)
             elif isinstance(message, OnionWithdraw):
                 self.friend_onions.pop(event.public_key, None)
             elif isinstance(message, OnionQuery):

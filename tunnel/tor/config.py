@@ -13,10 +13,16 @@
       onion_service: false           # publish our relay for friends as an onion service
       onion_key: onion.key           # its persistent key (default: beside the profile)
       onion_port: 443                # the onion service's virtual port
+      only: false                    # Tor-only: no DHT, no bootstrap nodes, friends by .onion
+      friends:                       # friends' onion relays (Tor-only needs them)
+        - id: <Tox ID or public key>
+          onion: <56 characters>.onion   # optional :PORT (default 443)
 
 ``--tor`` alone means ``tor: {socks: 127.0.0.1:9050}``; ``--tor HOST:PORT`` names the SOCKS
 port. In Tor mode UDP is off and every relay connection goes through Tor's SOCKS port (see
-:mod:`tunnel.io.tor_node`). Pure parsing: no I/O.
+:mod:`tunnel.io.tor_node`). With ``only: true`` the node uses no bootstrap node, no DHT and no
+public relay: a friend is its Tox ID plus its .onion, reached on the friend's onion relay.
+Pure parsing: no I/O.
 """
 
 from __future__ import annotations
@@ -24,15 +30,59 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunnel.config_toolkit import Missing, Section, check_path
+from tunnel.config_toolkit import Missing, Section, check_friend_key, check_path
 from tunnel.errors import ConfigError
 from tunnel.tor.check import BOOTSTRAP_WAIT_S, CONNECT_TIMEOUT_S, TorEndpoints
+from tunnel.tor.protocol import split_onion_address
 
 DEFAULT_SOCKS = "127.0.0.1:9050"
 CHECK_INTERVAL_S = 5.0
 """Default pause between a running node's "is Tor still usable" checks."""
 MAX_WAIT_S = 3600
 DEFAULT_ONION_PORT = 443
+
+
+@dataclass(frozen=True, slots=True)
+class TorFriend:
+    """A friend's onion relay: its long-term public key and ``<id>.onion:port``."""
+
+    public_key: bytes
+    onion: str
+    """``<56 characters>.onion`` (lower case)."""
+    port: int = DEFAULT_ONION_PORT
+
+    @classmethod
+    def parse(cls, data: object, path: str) -> TorFriend:
+        """``{id: <Tox ID or key>, onion: <id>.onion[:port]}``.
+
+        Raises:
+            ConfigError: naming the key.
+        """
+        section = Section(data, path)
+        public_key = check_friend_key(section.raw("id"), section.key_path("id"))
+        onion, port = parse_onion_target(section.raw("onion"), section.key_path("onion"))
+        section.finish()
+        return cls(public_key, onion, port)
+
+
+def parse_onion_target(value: object, path: str) -> tuple[str, int]:
+    """``<56 characters>.onion`` or ``<...>.onion:PORT`` -> (address, port).
+
+    Raises:
+        ConfigError: naming ``path``.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: expected <56 characters>.onion[:PORT]")
+    host, sep, port_text = value.strip().partition(":")
+    port = DEFAULT_ONION_PORT
+    if sep:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ConfigError(f"{path}: bad port {port_text!r} (1-65535)")
+        port = int(port_text)
+    service_id = split_onion_address(host)
+    if service_id is None:
+        raise ConfigError(f"{path}: not a v3 onion address: {host!r}")
+    return f"{service_id}.onion", port
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +100,34 @@ class TorConfig:
     onion_service: bool = False
     onion_key: Path | None = None
     onion_port: int = DEFAULT_ONION_PORT
+    only: bool = False
+    """Tor-only mode: no DHT, no bootstrap nodes or public relays; friends by .onion."""
+    friends: tuple[TorFriend, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        """The normalised YAML mapping that :meth:`parse` turns back into this config."""
+        out: dict[str, object] = {"socks": self.socks}
+        if self.control is not None:
+            out["control"] = self.control
+        if self.control_password is not None:
+            out["password"] = self.control_password
+        if self.cookie is not None:
+            out["cookie"] = str(self.cookie)
+        out.update(
+            bootstrap_wait_s=int(self.bootstrap_wait_s),
+            connect_timeout_s=int(self.connect_timeout_s),
+            check_interval_s=int(self.check_interval_s),
+            isolate=self.isolate,
+            onion_service=self.onion_service,
+        )
+        if self.onion_key is not None:
+            out["onion_key"] = str(self.onion_key)
+        out["onion_port"] = self.onion_port
+        out["only"] = self.only
+        out["friends"] = [
+            {"id": f.public_key.hex().upper(), "onion": f"{f.onion}:{f.port}"} for f in self.friends
+        ]
+        return out
 
     def endpoints(self) -> TorEndpoints:
         """Where Tor listens.
@@ -113,6 +191,8 @@ class TorConfig:
             else check_path(key_raw, section.key_path("onion_key"), base_dir)
         )
         onion_port = section.get_port("onion_port", DEFAULT_ONION_PORT)
+        only = section.get_bool("only", False)
+        friends = tuple(TorFriend.parse(item, key) for key, item in section.get_list("friends"))
         section.finish()
         if onion_service and control is None:
             raise ConfigError(f"{path}.onion_service: needs {path}.control (Tor's control port)")
@@ -128,6 +208,8 @@ class TorConfig:
             onion_service=onion_service,
             onion_key=onion_key,
             onion_port=onion_port,
+            only=only,
+            friends=friends,
         )
         try:
             config.endpoints()
@@ -138,4 +220,4 @@ class TorConfig:
         return config
 
 
-__all__ = ["CHECK_INTERVAL_S", "DEFAULT_SOCKS", "TorConfig"]
+__all__ = ["CHECK_INTERVAL_S", "DEFAULT_SOCKS", "TorConfig", "TorFriend", "parse_onion_target"]
