@@ -294,6 +294,28 @@ async def test_tor_mode_nodes_announce_onion_relays(
             LOCALHOST, tor_lab.socks_port(0), b_onion[0], b_onion[1], timeout_s=60
         )
         async with stream:
+            # a stranger completes the handshake (it proves nothing); routing for it is refused
+            # (tests/tor/test_tor_relay_filter.py)
             assert await _relay_handshake(stream, b.public_key) is ClientStatus.CONFIRMED
         assert ta.onions.bad_packets == 0
         assert tb.onions.bad_packets == 0
+
+        # b's onion relay as a path: a connects to it through Tor (b is a client of its own
+        # relay, in process) and meets b there; then the public relay goes away on both sides
+        # and the friends keep talking over the onion relay alone.
+        assert tb.onions.relay is not None
+        b_relay = tb.onions.relay
+        assert ta.use_friend_onion(b.public_key)
+        with trio.fail_after(FIND_TIMEOUT_S):
+            await a.wait_for(lambda: b_relay.statistics().links_made >= 1)
+        for node in (a, b):
+            node.relays.remove_relay(bootstrapd.public_key)
+        routed_before = b_relay.statistics().routed_packets
+        a_events = a.subscribe()
+        b.send_message(a.public_key, b"over b's onion relay")
+        message = await _next(a_events, Message)
+        assert message == Message(b.public_key, b"over b's onion relay", False)
+        assert a.is_online(b.public_key)
+        assert b_relay.statistics().routed_packets > routed_before
+        assert tb.onions.local_streams >= 1
+        assert b_relay.statistics().refused_not_admitted == 0
