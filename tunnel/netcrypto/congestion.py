@@ -17,10 +17,16 @@ pacing rate is ``gain * btl_bw``.
 * **Startup** (gain 2): the rate doubles per step while samples keep growing; when ``btl_bw``
   has not grown 25 % in 3 steps (the pipe is full) or loss is heavy, go to **drain**.
 * **Drain** (gain 0.75) for one step empties the queue startup built, then **probe**.
-* **Probe** cycles gains ``1.25, 0.9, 1, 1, 1, 1`` so we keep finding spare capacity and give
-  back the queue we made. While the smoothed RTT is more than ``QUEUE_DELAY_FACTOR`` times
-  the minimum RTT plus ``QUEUE_DELAY_SLACK_S``, the gain is held at 0.9: a queue is building
-  (at a bottleneck or in a receiver's socket buffer) and we drain it instead of filling it.
+* **Probe** cycles gains ``1.15, 0.9, 1.05, 1.05, 1.05, 1.05``: gentle probing for spare
+  capacity, and a step that gives back the queue we made (so the base RTT stays measurable).
+* **Queue delay** (the delay component, LEDBAT-like): ``min_rtt`` is the base RTT, the minimum
+  over 60 s (buckets of 10 s; forgotten on a path change or outage restart); ``queue_delay`` is
+  the fastest RTT sample of the step minus it. Above ``queue_target_s`` (5 ms or a quarter of
+  the base RTT) a queue stands: ours or a competitor's. Then the rate follows what we actually
+  delivered in the step times 0.9 (not the max filter), but not below ``SHARE_FLOOR_FRACTION``
+  of what the path carried for us lately. With no queue at all the gain is 1.15 every step.
+  Probing and startup stop within the step when a sample shows the queue rising (half the
+  target for probing), so our probes never overflow a shallow buffer.
 * **Loss** (the peer's request packet lists packets we sent more than ``resend_delay`` ago):
   random loss below ``LOSS_THRESHOLD`` of a step's packets is ignored (it says nothing about
   capacity); heavier loss scales ``btl_bw`` down to ``LOSS_BACKOFF`` of its value once per step,
@@ -35,9 +41,13 @@ pacing rate is ``gain * btl_bw``.
 * **Pacing**: a token bucket at the rate with a burst of ``BURST_S`` seconds of it.
 
 Fairness: two of our flows on one bottleneck converge to comparable shares (tested). A toxcore
-flow is much more loss-averse (every resend within a second shrinks its rate x0.9 per 50 ms),
-so on a shallow shared bottleneck our probing starves it (measured in the simulator with a
-toxcore-like controller); gains < 1 and the RTT guard give back queue but do not fix that.
+flow is loss-averse (a resend within a second makes it send 0.9x what got through, per 50 ms),
+so what starves it is loss we cause; keeping the queue below the target leaves it the losses
+it makes itself and it takes 30-60 % of a shallow bottleneck next to us (simulator test with
+a model of toxcore 0.2.18's policy, ``tunnel/testing/toxcore_cc.py``). Limits: on some shallow
+paths toxcore alone latches at a few tens of packets per second (its requested-token quirk)
+and nothing we do changes that.
+
 ``rate_cap`` bounds paths with their own limits (TCP relays).
 """
 
@@ -50,10 +60,9 @@ MIN_RATE_PKT_S = 8.0
 MAX_RATE_PKT_S = 400_000.0
 STARTUP_GAIN = 2.0
 DRAIN_GAIN = 0.75
-PROBE_GAINS = (1.25, 0.9, 1.0, 1.0, 1.0, 1.0)
+PROBE_GAINS = (1.15, 0.9, 1.05, 1.05, 1.05, 1.05)
+PROBE_UP_GAIN = 1.15
 QUEUE_GAIN = 0.9
-QUEUE_DELAY_FACTOR = 2.0
-QUEUE_DELAY_SLACK_S = 0.02
 STARTUP_GROWTH = 1.25
 STARTUP_FLAT_STEPS = 3
 BW_WINDOW = 5
@@ -66,7 +75,13 @@ BURST_S = 0.005
 MIN_BURST_PKTS = 16.0
 INITIAL_RTT_S = 0.2
 MIN_PACING_STEP_S = 0.0005
-MIN_RTT_WINDOW_S = 10.0
+BASE_RTT_BUCKET_S = 10.0
+BASE_RTT_BUCKETS = 6
+QUEUE_TARGET_MIN_S = 0.005
+QUEUE_TARGET_FRACTION = 0.25
+QUEUE_EMPTY_FRACTION = 0.25
+EARLY_EXIT_FRACTION = 0.5
+SHARE_FLOOR_FRACTION = 0.3
 OUTAGE_S = 1.0
 MIN_CWND_PKTS = 64.0
 ACK_DELAY_ALLOWANCE_S = 0.15
@@ -76,23 +91,27 @@ class Congestion:
     """Rate controller + pacer for one session. ``now`` is seconds on the driver's clock."""
 
     __slots__ = (
+        "_base_buckets",
         "_bw_samples",
         "_cycle",
         "_delivered_in_interval",
         "_flat_steps",
         "_full_bw",
+        "_gain",
         "_interval_start",
         "_last_delivery",
         "_last_refill",
+        "_link_buckets",
         "_lost_in_interval",
-        "_min_rtt_at",
         "_rtt_seen",
         "_sent_in_interval",
+        "_step_min_rtt",
         "btl_bw",
         "delivery_rate",
         "loss_events",
         "min_rtt",
         "mode",
+        "queue_delay",
         "rate",
         "rate_cap",
         "rttvar",
@@ -109,10 +128,14 @@ class Congestion:
         self.srtt = INITIAL_RTT_S
         self.rttvar = INITIAL_RTT_S / 2
         self.min_rtt = 0.0
+        self.queue_delay = 0.0
         self.tokens = MIN_BURST_PKTS
         self.loss_events = 0
         self._rtt_seen = False
-        self._min_rtt_at = now
+        self._base_buckets: deque[list[float]] = deque(maxlen=BASE_RTT_BUCKETS)
+        self._step_min_rtt = float("inf")
+        self._link_buckets: deque[list[float]] = deque(maxlen=BASE_RTT_BUCKETS)
+        self._gain = STARTUP_GAIN
         self._last_delivery = now
         self._bw_samples: deque[float] = deque(maxlen=BW_WINDOW)
         self._full_bw = 0.0
@@ -138,18 +161,49 @@ class Congestion:
             self._rtt_seen = True
             self.srtt = rtt
             self.rttvar = rtt / 2
-            self.min_rtt = rtt
-            self._min_rtt_at = now
-            return
-        # A packet acknowledged only after an outage would poison srtt (and with it the resend
-        # delay) for many round trips: let one sample at most double it.
-        rtt = min(rtt, 2 * self.srtt + MIN_INTERVAL_S)
-        if rtt <= self.min_rtt or now - self._min_rtt_at > MIN_RTT_WINDOW_S:
-            # The minimum expires so a path change (UDP <-> TCP relay) is followed.
-            self.min_rtt = rtt
-            self._min_rtt_at = now
-        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
-        self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        else:
+            # A packet acknowledged only after an outage would poison srtt (and with it the
+            # resend delay) for many round trips: let one sample at most double it.
+            rtt = min(rtt, 2 * self.srtt + MIN_INTERVAL_S)
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self._note_base_rtt(rtt, now)
+        self._step_min_rtt = min(self._step_min_rtt, rtt)
+        if self.mode == "startup" and self.btl_bw > 0 and rtt - self.min_rtt > self.queue_target_s:
+            # The pipe is full (a queue formed): leave startup now, a step of doubling more
+            # would overflow a shallow bottleneck.
+            self.mode = "drain"
+            self._gain = DRAIN_GAIN
+            self.rate = min(max(DRAIN_GAIN * self.btl_bw, MIN_RATE_PKT_S), self.rate_cap)
+        elif (
+            self._gain > 1.0
+            and self.mode == "probe"
+            and rtt - self.min_rtt > EARLY_EXIT_FRACTION * self.queue_target_s
+        ):
+            # Probing started a queue: stop at once, and give the queue back, instead of
+            # waiting for the end of the step: a shallow bottleneck shared with a loss-averse
+            # flow (toxcore) must not overflow.
+            self._gain = QUEUE_GAIN
+            self.rate = min(max(QUEUE_GAIN * self.btl_bw, MIN_RATE_PKT_S), self.rate_cap)
+
+    def _note_base_rtt(self, rtt: float, now: float) -> None:
+        """Base RTT: the minimum over ``BASE_RTT_BUCKETS`` buckets of ``BASE_RTT_BUCKET_S``.
+
+        Long enough that a competing flow keeping the queue full for a while does not turn
+        queueing delay into "base"; a path change (:meth:`set_rate_cap`, outage restart)
+        forgets it.
+        """
+        buckets = self._base_buckets
+        if not buckets or now - buckets[-1][0] >= BASE_RTT_BUCKET_S:
+            buckets.append([now, rtt])
+        elif rtt < buckets[-1][1]:
+            buckets[-1][1] = rtt
+        self.min_rtt = min(b[1] for b in buckets)
+
+    @property
+    def queue_target_s(self) -> float:
+        """Queueing delay (RTT above the base) we accept before backing off."""
+        return max(QUEUE_TARGET_MIN_S, QUEUE_TARGET_FRACTION * self.min_rtt)
 
     def on_delivered(self, count: int) -> None:
         """``count`` packets newly known to have reached the peer."""
@@ -182,11 +236,6 @@ class Congestion:
 
     # ------------------------------------------------------------------ control
 
-    def _queue_building(self) -> bool:
-        return self._rtt_seen and self.srtt > (
-            QUEUE_DELAY_FACTOR * self.min_rtt + QUEUE_DELAY_SLACK_S
-        )
-
     def _control(self, now: float) -> None:
         elapsed = now - self._interval_start
         if elapsed < self.interval_s:
@@ -201,11 +250,24 @@ class Congestion:
                 self._full_bw = 0.0
                 self._flat_steps = 0
                 self._bw_samples.clear()
+                self._base_buckets.clear()
+                self._link_buckets.clear()
             self._last_delivery = now
             # Only intervals that delivered something are samples: an outage with nothing
             # acknowledged is not a measurement of zero capacity.
             self._bw_samples.append(sample)
             self.btl_bw = max(self._bw_samples)
+            links = self._link_buckets
+            if not links or now - links[-1][0] >= BASE_RTT_BUCKET_S:
+                links.append([now, sample])
+            elif sample > links[-1][1]:
+                links[-1][1] = sample
+        if self._step_min_rtt != float("inf"):
+            # The fastest packet of the step: if even it waited, a queue is standing.
+            self.queue_delay = max(0.0, self._step_min_rtt - self.min_rtt)
+        target = self.queue_target_s
+        queue_high = self._rtt_seen and self.queue_delay > target
+        queue_empty = self._rtt_seen and self.queue_delay <= QUEUE_EMPTY_FRACTION * target
         lost = self._lost_in_interval
         heavy_loss = lost > max(LOSS_MIN_PKTS, LOSS_THRESHOLD * self._sent_in_interval)
         if heavy_loss:
@@ -214,13 +276,14 @@ class Congestion:
             self._bw_samples.clear()
             self._bw_samples.append(cut)
             self.btl_bw = cut
+            self._link_buckets.clear()  # the path is not what it was: no share floor from it
         if self.mode == "startup":
             if self.btl_bw >= self._full_bw * STARTUP_GROWTH:
                 self._full_bw = self.btl_bw
                 self._flat_steps = 0
             else:
                 self._flat_steps += 1
-            if heavy_loss or self._flat_steps >= STARTUP_FLAT_STEPS:
+            if heavy_loss or queue_high or self._flat_steps >= STARTUP_FLAT_STEPS:
                 self.mode = "drain"
         elif self.mode == "drain":
             self.mode = "probe"
@@ -229,25 +292,49 @@ class Congestion:
             self._cycle = (self._cycle + 1) % len(PROBE_GAINS)
         if self.mode == "startup":
             # Twice what the path delivered: doubles per step while the pipe is not full.
+            self._gain = STARTUP_GAIN
             self.rate = max(INITIAL_RATE_PKT_S, STARTUP_GAIN * self.btl_bw)
         else:
             if self.mode == "drain":
                 gain = DRAIN_GAIN
-            elif self._queue_building():
-                gain = min(QUEUE_GAIN, PROBE_GAINS[self._cycle])
+            elif queue_high:
+                # A queue stands at the bottleneck: ours, or a competing flow's. Follow what
+                # we actually got through (not the max filter) a little below it, so the
+                # queue drains and a loss-based flow (toxcore) can grow without losses.
+                if self._delivered_in_interval:
+                    # ... but not below a share of what the path carried for us lately: a
+                    # queue that stays although we yield is a loss-based flow's (it fills
+                    # any buffer), and yielding everything would only starve us.
+                    floor = SHARE_FLOOR_FRACTION * max(
+                        (b[1] for b in self._link_buckets), default=0.0
+                    )
+                    self._bw_samples.clear()
+                    self._bw_samples.append(max(sample, floor))
+                    self.btl_bw = self._bw_samples[0]
+                gain = QUEUE_GAIN
+            elif queue_empty:
+                gain = PROBE_UP_GAIN  # no queue at all: capacity may be idle, look for it
             else:
                 gain = PROBE_GAINS[self._cycle]
+            self._gain = gain
             self.rate = gain * self.btl_bw
         self.rate = min(max(self.rate, MIN_RATE_PKT_S), MAX_RATE_PKT_S, self.rate_cap)
         self._interval_start = now
         self._delivered_in_interval = 0
         self._sent_in_interval = 0
         self._lost_in_interval = 0
+        self._step_min_rtt = float("inf")
 
     # ------------------------------------------------------------------ pacing
 
     def set_rate_cap(self, cap: float) -> None:
-        """Upper bound for the rate (the path's own limit, e.g. over a TCP relay)."""
+        """Upper bound for the rate (the path's own limit, e.g. over a TCP relay).
+
+        A different cap means the path changed (UDP <-> TCP relay): its base RTT is
+        learned again.
+        """
+        if cap != self.rate_cap:
+            self._base_buckets.clear()
         self.rate_cap = cap
         self.rate = min(self.rate, cap)
 
