@@ -42,10 +42,12 @@ from tunnel.crypto import (
     sha512,
     shared_key,
 )
-from tunnel.errors import BadPacket
+from tunnel.crypto.databox import MIN_DATA_PACKET_BYTES, DataBox, data_packet_bytes
+from tunnel.errors import BadPacket, DecryptError
 from tunnel.netcrypto.congestion import Congestion
 from tunnel.netcrypto.cookies import Identity
 from tunnel.wire.netcrypto import (
+    DATA_KIND,
     MAX_CRYPTO_DATA_SIZE_BYTES,
     PACKET_ID_KILL,
     PACKET_ID_LOSSLESS_END,
@@ -59,12 +61,8 @@ from tunnel.wire.netcrypto import (
     CookieResponsePlain,
     Handshake,
     HandshakePlain,
-    decode_data_plain_untrusted,
     decode_request_untrusted,
-    encode_data_packet,
-    encode_data_plain,
     encode_request_runs,
-    split_data_packet_untrusted,
 )
 
 SEND_PACKET_INTERVAL_S = 1.0
@@ -233,6 +231,11 @@ class Session:
         self._replay_bits = 0
         self.state: State = Closed("not started")
         self.outbox: list[bytes] = []
+        self._box: DataBox | None = None  # seals/opens data packets once the key is known
+        self._receive_max = MAX_CRYPTO_DATA_SIZE_BYTES
+        self._receive_packet_max = data_packet_bytes(MAX_CRYPTO_DATA_SIZE_BYTES)
+        self.max_lossy_payload = MAX_CRYPTO_DATA_SIZE_BYTES
+        """Largest lossy ``[id][data]`` :meth:`send_lossy` takes (see :meth:`set_lossy_limits`)."""
         self.events: list[SessionEvent] = []
         self.counters: Counter[str] = Counter()
         self.congestion = Congestion(now)
@@ -304,6 +307,7 @@ class Session:
         self._replay_top = -1
         self._replay_bits = 0
         key = shared_key(peer.session_pk, self.session_keys.secret_key)
+        self._box = self._make_box(key)
         self.state = NotConfirmed(packet, tries, last_sent, key)
         self._next_request = last_sent
 
@@ -401,27 +405,28 @@ class Session:
         if not isinstance(state, NotConfirmed | Established):
             self.counters["data_wrong_state"] += 1
             return False
-        try:
-            nonce_low, box = split_data_packet_untrusted(data)
-        except BadPacket:
+        box = self._box
+        assert box is not None
+        if (
+            not MIN_DATA_PACKET_BYTES <= len(data) <= self._receive_packet_max
+            or data[0] != DATA_KIND
+        ):
             self.counters["data_malformed"] += 1
             return False
-        diff = (nonce_low - self._recv_nonce) & 0xFFFF
+        diff = (((data[1] << 8) | data[2]) - self._recv_nonce) & 0xFFFF
         nonce = (self._recv_nonce + diff) % _NONCE_MOD
         try:
-            raw = decrypt_untrusted(state.data_key, nonce.to_bytes(24, "big"), box)
-        except BadPacket:
+            buffer_start, packet_number, payload = box.open_untrusted(data, nonce)
+        except DecryptError:
             self.counters["data_undecryptable"] += 1
+            return False
+        except BadPacket:
+            self.counters["data_bad_plain"] += 1
             return False
         if not self._replay_check(nonce):
             return False
         if diff > 2 * DATA_NUM_THRESHOLD:
             self._recv_nonce = (self._recv_nonce + DATA_NUM_THRESHOLD) % _NONCE_MOD
-        try:
-            buffer_start, packet_number, payload = decode_data_plain_untrusted(raw)
-        except BadPacket:
-            self.counters["data_bad_plain"] += 1
-            return False
         self.received_packets += 1
         self.received_bytes += len(data)
         pid = payload[0]
@@ -593,6 +598,28 @@ class Session:
         self._pump(now)
         return number
 
+    def set_lossy_limits(self, *, receive_bytes: int, send_bytes: int) -> None:
+        """Payload limits beyond toxcore's 1373 bytes, for two of our own peers only.
+
+        ``receive_bytes``: the largest data packet payload we accept from the peer (announce it
+        only after setting it); ``send_bytes``: the largest lossy payload :meth:`send_lossy`
+        takes (only what the peer announced it accepts). Lossless packets, requests and
+        everything toxcore peers see keep the 1373-byte limit.
+        """
+        self._receive_max = max(MAX_CRYPTO_DATA_SIZE_BYTES, receive_bytes)
+        self._receive_packet_max = data_packet_bytes(self._receive_max)
+        self.max_lossy_payload = max(MAX_CRYPTO_DATA_SIZE_BYTES, send_bytes)
+        state = self.state
+        if isinstance(state, NotConfirmed | Established):
+            self._box = self._make_box(state.data_key)
+
+    def _make_box(self, key: bytes) -> DataBox:
+        wanted = max(self._receive_max, self.max_lossy_payload)
+        box = self._box
+        if box is not None and box.max_payload_bytes == wanted and box.key == key:
+            return box
+        return DataBox(key, wanted)
+
     def send_lossy(self, payload: bytes, now: float) -> None:
         """Send ``[id][data]`` (id 192..254) once, unreliably, bypassing congestion control.
 
@@ -600,10 +627,12 @@ class Session:
             NotConnected: not established.
             ValueError: bad id or size.
         """
-        if not 1 <= len(payload) <= MAX_CRYPTO_DATA_SIZE_BYTES or not (
+        if not 1 <= len(payload) <= self.max_lossy_payload or not (
             PACKET_ID_LOSSY_START <= payload[0] <= PACKET_ID_LOSSY_END
         ):
-            raise ValueError("lossy payload must be [192..254][data], at most 1373 bytes")
+            raise ValueError(
+                f"lossy payload must be [192..254][data], at most {self.max_lossy_payload} bytes"
+            )
         if not isinstance(self.state, Established):
             raise NotConnected("session not established")
         self._emit(payload, self._next_new)
@@ -625,11 +654,10 @@ class Session:
     # ------------------------------------------------------------------ output
 
     def _emit(self, payload: bytes, wire_number: int) -> None:
-        state = self.state
-        assert isinstance(state, NotConfirmed | Established)
-        plain = encode_data_plain(self.recv_start, wire_number, payload)
-        box = encrypt(state.data_key, self._sent_nonce.to_bytes(24, "big"), plain)
-        packet = encode_data_packet(self._sent_nonce & 0xFFFF, box)
+        box = self._box
+        assert box is not None
+        assert isinstance(self.state, NotConfirmed | Established)
+        packet = box.seal(self._sent_nonce, self.recv_start, wire_number, payload)
         self._sent_nonce = (self._sent_nonce + 1) % _NONCE_MOD
         self.sent_packets += 1
         self.sent_bytes += len(packet)
