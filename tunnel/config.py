@@ -41,6 +41,7 @@ from tunnel.config_toolkit import (
     join_path,
 )
 from tunnel.errors import ConfigError
+from tunnel.tor.config import TorConfig
 
 __all__ = [
     "MISSING",
@@ -225,6 +226,8 @@ class NodeConfig:
     bootstrap: tuple[BootstrapNode, ...] = ()
     tcp_relays: tuple[TcpRelayConfig, ...] = ()
     friends: tuple[FriendConfig, ...] = ()
+    tor: TorConfig | None = None
+    """Tor mode (``tor:`` section, :mod:`tunnel.tor.config`); None: not over Tor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +356,7 @@ def parse_node_config(mapping: object, base_dir: Path | None = None) -> NodeConf
     top = _top(mapping, base_dir)
     _check_role(top, "node")
     proxy_value = top.raw("proxy")
+    tor_value = top.raw("tor")
     config = NodeConfig(
         profile=top.get_path("profile", default_profile_path()),
         control_socket=top.get_path("control_socket", default_control_socket_path()),
@@ -364,6 +368,9 @@ def parse_node_config(mapping: object, base_dir: Path | None = None) -> NodeConf
         bootstrap=tuple(_parse_bootstrap_node(s) for s in top.get_sections("bootstrap")),
         tcp_relays=tuple(_parse_tcp_relay(s) for s in top.get_sections("tcp_relays")),
         friends=tuple(_parse_friend(s) for s in top.get_sections("friends")),
+        tor=None
+        if isinstance(tor_value, Missing) or tor_value is None
+        else TorConfig.parse(tor_value, path="tor", base_dir=base_dir),
     )
     top.finish()
     return config
@@ -520,6 +527,7 @@ def config_to_dict(cfg: Config) -> dict[str, object]:
         "friends": [
             {"public_key": f.public_key.hex().upper(), "name": f.name} for f in cfg.friends
         ],
+        "tor": None if cfg.tor is None else cfg.tor.to_dict(),
     }
 
 
