@@ -15,6 +15,8 @@ from tunnel.friends.messenger import (
     CustomLossy,
     FriendOffline,
     FriendOnline,
+    FriendRelays,
+    FriendRequestOverConnection,
     FriendState,
     MessageReceived,
     Messenger,
@@ -24,6 +26,7 @@ from tunnel.friends.messenger import (
     SendQueueFull,
 )
 from tunnel.netcrypto.core import NetCrypto
+from tunnel.onion.friend_requests import FriendRequests
 from tunnel.testing.rng import SeededRng
 from tunnel.testing.sim import LinkParams, SimNetwork
 from tunnel.wire.ip_port import Addr, IPPort
@@ -217,6 +220,46 @@ def test_share_relays_codec_and_handling() -> None:
     a_pk = b.m.friend_public_key(fb)
     assert net.run_until(lambda: b_conn.friend_relays(a_pk) == relays, timeout=3)
     assert b_conn.status(a_pk) is FriendStatus.CONNECTED
+    # ... and they reach the node as a Messenger event, so it adds them to its relay pool.
+    shared = [e for e in b.of(FriendRelays) if isinstance(e, FriendRelays)]
+    assert shared
+    assert shared[-1].friend == fb
+    assert list(shared[-1].relays) == relays
+
+
+def test_friend_request_over_the_connection_is_handled_like_an_onion_request() -> None:
+    """friend_connection id 18 ``[0x12][nospam][message]``: surfaced with its nospam and
+    message; the onion request rules (nospam, dedupe, friends filtered) then apply to it."""
+    net, a, b, fa, fb = make(12)
+    online(net, a, b)
+    a.m.connections.send(
+        a.m.friend_public_key(fa), b"\x12" + b"NOSP" + b"hello", net.now, congestion=False
+    )
+    a.m.connections.send(
+        a.m.friend_public_key(fa), b"\x12" + b"NOSP", net.now, congestion=False
+    )  # no message: malformed, dropped and counted
+    a.m.connections.send(
+        a.m.friend_public_key(fa), b"\x12" + b"N" * 1100, net.now, congestion=False
+    )  # over 1021 bytes: malformed
+    a_pk = b.m.friend_public_key(fb)
+    assert net.run_until(lambda: b.of(FriendRequestOverConnection), timeout=3)
+    net.run_for(0.5)
+    got = [
+        e for e in b.of(FriendRequestOverConnection) if isinstance(e, FriendRequestOverConnection)
+    ]
+    assert len(got) == 1
+    assert got[0].public_key == a_pk
+    assert got[0].request.nospam == b"NOSP"
+    assert got[0].request.message == b"hello"
+    assert b.m.connections.counters["friend_request_bad"] == 2
+    # The node's filter: the same FriendRequests object that screens onion requests.
+    requests = FriendRequests(b"NOSP")
+    assert not requests.accept_incoming(a_pk, got[0].request, is_friend=True)
+    assert requests.accept_incoming(a_pk, got[0].request, is_friend=False)
+    assert not requests.accept_incoming(a_pk, got[0].request, is_friend=False)  # dedupe
+    other = FriendRequests(b"XXXX")
+    assert not other.accept_incoming(a_pk, got[0].request, is_friend=False)  # nospam
+    assert other.dropped_nospam == 1
 
 
 def test_peer_restart_with_new_dht_key_replaces_the_session() -> None:

@@ -42,6 +42,7 @@ from tunnel.wire.messenger import (
     decode_share_relays_untrusted,
     encode_share_relays,
 )
+from tunnel.wire.onion_data import FriendRequestPayload
 from tunnel.wire.packed_node import PackedNode
 
 FRIEND_PING_INTERVAL_S = 8.0
@@ -98,7 +99,23 @@ class RelaysShared:
     relays: tuple[PackedNode, ...]
 
 
-FriendEvent = FriendUp | FriendDown | FriendLossless | FriendLossy | RelaysShared
+@dataclass(frozen=True, slots=True)
+class FriendRequestPacket:
+    """A friend request ``[0x12][nospam][message]`` that came over the friend's connection.
+
+    Same payload and rules as an onion friend request (c-toxcore hands both to
+    ``friendreq_handlepacket``): the receiver checks the nospam, dedupes the sender and
+    filters existing friends (:meth:`tunnel.onion.friend_requests.FriendRequests.
+    accept_incoming`).
+    """
+
+    peer_pk: bytes
+    request: FriendRequestPayload
+
+
+FriendEvent = (
+    FriendUp | FriendDown | FriendLossless | FriendLossy | RelaysShared | FriendRequestPacket
+)
 
 
 @dataclass(slots=True)
@@ -334,6 +351,14 @@ class FriendConnections:
             self._events.append(RelaysShared(real_pk, tuple(relays)))
             return
         if packet_id == PACKET_ID_FRIEND_REQUESTS:
-            self.counters["friend_request_over_connection_ignored"] += 1
+            try:
+                # The onion request's layout and limits with another id byte (toxcore parses
+                # both with friendreq_handlepacket, which skips the id).
+                request = FriendRequestPayload.decode(b"\x20" + payload[1:])
+            except BadPacket:
+                self.counters["friend_request_bad"] += 1
+                return
+            self.counters["friend_requests"] += 1
+            self._events.append(FriendRequestPacket(real_pk, request))
             return
         self._events.append(FriendLossless(real_pk, payload))

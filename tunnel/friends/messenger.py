@@ -30,7 +30,9 @@ from tunnel.friends.connection import (
     FriendDown,
     FriendLossless,
     FriendLossy,
+    FriendRequestPacket,
     FriendUp,
+    RelaysShared,
 )
 from tunnel.netcrypto.core import NetCrypto
 from tunnel.netcrypto.session import NotConnected, SendQueueFull, SessionStats
@@ -56,6 +58,8 @@ from tunnel.wire.messenger import (
     encode_text,
     encode_userstatus,
 )
+from tunnel.wire.onion_data import FriendRequestPayload
+from tunnel.wire.packed_node import PackedNode
 
 __all__ = [
     "EXTENSION_LOSSLESS_FIRST",
@@ -65,6 +69,8 @@ __all__ = [
     "ExtensionLossless",
     "FriendOffline",
     "FriendOnline",
+    "FriendRelays",
+    "FriendRequestOverConnection",
     "FriendState",
     "FriendStats",
     "MessageReceived",
@@ -142,6 +148,27 @@ class CustomLossy:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class FriendRelays:
+    """The friend shared TCP relays it is connected to (SHARE_RELAYS): use them to reach it."""
+
+    friend: int
+    relays: tuple[PackedNode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FriendRequestOverConnection:
+    """A friend request that came over the friend's connection (friend_connection id 18).
+
+    Not filtered here: the node applies the onion request rules (nospam, dedupe, already a
+    friend) with the same :class:`tunnel.onion.friend_requests.FriendRequests`.
+    """
+
+    friend: int
+    public_key: bytes
+    request: FriendRequestPayload
+
+
 MessengerEvent = (
     FriendOnline
     | FriendOffline
@@ -150,6 +177,8 @@ MessengerEvent = (
     | CustomLossless
     | CustomLossy
     | ExtensionLossless
+    | FriendRelays
+    | FriendRequestOverConnection
 )
 
 EXTENSION_LOSSLESS_FIRST = 0x90
@@ -433,6 +462,12 @@ class Messenger:
                 self._handle_lossless(record, event.payload, now)
             elif isinstance(event, FriendLossy):
                 self._handle_lossy(record, event.payload)
+            elif isinstance(event, RelaysShared):
+                self._events.append(FriendRelays(record.number, event.relays))
+            elif isinstance(event, FriendRequestPacket):
+                self._events.append(
+                    FriendRequestOverConnection(record.number, record.real_pk, event.request)
+                )
         for record in self._by_pk.values():
             if record.receipts:
                 self._check_receipts(record)

@@ -516,3 +516,17 @@ class NodeGlue:
             self.direct_paths.on_extension(pk, event.data, now)
         elif isinstance(event, m.CustomLossy):
             self._emit(LossyPacket(pk, event.data))
+        elif isinstance(event, m.FriendRelays):
+            # SHARE_RELAYS: relays the friend is connected to; ours reach it through them.
+            for node in event.relays:
+                if len(self._friend_relays) >= MAX_FRIEND_RELAYS:
+                    break
+                if node.public_key not in self._friend_relays:
+                    self._friend_relays[node.public_key] = None
+                    host, port = node.ip_port.to_addr()
+                    self.relays.add_relay(host, port, node.public_key)
+        elif isinstance(event, m.FriendRequestOverConnection) and (
+            # Same rules as an onion friend request: nospam, dedupe, friends filtered.
+            self.onion.requests.accept_incoming(pk, event.request, self.is_friend(pk))
+        ):
+            self._handle_onion_event(FriendRequestReceived(pk, event.request.message), now)
