@@ -52,7 +52,7 @@ def test_parse_full_section(tmp_path: Path) -> None:
 
 def test_parse_minimal_and_flag() -> None:
     assert TorConfig.parse({"socks": "127.0.0.1:9050"}) == TorConfig()
-    assert TorConfig.from_flag(None) == TorConfig()
+    assert TorConfig.from_flag(None) == TorConfig(control="127.0.0.1:9051")
     assert TorConfig.from_flag("127.0.0.1:9150").socks == "127.0.0.1:9150"
     with pytest.raises(ConfigError, match=r"^--tor: "):
         TorConfig.from_flag("nonsense")

@@ -44,6 +44,7 @@ from tunnel.io.forward_cli import (
     run_with_node,
     serve_status,
     setup_logging,
+    tor_config,
 )
 from tunnel.io.forward_client import ForwardClient
 from tunnel.io.forward_node import NodeTransport
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     profile = load_or_create_profile(profile_path)
     options = node_options(args, config)
     return trio.run(
-        run_with_node,
+        partial(run_with_node, tor=tor_config(args, config)),
         profile,
         options,
         partial(_connect, plan, args.status_socket or default_status_socket("connect")),

@@ -14,10 +14,12 @@ import argparse
 import logging
 import signal
 import sys
+from functools import partial
 
 import trio
 
 from tunnel.config import load_node_config
+from tunnel.io.forward_cli import add_tor_arguments, check_tor_node, tor_config
 from tunnel.node import Node, load_or_create_profile
 from tunnel.node_types import (
     FriendConnected,
@@ -29,6 +31,7 @@ from tunnel.node_types import (
     SelfConnectionChanged,
 )
 from tunnel.profile import Profile
+from tunnel.tor.config import TorConfig
 
 HELP = "run a node: join the Tox network with this identity until interrupted"
 
@@ -43,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept every friend request (default: only log them)",
     )
+    add_tor_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    tor = tor_config(args, config)
     profile = load_or_create_profile(config.profile)
-    return trio.run(serve, profile, NodeOptions.from_config(config), args.accept_all)
+    return trio.run(
+        partial(serve, tor=tor), profile, NodeOptions.from_config(config), args.accept_all
+    )
 
 
 def _short(public_key: bytes) -> str:
@@ -93,14 +100,25 @@ async def serve(
     options: NodeOptions,
     accept_all: bool = False,
     *,
+    tor: TorConfig | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> int:
-    """Run a node until SIGTERM/SIGINT; ``task_status.started(node)`` once it is listening."""
-    node = Node(profile, options)
+    """Run a node (in Tor mode with ``tor``) until SIGTERM/SIGINT; ``task_status.started(node)``
+    once it is listening.
+
+    Raises:
+        ConfigError: Tor is not usable (with ``tor``).
+    """
+    tor_node = await check_tor_node(profile, options, tor) if tor is not None else None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_log_events, node, accept_all)
-            await nursery.start(node.run)
+            if tor_node is not None:
+                node = await nursery.start(tor_node.run)
+                nursery.start_soon(_log_events, node, accept_all)
+            else:
+                node = Node(profile, options)
+                nursery.start_soon(_log_events, node, accept_all)
+                await nursery.start(node.run)
             print(f"Tox ID: {node.tox_id}", flush=True)
             log.info("Tox ID %s, UDP port %s", node.tox_id, node.udp_port or "off (TCP only)")
             task_status.started(node)

@@ -33,6 +33,7 @@ from tunnel.io.forward_cli import (
     run_with_node,
     serve_status,
     setup_logging,
+    tor_config,
 )
 from tunnel.io.forward_node import NodeTransport
 from tunnel.io.forward_server import ForwardServer
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         Path(args.id_file).write_text(f"{profile.tox_id}\n")
     status_path = args.status_socket or default_status_socket("serve")
     return trio.run(
-        run_with_node,
+        partial(run_with_node, tor=tor_config(args, config.node)),
         profile,
         options,
         partial(_serve, config, auth, rules, status_path),

@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         print(invite_for(config, profile.tox_id))
         return 0
     options = node_options(args, None)
+    if getattr(args, "tor", None) is not None or getattr(args, "tor_control", None) is not None:
+        raise ConfigError("--tor: not supported by tunnel vpn (serve, connect and run have it)")
     state_path = state_path_for(profile_path, config)
     state = load_state(state_path, config)
     if profile.public_key in state.revoked:

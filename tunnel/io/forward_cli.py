@@ -15,6 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -26,6 +27,11 @@ from tunnel.io.forward_node import NodeTransport
 from tunnel.node import Node
 from tunnel.node_types import NodeOptions
 from tunnel.profile import Profile
+from tunnel.tor.config import TorConfig
+from tunnel.tor.errors import TorError
+
+if TYPE_CHECKING:
+    from tunnel.io.tor_node import TorNode
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,7 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-udp", action="store_true", help="TCP relays only (no UDP, no direct paths)"
     )
     group.add_argument("--no-ipv6", action="store_true", help="IPv4 only")
+    add_tor_arguments(group)
     group.add_argument(
         "--status-socket",
         metavar="PATH",
@@ -63,6 +70,42 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     group.add_argument("-q", "--quiet", action="store_true", help="errors only")
+
+
+def add_tor_arguments(group: argparse._ActionsContainer) -> None:
+    """``--tor [SOCKS]`` and ``--tor-control HOST:PORT|off`` (Tor mode, issue 10)."""
+    group.add_argument(
+        "--tor",
+        metavar="HOST:PORT",
+        nargs="?",
+        const="",
+        default=None,
+        help="Tor mode: no UDP, every relay connection through Tor's SOCKS port (alone: "
+        "127.0.0.1:9050 with the control port 127.0.0.1:9051; a config's tor: section "
+        "also turns it on)",
+    )
+    group.add_argument(
+        "--tor-control",
+        metavar="HOST:PORT",
+        help="Tor's control port for bootstrap checks and onion services ('off': none)",
+    )
+
+
+def tor_config(args: argparse.Namespace, config: NodeConfig | None) -> TorConfig | None:
+    """Tor mode from the config file's ``tor:`` section and ``--tor``/``--tor-control``
+    (None: not over Tor).
+
+    Raises:
+        ConfigError: a bad flag value, naming the flag.
+    """
+    base = config.tor if config is not None else None
+    flag = getattr(args, "tor", None)
+    control = getattr(args, "tor_control", None)
+    if flag is None and control is None:
+        return base
+    if flag is None and base is None:
+        raise ConfigError("--tor-control: needs --tor (or a tor: section in the config)")
+    return TorConfig.from_flag(flag, control, base=base)
 
 
 def parse_bootstrap(text: str) -> tuple[BootstrapNode, ...]:
@@ -268,12 +311,23 @@ async def run_with_node(
     profile: Profile,
     options: NodeOptions,
     body: Callable[[Node, NodeTransport], Awaitable[int]],
+    tor: TorConfig | None = None,
 ) -> int:
-    """Start a Node, run ``body`` with it, stop the node (saving the profile)."""
-    node = Node(profile, options)
+    """Start a Node (in Tor mode with ``tor``), run ``body`` with it, stop the node (saving
+    the profile).
+
+    Raises:
+        ConfigError: Tor is not usable (one line saying why, within
+            ``TorNode.startup_bound_s()``).
+    """
     result = 1
+    tor_node = await check_tor_node(profile, options, tor) if tor is not None else None
     async with trio.open_nursery() as nursery:
-        await nursery.start(node.run)
+        if tor_node is not None:
+            node = await nursery.start(tor_node.run)
+        else:
+            node = Node(profile, options)
+            await nursery.start(node.run)
         try:
             with trio.CancelScope() as scope:
                 nursery.start_soon(_stop_on_signal, scope)
@@ -286,6 +340,22 @@ async def run_with_node(
                 await node.aclose()
             nursery.cancel_scope.cancel()
     return result
+
+
+async def check_tor_node(profile: Profile, options: NodeOptions, tor: TorConfig) -> TorNode:
+    """A :class:`TorNode` whose Tor passed the start-up check.
+
+    Raises:
+        ConfigError: Tor is not usable: ``Tor: <why> (checked within N s)``.
+    """
+    from tunnel.io.tor_node import TorNode  # Tor mode only: keeps other commands light
+
+    tor_node = TorNode(profile, options, tor)
+    try:
+        await tor_node.check()
+    except TorError as exc:
+        raise ConfigError(f"Tor: {exc}") from None
+    return tor_node
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

@@ -18,8 +18,11 @@
         - id: <Tox ID or public key>
           onion: <56 characters>.onion   # optional :PORT (default 443)
 
-``--tor`` alone means ``tor: {socks: 127.0.0.1:9050}``; ``--tor HOST:PORT`` names the SOCKS
-port. In Tor mode UDP is off and every relay connection goes through Tor's SOCKS port (see
+``--tor`` alone means ``tor: {socks: 127.0.0.1:9050, control: 127.0.0.1:9051}`` (Tor's usual
+ports; cookie authentication as Tor's PROTOCOLINFO says); ``--tor HOST:PORT`` names the SOCKS
+port (no control port unless ``--tor-control HOST:PORT``; ``--tor-control off`` drops it).
+
+In Tor mode UDP is off and every relay connection goes through Tor's SOCKS port (see
 :mod:`tunnel.io.tor_node`). With ``only: true`` the node uses no bootstrap node, no DHT and no
 public relay: a friend is its Tox ID plus its .onion, reached on the friend's onion relay.
 Pure parsing: no I/O.
@@ -27,7 +30,7 @@ Pure parsing: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tunnel.config_toolkit import Missing, Section, check_friend_key, check_path
@@ -36,6 +39,7 @@ from tunnel.tor.check import BOOTSTRAP_WAIT_S, CONNECT_TIMEOUT_S, TorEndpoints
 from tunnel.tor.protocol import split_onion_address
 
 DEFAULT_SOCKS = "127.0.0.1:9050"
+DEFAULT_CONTROL = "127.0.0.1:9051"
 CHECK_INTERVAL_S = 5.0
 """Default pause between a running node's "is Tor still usable" checks."""
 MAX_WAIT_S = 3600
@@ -143,17 +147,36 @@ class TorConfig:
         )
 
     @classmethod
-    def from_flag(cls, value: str | None) -> TorConfig:
-        """``--tor`` (``None`` or ``""``: the default SOCKS port) or ``--tor HOST:PORT``.
+    def from_flag(
+        cls, value: str | None, control: str | None = None, *, base: TorConfig | None = None
+    ) -> TorConfig:
+        """``--tor`` (``None`` or ``""``: the usual ports, SOCKS 127.0.0.1:9050 and control
+        127.0.0.1:9051) or ``--tor HOST:PORT`` (that SOCKS port, no control port), then
+        ``--tor-control HOST:PORT`` (or ``off``) on top. ``base`` (the config file's ``tor:``)
+        keeps its other settings.
 
         Raises:
-            ConfigError: not ``host:port``.
+            ConfigError: naming the flag.
         """
-        config = cls(socks=value or DEFAULT_SOCKS)
+        start = base if base is not None else cls()
+        if value:
+            config = replace(start, socks=value, control=None if base is None else start.control)
+        elif base is not None:
+            config = start
+        else:
+            config = replace(start, socks=DEFAULT_SOCKS, control=DEFAULT_CONTROL)
+        if control is not None:
+            off = control.strip().lower() in ("", "off", "none")
+            config = replace(config, control=None if off else control)
         try:
             config.endpoints()
         except ConfigError as exc:
-            raise ConfigError(f"--tor: {exc}".replace("tor.socks: ", "")) from exc
+            text = str(exc)
+            flag = "--tor-control" if text.startswith("tor.control") else "--tor"
+            text = text.replace("tor.socks: ", "").replace("tor.control: ", "")
+            raise ConfigError(f"{flag}: {text}") from exc
+        if config.onion_service and config.control is None:
+            raise ConfigError("--tor-control off: tor.onion_service needs the control port")
         return config
 
     @classmethod
@@ -220,4 +243,11 @@ class TorConfig:
         return config
 
 
-__all__ = ["CHECK_INTERVAL_S", "DEFAULT_SOCKS", "TorConfig", "TorFriend", "parse_onion_target"]
+__all__ = [
+    "CHECK_INTERVAL_S",
+    "DEFAULT_CONTROL",
+    "DEFAULT_SOCKS",
+    "TorConfig",
+    "TorFriend",
+    "parse_onion_target",
+]
