@@ -21,12 +21,14 @@ pacing rate is ``gain * btl_bw``.
   capacity, and a step that gives back the queue we made (so the base RTT stays measurable).
 * **Queue delay** (the delay component, LEDBAT-like): ``min_rtt`` is the base RTT, the minimum
   over 60 s (buckets of 10 s; forgotten on a path change or outage restart); ``queue_delay`` is
-  the fastest RTT sample of the step minus it. Above ``queue_target_s`` (5 ms or a quarter of
+  the fastest RTT sample of the step minus it. Above ``queue_target_s`` (15 ms or a quarter of
   the base RTT) a queue stands: ours or a competitor's. Then the rate follows what we actually
   delivered in the step times 0.9 (not the max filter), but not below ``SHARE_FLOOR_FRACTION``
   of what the path carried for us lately. With no queue at all the gain is 1.15 every step.
-  Probing and startup stop within the step when a sample shows the queue rising (half the
-  target for probing), so our probes never overflow a shallow buffer.
+  Probing and startup stop within the step when ``QUEUE_SAMPLES`` samples in a row show the
+  queue rising (half the target for probing), so our probes do not overflow a shallow buffer.
+  The 15 ms floor of the target is what a CPU-bound receiver on loopback shows as queueing
+  (it reads in batches of up to 256 datagrams): 5 ms cost ours-to-ours half its bench speed.
 * **Loss** (the peer's request packet lists packets we sent more than ``resend_delay`` ago):
   random loss below ``LOSS_THRESHOLD`` of a step's packets is ignored (it says nothing about
   capacity); heavier loss scales ``btl_bw`` down to ``LOSS_BACKOFF`` of its value once per step,
@@ -77,7 +79,7 @@ INITIAL_RTT_S = 0.2
 MIN_PACING_STEP_S = 0.0005
 BASE_RTT_BUCKET_S = 10.0
 BASE_RTT_BUCKETS = 6
-QUEUE_TARGET_MIN_S = 0.005
+QUEUE_TARGET_MIN_S = 0.015
 QUEUE_TARGET_FRACTION = 0.25
 QUEUE_EMPTY_FRACTION = 0.25
 EARLY_EXIT_FRACTION = 0.5
