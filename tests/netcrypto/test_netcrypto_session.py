@@ -369,3 +369,67 @@ def test_two_flows_share_a_bottleneck_fairly() -> None:
     assert min(shares) > 0.25 * total, shares
     for b in receivers:
         assert b.received == payloads(len(b.received), size=1373)
+
+
+def test_tail_refused_by_the_relay_is_resent_by_the_probe_timer() -> None:
+    """TCP-relay path whose relay refuses everything for a while (its queue is full: the
+    driver's ``send_to_peer`` returns False and the packet is gone). The whole burst is lost
+    and nothing follows it, so the peer never requests it; the tail probe resends the newest
+    packet, the peer sees the hole, requests the rest, and the stream completes."""
+    net, a, b, a_real, a_dht, b_real, b_dht = make_pair(14)
+    refusing = {"on": False}
+    refused = {"n": 0}
+
+    def shuttle() -> None:
+        for src, dst, src_dht in ((a, b, a_dht), (b, a, b_dht)):
+            for packet in src.nc.tcp_packets_to_send():
+                if refusing["on"]:
+                    refused["n"] += 1
+                    continue
+
+                def deliver(
+                    d: bytes = packet.data, t: App = dst, k: bytes = src_dht.public_key
+                ) -> None:
+                    t.nc.receive_tcp(d, k, "relay", net.now)
+                    t._after(net.now)
+
+                net.call_later(0.01, deliver)
+        net.call_later(0.002, shuttle)
+
+    a.nc.tcp_enabled = True
+    b.nc.tcp_enabled = True
+    net.block("11.0.0.2")  # no UDP at all: the relay is the only path
+    net.call_later(0.0, shuttle)
+    a.nc.connect(b_real.public_key, b_dht.public_key, net.now)
+    assert net.run_until(lambda: a.ups() == 1 and b.ups() == 1, timeout=10)
+    net.run_for(0.5)
+    refusing["on"] = True
+    a.to_send = payloads(50)
+    a._after(net.now)
+    assert not a.to_send  # all 50 queued (and sent into the refusing relay)
+    net.run_for(0.3)
+    refusing["on"] = False
+    assert refused["n"] >= 50
+    assert b.received == []
+    assert net.run_until(lambda: len(b.received) == 50, timeout=5)
+    assert b.received == payloads(50)
+    session = a.nc.sessions[b_real.public_key]
+    assert session.counters["tail_probes"] >= 1
+    assert b.nc.is_established(a_real.public_key)
+
+
+def test_tail_probe_backs_off_on_a_dead_path_and_stops_when_acknowledged() -> None:
+    net, a, b, _, _, b_real, b_dht = make_pair(15)
+    connect(net, a, b, b_real, b_dht)
+    net.block("11.0.0.2")
+    a.nc.send_lossless(b_real.public_key, b"\xa0x", net.now)
+    session = a.nc.sessions[b_real.public_key]
+    net.run_for(3.0)
+    # 0.2 + 0.4 + 0.8 + 1.6 s: about 4 probes in 3 s, not one per 200 ms
+    assert 2 <= session.counters["tail_probes"] <= 5
+    net.unblock("11.0.0.2")
+    assert net.run_until(lambda: b.received == [b"\xa0x"], timeout=5)
+    assert net.run_until(lambda: a.nc.delivered(b_real.public_key, 0), timeout=5)
+    probes = session.counters["tail_probes"]
+    net.run_for(3.0)
+    assert session.counters["tail_probes"] == probes  # nothing in flight: no more probes

@@ -78,6 +78,9 @@ SEND_QUEUE_S = 0.25
 REPLAY_WINDOW_PKTS = 8192
 MAX_REQUEST_HOLES = MAX_CRYPTO_DATA_SIZE_BYTES - 1
 LOSS_RECENT_S = 0.25
+TAIL_PROBE_MIN_S = 0.2
+TAIL_PROBE_ACK_DELAY_S = 0.05
+TAIL_PROBE_MAX_S = 2.0
 
 _U32 = 0xFFFFFFFF
 _NONCE_MOD = 1 << 192
@@ -244,6 +247,8 @@ class Session:
         self.send_end = 0
         self._next_new = 0
         self._acked_high = 0  # highest send position known delivered (cumulative or reported)
+        self._last_activity = now  # last new transmission or acknowledgement progress
+        self._tail_probes = 0  # probes since the last progress (backoff exponent)
         self._send: dict[int, _Sent] = {}
         self._resend: list[int] = []
         # receive side
@@ -490,6 +495,8 @@ class Session:
             self.congestion.on_delivered(start - max(self._acked_high, self.send_start))
             self._acked_high = start
         self.send_start = start
+        self._last_activity = now
+        self._tail_probes = 0
         if clean and newest is not None and newest.sent_time is not None:
             self.congestion.on_rtt_sample(now - newest.sent_time, now)
         return True
@@ -502,6 +509,8 @@ class Session:
             newly_missing = sum(1 for offset in report.missing if self.send_start + offset >= base)
             self.congestion.on_delivered(max(0, top - base - newly_missing))
             self._acked_high = top
+            self._last_activity = now
+            self._tail_probes = 0
             # RTT from the newest packet the report shows received (if it was sent once):
             # unlike cumulative acks, this does not wait for holes to be filled.
             newest = self._send.get(top - 1)
@@ -669,6 +678,7 @@ class Session:
         sent.sent_time = now
         self._emit(sent.payload, number)
         if number == self._next_new:
+            self._last_activity = now
             self._next_new += 1
             while (
                 self._next_new < self.send_end and self._send[self._next_new].sent_time is not None
@@ -738,7 +748,38 @@ class Session:
             and self._next_new - max(self._acked_high, self.send_start) < self.congestion.cwnd_pkts
         ):
             deadline = min(deadline, self.congestion.next_send_time())
+        probe = self._tail_probe_at()
+        if probe is not None:
+            deadline = min(deadline, probe)
         return deadline
+
+    def _tail_probe_at(self) -> float | None:
+        """When to probe the tail: packets are out, none reported, nothing new for a while.
+
+        The peer reports holes only below the highest packet it received, so packets lost at
+        the end of a burst (a TCP relay refused them while its queue was full, or a burst of
+        loss with nothing sent after it) are never requested; once the inflight cap or the
+        application stops new sends, the stream would stall. Resending the newest packet in
+        flight after ``2 * srtt`` plus the peer's acknowledgement delay (at least
+        ``TAIL_PROBE_MIN_S``, doubling per unanswered probe up to ``TAIL_PROBE_MAX_S``) makes
+        the peer see the hole and request the rest.
+        """
+        if self._next_new <= max(self._acked_high, self.send_start):
+            return None
+        pto = max(TAIL_PROBE_MIN_S, 2 * self.congestion.srtt + TAIL_PROBE_ACK_DELAY_S)
+        return self._last_activity + min(pto * (1 << self._tail_probes), TAIL_PROBE_MAX_S)
+
+    def _tail_probe(self, now: float) -> None:
+        n = self._next_new - 1
+        entry = self._send.get(n)
+        self._tail_probes = min(self._tail_probes + 1, 8)
+        self._last_activity = now
+        if entry is None or entry.sent_time is None:
+            return  # already queued for a resend (or acknowledged meanwhile)
+        entry.resent = True  # Karn: no RTT sample from a packet sent twice
+        self.counters["tail_probes"] += 1
+        self._transmit(entry, n, now)
+        self.congestion.consume(1)
 
     def handle_timer(self, now: float) -> None:
         """Resend the temp packet, send request packets, pace queued data."""
@@ -764,4 +805,8 @@ class Session:
             interval = REQUEST_FAST_INTERVAL_S if busy else REQUEST_MAX_INTERVAL_S
             self._got_lossless = False
             self._next_request = now + interval
+        if isinstance(state, Established):
+            probe = self._tail_probe_at()
+            if probe is not None and now >= probe:
+                self._tail_probe(now)
         self._pump(now)
