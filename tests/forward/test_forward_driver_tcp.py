@@ -298,3 +298,22 @@ async def test_refused_packets_are_retried_in_order(ports: PortPool) -> None:
         with trio.fail_after(20):
             assert await _exchange(up_port, upload) == hashlib.sha256(upload).digest()
         assert network.endpoint(CLIENT_PK).lossless_refused > 100
+
+
+def test_received_frames_are_joined_into_one_local_write() -> None:
+    """The writer sends everything delivered so far at once (one write per frame was the
+    drivers' main cost), never past an EOF/close item, at most WRITE_COALESCE_BYTES."""
+    from tunnel.io.forward_common import EOF, WRITE_COALESCE_BYTES, Pipe
+
+    pipe = Pipe(1)
+    for part in (b"b", b"c", EOF, b"d"):
+        pipe.put(part)
+    assert pipe.take_bytes(b"a") == b"abc"
+    assert pipe.inbox.popleft() is EOF
+    assert pipe.inbox.popleft() == b"d"
+    big = b"x" * (WRITE_COALESCE_BYTES // 2)
+    for _ in range(4):
+        pipe.put(big)
+    joined = pipe.take_bytes(b"d")
+    assert len(joined) == 1 + 2 * len(big)  # stops once the limit is reached
+    assert len(pipe.inbox) == 2
