@@ -67,8 +67,11 @@ def run_ours(mode: NatMode, stream_bytes: int, timeout_s: float, helpers: int) -
         direct = a.wait(lambda line: line["event"] == "direct", 15.0) if connected else None
         done = b.wait(lambda line: line["event"] == "done", timeout_s) if connected else None
         received = b.last("received")
+        stats = a.last("stats") or {}
         return {
             "impl": "ours",
+            "status": stats.get("direct_path"),
+            "nat_a": stats.get("nat"),
             "connected_s": connected["t"] if connected else None,
             "direct_s": direct["t"] if direct else None,
             "stream_done_s": done["t"] if done else None,

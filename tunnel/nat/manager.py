@@ -69,9 +69,15 @@ def local_candidates(
     candidates = [Candidate(CandidateSource.LOCAL, IPPort.from_addr(a)) for a in local]
     if not observed:
         return candidates, NatBehaviour.UNKNOWN
-    newest = max(when for when, _ in observed)
+    newest, (newest_ip, _) = max(observed)
+    # A report with another IP is from before a renumbering (an old lease), not a symmetric
+    # mapping (those keep the IP and change the port): leave it out.
     current = sorted(
-        ((when, addr) for when, addr in observed if when >= newest - OBSERVATION_WINDOW_S),
+        (
+            (when, addr)
+            for when, addr in observed
+            if when >= newest - OBSERVATION_WINDOW_S and addr[0] == newest_ip
+        ),
         reverse=True,
     )
     addrs: list[Addr] = []

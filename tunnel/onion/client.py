@@ -63,6 +63,7 @@ from tunnel.onion.events import (
 )
 from tunnel.onion.friend_requests import FriendRequests
 from tunnel.onion.paths import (
+    MIN_DISTINCT_PATH_NODES,
     NEVER,
     ONION_PATH_TIMEOUT_S,
     FirstHop,
@@ -70,7 +71,7 @@ from tunnel.onion.paths import (
     PathPool,
     TcpRelayHop,
     is_timeout,
-    pick_distinct,
+    pick_path_nodes,
     random_below,
 )
 from tunnel.toxid import ToxId
@@ -537,8 +538,8 @@ class OnionClient:
         if use_udp:
             if not pool:
                 return None
-            a, b, c = pick_distinct(self._rng, pool, 3)
-            return a, b, c
+            reachable = self.hooks.random_dht_nodes(MIN_DISTINCT_PATH_NODES)
+            return pick_path_nodes(self._rng, pool, reachable)
         if not relays:
             return None
         pool = self.path_nodes if len(self.path_nodes) >= 2 else self.bootstrap_nodes

@@ -233,3 +233,24 @@ def pick_distinct(rng: Rng, nodes: Sequence[PackedNode], count: int) -> list[Pac
     while len(out) < count and nodes:
         out.append(nodes[random_below(rng, len(nodes))])
     return out
+
+
+MIN_DISTINCT_PATH_NODES = 3
+
+
+def pick_path_nodes(
+    rng: Rng, pool: Sequence[PackedNode], reachable: Sequence[PackedNode]
+) -> tuple[PackedNode, PackedNode, PackedNode]:
+    """Nodes A, B, C for a UDP path: distinct ones from ``pool`` (:func:`pick_distinct`), unless
+    the DHT reaches fewer than three nodes directly (``reachable``: its good nodes). Then the
+    path is drawn with replacement from those alone (A == B == C possible): on a tiny network,
+    or behind a symmetric NAT whose only reachable node is a bootstrap node, the other path
+    nodes learnt from announce responses are often unreachable from each other, and every
+    path of distinct nodes would cross such a pair. toxcore (``onion_client.c``
+    ``random_nodes_path_onion``) always draws with replacement, so it builds such paths too.
+    """
+    if 0 < len(reachable) < MIN_DISTINCT_PATH_NODES:
+        a, b, c = (reachable[random_below(rng, len(reachable))] for _ in range(3))
+        return a, b, c
+    a, b, c = pick_distinct(rng, pool, 3)
+    return a, b, c

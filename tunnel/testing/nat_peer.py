@@ -98,6 +98,9 @@ async def main(args: argparse.Namespace) -> None:
                     addr=_friend_addr(node, friend),
                     sent=mine.sent_bytes if mine else 0,
                     received=mine.received_bytes if mine else 0,
+                    resent=mine.resent_packets if mine else 0,
+                    rtt_ms=round(mine.rtt_s * 1000, 1) if mine and mine.rtt_s else None,
+                    rate=round(mine.send_rate_pkt_s) if mine else 0,
                     udp_sent=stats.udp_datagrams_sent,
                     udp_received=stats.udp_datagrams_received,
                     relays=stats.tcp_relays_connected,
@@ -106,6 +109,16 @@ async def main(args: argparse.Namespace) -> None:
                     dht=stats.dht_connected,
                     onion=stats.onion_connected,
                     onion_stats=dataclasses.asdict(node.onion.stats) if args.verbose else None,
+                    onion_friend=[
+                        (n.node.ip_port.to_addr(), n.is_stored)
+                        for f in node.onion.friends.values()
+                        for n in f.nodes
+                    ]
+                    if args.verbose
+                    else None,
+                    path_nodes=[n.ip_port.to_addr() for n in node.onion.path_nodes]
+                    if args.verbose
+                    else None,
                     good_nodes=len(node.dht.random_good_nodes(8, trio.current_time()))
                     if args.verbose
                     else None,
