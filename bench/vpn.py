@@ -56,12 +56,12 @@ from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.netlab import NetLab, unavailable_reason
 
 BSD_UDP, BSD_TCP = 52900, 52901
-TUNNEL_PORTS = (52910, 52911)
+TUNNEL_PORT_BASE = 52910  # pair k: 52910 + 2k, 52911 + 2k
 WG_PORTS = (52920, 52921)
 IPERF_PORT = 52950
 WG_ADDRS = ("10.125.0.1", "10.125.0.2")
 WG_MTU = 1420
-POOL = "10.126.0.0/24"
+DEFAULT_TUNNEL_MTUS = (1372, 9000)
 CONNECT_TIMEOUT_S = 90.0
 IDLE_SECONDS = 3.0
 
@@ -81,8 +81,9 @@ class Bench:
         self.a = lab.add_public_host("a")
         self.b = lab.add_public_host("b")
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.tunnel_procs: list[subprocess.Popen[bytes]] = []
-        self.status: list[Path] = []
+        self.wg_procs: list[subprocess.Popen[bytes]] = []
+        self.tunnel_procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+        self.status: dict[str, list[Path]] = {}
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -101,7 +102,9 @@ class Bench:
         names = [f"wgbench{i}" for i in range(2)]
         for host, name in zip(hosts, names, strict=True):
             env = ["env", "WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=error"]
-            self.procs.append(self.lab.popen(host, [*env, "wireguard-go", "-f", name], stdout=None))
+            proc = self.lab.popen(host, [*env, "wireguard-go", "-f", name], stdout=None)
+            self.procs.append(proc)
+            self.wg_procs.append(proc)
         for i, host in enumerate(hosts):
             deadline = time.monotonic() + 10
             while self.lab.run(host, ["wg", "show", names[i]], check=False).returncode != 0:
@@ -133,21 +136,26 @@ class Bench:
             self.lab.ip(host.netns, "link", "set", names[i], "mtu", str(WG_MTU), "up")
         return WG_ADDRS[1]
 
-    def setup_tunnel(self, bsd: Bootstrapd) -> str:
+    def setup_tunnel(self, bsd: Bootstrapd, name: str, index: int, mtu: int) -> str:
+        """Start one ``tunnel vpn`` pair (own interface, pool, ports); its address in b."""
         secret = os.urandom(32).hex()
-        profiles = [self.workdir / f"t{i}.tox" for i in range(2)]
+        profiles = [self.workdir / f"{name}-{i}.tox" for i in range(2)]
         ids = [str(load_or_create_profile(p).tox_id) for p in profiles]
         networks = [
-            {"secret": secret, "ipv4_pool": POOL, "name": "bench"},
+            {"secret": secret, "ipv4_pool": f"10.{126 + index}.0.0/24", "name": "bench"},
             {"invite": f"tunnel-vpn:{ids[0]}:{secret}"},
         ]
         bootstrap = f"{bsd.host}:{bsd.udp_port}:{bsd.public_key.hex()}:{bsd.tcp_ports[0]}"
+        self.status[name] = []
+        self.tunnel_procs[name] = []
         for i, host in enumerate((self.a, self.b)):
-            config = self.workdir / f"t{i}.yaml"
-            config.write_text(yaml.safe_dump({"interface": "tnlbench", **networks[i]}))
-            status = self.workdir / f"t{i}.sock"
-            self.status.append(status)
-            log = (self.workdir / f"t{i}.log").open("ab")
+            config = self.workdir / f"{name}-{i}.yaml"
+            config.write_text(
+                yaml.safe_dump({"interface": f"tnlb{index}", "mtu": mtu, **networks[i]})
+            )
+            status = self.workdir / f"{name}-{i}.sock"
+            self.status[name].append(status)
+            log = (self.workdir / f"{name}-{i}.log").open("ab")
             argv = [
                 sys.executable,
                 "-m",
@@ -160,17 +168,17 @@ class Bench:
                 "--bootstrap",
                 bootstrap,
                 "--udp-port",
-                str(TUNNEL_PORTS[i]),
+                str(TUNNEL_PORT_BASE + 2 * index + i),
                 "--status-socket",
                 str(status),
                 "--no-ipv6",
                 "-q",
             ]
             proc = self.lab.popen(host, argv, stdout=subprocess.DEVNULL, stderr=log)
-            self.tunnel_procs.append(proc)
+            self.tunnel_procs[name].append(proc)
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while True:
-            vpns = [self.vpn_status(i) for i in range(2)]
+            vpns = [self.vpn_status(name, i) for i in range(2)]
             if all(v.get("addresses") for v in vpns) and all(
                 any(m.get("connected") for m in v.get("members", [])) for v in vpns
             ):
@@ -185,9 +193,9 @@ class Bench:
                 raise RuntimeError("no ping through tunnel vpn")
         return address
 
-    def vpn_status(self, index: int) -> dict[str, object]:
+    def vpn_status(self, name: str, index: int) -> dict[str, object]:
         try:
-            status = trio.run(read_status, self.status[index])
+            status = trio.run(read_status, self.status[name][index])
         except ConfigError:
             return {}
         vpn = status.get("vpn")
@@ -250,10 +258,11 @@ class Bench:
             return (float("nan"), float("nan"))
         return (_percentile(rtts, 0.5), _percentile(rtts, 0.99))
 
-    def cpu_seconds(self) -> float:
+    def cpu_seconds(self, procs: list[subprocess.Popen[bytes]]) -> float:
+        """CPU seconds (user + system) of these processes and their descendants."""
         total = 0.0
         tick = os.sysconf("SC_CLK_TCK")
-        for proc in self.tunnel_procs:
+        for proc in procs:
             for pid in _descendants(proc.pid):
                 try:
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -281,7 +290,14 @@ def main() -> int:
     parser.add_argument("--pings", type=int, default=50)
     parser.add_argument("--json", type=Path, help="append per-round results (JSON lines)")
     parser.add_argument("--skip-wg", action="store_true")
+    parser.add_argument(
+        "--mtu",
+        type=int,
+        action="append",
+        help=f"TUN MTU of a tunnel pair (repeatable; default {list(DEFAULT_TUNNEL_MTUS)})",
+    )
     args = parser.parse_args()
+    mtus = args.mtu or list(DEFAULT_TUNNEL_MTUS)
     reason = unavailable_reason()
     if reason is not None:
         print(f"cannot run: {reason}", file=sys.stderr)
@@ -296,6 +312,7 @@ def main() -> int:
             print(f"cannot run: {tool} is not installed", file=sys.stderr)
             return 2
     results: dict[str, dict[str, list[float]]] = {}
+    tunnels = {(f"tunnel-{mtu}" if mtu != 1372 else "tunnel"): mtu for mtu in mtus}
     with tempfile.TemporaryDirectory(prefix="bench-vpn-") as tmp, NetLab(prefix="bvpn") as lab:
         workdir = Path(tmp)
         bench = Bench(lab, workdir, args)
@@ -303,23 +320,34 @@ def main() -> int:
             workdir / "bsd", BSD_UDP, (BSD_TCP,), netns=bench.srv.netns, host=bench.srv.address
         ) as bsd:
             targets = {"raw": bench.b.address}
+            procs: dict[str, list[subprocess.Popen[bytes]]] = {"raw": []}
             if not args.skip_wg:
                 targets["wg"] = bench.setup_wg()
-            targets["tunnel"] = bench.setup_tunnel(bsd)
-            cpu_tunnel: list[float] = []
-            idle0 = bench.cpu_seconds()
+                procs["wg"] = bench.wg_procs
+            for index, (name, mtu) in enumerate(tunnels.items()):
+                targets[name] = bench.setup_tunnel(bsd, name, index, mtu)
+                procs[name] = bench.tunnel_procs[name]
+            idle: dict[str, float] = {}
+            idle0 = {name: bench.cpu_seconds(procs[name]) for name in tunnels}
             time.sleep(IDLE_SECONDS)
-            idle_cpu = 100 * (bench.cpu_seconds() - idle0) / IDLE_SECONDS
+            for name in tunnels:
+                idle[name] = 100 * (bench.cpu_seconds(procs[name]) - idle0[name]) / IDLE_SECONDS
             for round_no in range(args.rounds):
                 for name, address in targets.items():
                     row = results.setdefault(name, {})
-                    cpu0 = bench.cpu_seconds()
+                    cpu0 = bench.cpu_seconds(procs[name])
                     tcp1 = bench.iperf(address, 1)
-                    if name == "tunnel":
-                        cpu_tunnel.append(100 * (bench.cpu_seconds() - cpu0) / args.seconds)
+                    cpu1 = 100 * (bench.cpu_seconds(procs[name]) - cpu0) / args.seconds
                     tcp4 = bench.iperf(address, 4)
                     p50, p99 = bench.ping_rtts(address)
-                    for key, value in (("tcp1", tcp1), ("tcp4", tcp4), ("p50", p50), ("p99", p99)):
+                    values = (
+                        ("tcp1", tcp1),
+                        ("tcp4", tcp4),
+                        ("p50", p50),
+                        ("p99", p99),
+                        ("cpu", cpu1),
+                    )
+                    for key, value in values:
                         row.setdefault(key, []).append(value)
                     line = {
                         "round": round_no,
@@ -328,44 +356,49 @@ def main() -> int:
                         "tcp4_mbit": tcp4,
                         "rtt_p50_ms": p50,
                         "rtt_p99_ms": p99,
+                        "cpu_pct_tcp1": cpu1,
                     }
                     print(json.dumps(line), flush=True)
                     if args.json is not None:
                         with args.json.open("a") as f:
                             f.write(json.dumps(line) + "\n")
-            counters = [bench.vpn_status(i) for i in range(2)]
-            for i in range(2):
-                friends = trio.run(read_status, bench.status[i]).get("friends")
-                print(f"tunnel member {i} friends (path, net_crypto RTT): {friends}")
+            counters = {name: [bench.vpn_status(name, i) for i in range(2)] for name in tunnels}
+            for name in tunnels:
+                for i in range(2):
+                    friends = trio.run(read_status, bench.status[name][i]).get("friends")
+                    print(f"{name} member {i} friends (path, net_crypto RTT): {friends}")
     print()
     print(
-        f"{'system':8} {'TCP 1 Mbit/s':>13} {'TCP 4 Mbit/s':>13} "
-        f"{'RTT p50 ms':>11} {'RTT p99 ms':>11}"
+        f"{'system':12} {'TCP 1 Mbit/s':>13} {'TCP 4 Mbit/s':>13} {'RTT p50 ms':>11}"
+        f" {'RTT p99 ms':>11} {'CPU % (1)':>10} {'CPU %/Mbit':>11}"
     )
     for name, row in results.items():
+        tcp1 = statistics.median(row["tcp1"])
+        cpu = statistics.median(row["cpu"])
+        per_mbit = f"{cpu / tcp1:11.3f}" if name != "raw" and tcp1 else f"{'-':>11}"
         print(
-            f"{name:8} {statistics.median(row['tcp1']):13.0f} "
-            f"{statistics.median(row['tcp4']):13.0f}"
+            f"{name:12} {tcp1:13.0f} {statistics.median(row['tcp4']):13.0f}"
             f" {statistics.median(row['p50']):11.3f} {statistics.median(row['p99']):11.3f}"
+            f" {cpu if name != 'raw' else float('nan'):10.0f} {per_mbit}"
         )
     if "wg" in results:
-        for key in ("tcp1", "tcp4"):
-            ratios = [
-                t / w if w else float("nan")
-                for t, w in zip(results["tunnel"][key], results["wg"][key], strict=True)
-            ]
-            print(
-                f"tunnel / wireguard-go {key}: median ratio {statistics.median(ratios):.2f}"
-                f" (goal >= 1.5), rounds {[round(r, 2) for r in ratios]}"
-            )
-    print(
-        f"tunnel vpn CPU (both processes) during TCP 1 stream: "
-        f"{statistics.median(cpu_tunnel):.0f} % of one core"
-    )
-    print(f"tunnel vpn CPU (both processes) idle: {idle_cpu:.1f} % of one core")
-    for i, vpn in enumerate(counters):
-        print(f"tunnel member {i} counters: {vpn.get('counters')}")
-        print(f"tunnel member {i} router: {vpn.get('router')}")
+        for name in tunnels:
+            for key in ("tcp1", "tcp4", "p50"):
+                ratios = [
+                    t / w if w else float("nan")
+                    for t, w in zip(results[name][key], results["wg"][key], strict=True)
+                ]
+                goal = "goal >= 1.5" if key != "p50" else "goal <= 1.0"
+                print(
+                    f"{name} / wireguard-go {key}: median ratio {statistics.median(ratios):.2f}"
+                    f" ({goal}), rounds {[round(r, 2) for r in ratios]}"
+                )
+    print("CPU % is both endpoint processes during TCP 1 stream, % of one core (box: 200 %)")
+    for name in tunnels:
+        print(f"{name} CPU (both processes) idle: {idle[name]:.1f} % of one core")
+        for i, vpn in enumerate(counters[name]):
+            print(f"{name} member {i} counters: {vpn.get('counters')}")
+            print(f"{name} member {i} router: {vpn.get('router')}")
     return 0
 
 

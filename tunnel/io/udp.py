@@ -32,7 +32,9 @@ import trio
 from tunnel.core import DatagramCore
 from tunnel.wire.ip_port import Addr
 
-MAX_UDP_PACKET_SIZE_BYTES = 2048
+MAX_UDP_PACKET_SIZE_BYTES = 65535
+"""Receive buffer: toxcore's packets are at most 2048 bytes, but two of our own VPN peers may
+agree on larger net_crypto data packets (IP-fragmented on the wire)."""
 SOCKET_BUFFER_SIZE_BYTES = 4 * 1024 * 1024
 RECEIVE_BATCH_DATAGRAMS = 256
 """At most this many datagrams per wake-up, so timers and other tasks still get their turn."""
@@ -274,12 +276,16 @@ class UdpDriver:
     async def _receive_loop(self, sock: _socket.socket) -> None:
         core = self.core
         source = self._source
+        buffer = bytearray(MAX_UDP_PACKET_SIZE_BYTES)
+        view = memoryview(buffer)
+        receive_into = sock.recvfrom_into
         while True:
             await trio.lowlevel.wait_readable(sock)
             now = trio.current_time()
             for _ in range(RECEIVE_BATCH_DATAGRAMS):
                 try:
-                    data, raw = sock.recvfrom(MAX_UDP_PACKET_SIZE_BYTES)
+                    size, raw = receive_into(buffer)
+                    data = bytes(view[:size])
                 except BlockingIOError:
                     break
                 except OSError as exc:  # ICMP errors surface here on Linux

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import trio
 
+from tunnel.crypto.databox import MAX_DATA_PAYLOAD_BYTES
 from tunnel.errors import ConfigError
 from tunnel.io.tun import PacketSlot, TunDevice, TunError, TunPump
 from tunnel.netcrypto.session import NotConnected
@@ -66,8 +67,10 @@ from tunnel.vpn.membership import (
     network_id,
 )
 from tunnel.vpn.state import VpnState
-from tunnel.wire.vpn import VPN_CONTROL_PACKET_ID
+from tunnel.wire.vpn import MAX_IP_PACKET_BYTES, VPN_CONTROL_PACKET_ID
 
+MAX_CUSTOM_LOSSY_BYTES = MAX_IP_PACKET_BYTES + 1
+"""toxcore's limit for one lossy packet (id byte + IP packet)."""
 MAX_PENDING_BATCHES = 256
 """Batches from the TUN thread waiting for the Trio thread; beyond this new ones are dropped."""
 MAX_CONTROL_QUEUE = 4096
@@ -77,6 +80,10 @@ REMOVE_FLUSH_TIMEOUT_S = 3.0
 REMOVE_GRACE_S = 1.0
 """A revoked friend is removed this long after its REVOKE was queued (so it gets it)."""
 STATE_FILE_MODE = 0o600
+MAX_LARGE_IP_PACKET_BYTES = MAX_DATA_PAYLOAD_BYTES - 1
+"""The largest IP packet one lossy data packet carries between two of our own peers."""
+PATH_CHECK_INTERVAL_S = 1.0
+"""How often members with a large packet limit are checked for a direct UDP path."""
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +169,7 @@ class VpnNode:
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
         self._configured: list[str] = []
+        self._large: dict[bytes, int] = {}  # online members we agreed large packets with
         self.removed_by: bytes | None = None
         self.failure: str | None = None
         """Why :meth:`run` ended on its own other than being removed (TUN device gone)."""
@@ -169,6 +177,7 @@ class VpnNode:
             "out_packets": 0,
             "out_dropped_backlog": 0,
             "out_dropped_offline": 0,
+            "out_dropped_path": 0,
             "in_packets": 0,
             "in_dropped": 0,
             "in_dropped_backlog": 0,
@@ -195,6 +204,7 @@ class VpnNode:
                     self.pump.start()
                     nursery.start_soon(self._watch_pump, self.pump)
                 nursery.start_soon(self._timer_loop)
+                nursery.start_soon(self._path_loop)
                 task_status.started()
                 await self._event_loop()
                 nursery.cancel_scope.cancel()
@@ -218,6 +228,7 @@ class VpnNode:
         now = trio.current_time()
         for pk in self.node.friends():  # friends that came online before we subscribed
             if self.node.is_online(pk):
+                self._prepare_session(pk)
                 self.membership.friend_online(pk, now)
         for pk, message in self.node.pending_friend_requests().items():
             self.membership.handle_friend_request(pk, message)
@@ -258,9 +269,11 @@ class VpnNode:
             self.counters["lossless_other"] += 1
             return False
         if isinstance(event, FriendConnected):
+            self._prepare_session(event.public_key)
             membership.friend_online(event.public_key, trio.current_time())
             return True
         if isinstance(event, FriendDisconnected):
+            self._large.pop(event.public_key, None)
             membership.friend_offline(event.public_key)
             return True
         if isinstance(event, FriendRequest):
@@ -291,9 +304,15 @@ class VpnNode:
             if isinstance(event, OwnAddressesChanged):
                 self._configure_tun()
             elif isinstance(event, PeerUp):
-                log.info("member %s up", event.public_key.hex().upper()[:16])
+                log.info(
+                    "member %s up (IP packets up to %d bytes)",
+                    event.public_key.hex().upper()[:16],
+                    event.max_ip_packet,
+                )
+                self._agree_large(event.public_key, event.max_ip_packet)
             elif isinstance(event, PeerDown):
                 log.info("member %s down", event.public_key.hex().upper()[:16])
+                self._large.pop(event.public_key, None)
             elif isinstance(event, PeerRejected):
                 log.warning(
                     "friend %s refused: %s", event.public_key.hex().upper()[:16], event.reason
@@ -420,6 +439,56 @@ class VpnNode:
         self.membership.remove(public_key)
         self._after_input()
 
+    # ================================================================== large packets
+
+    def _prepare_session(self, public_key: bytes) -> None:
+        """Before our HELLO goes out (it announces ``config.mtu``): accept data packets that
+        large from this friend. Only raises what we accept; we send more only once the
+        member's HELLO proved it is one of ours and announced its limit (toxcore peers never
+        send a HELLO, so they never get a packet over 1373 bytes)."""
+        if self.config.mtu <= MAX_IP_PACKET_BYTES:
+            return
+        session = self.node.netcrypto.sessions.get(public_key)
+        if session is not None:
+            session.set_lossy_limits(
+                receive_bytes=min(self.config.mtu, MAX_LARGE_IP_PACKET_BYTES) + 1,
+                send_bytes=session.max_lossy_payload,
+            )
+
+    def _agree_large(self, public_key: bytes, limit: int) -> None:
+        """A member's HELLO verified: ``limit`` is min(its MTU, ours)."""
+        if limit <= MAX_IP_PACKET_BYTES:
+            return
+        limit = min(limit, MAX_LARGE_IP_PACKET_BYTES)
+        session = self.node.netcrypto.sessions.get(public_key)
+        if session is None:
+            return
+        session.set_lossy_limits(
+            receive_bytes=min(self.config.mtu, MAX_LARGE_IP_PACKET_BYTES) + 1,
+            send_bytes=limit + 1,
+        )
+        self._large[public_key] = limit
+        self._check_paths()
+
+    def _check_paths(self) -> None:
+        """Large packets only over direct UDP (TCP relays take toxcore-sized packets only):
+        cap the route while a member is relayed; the kernel learns it from ICMP replies."""
+        now = trio.current_time()
+        netcrypto = self.node.netcrypto
+        for public_key, limit in list(self._large.items()):
+            direct = netcrypto.is_direct(public_key, now)
+            cap = limit if direct else MAX_IP_PACKET_BYTES
+            negotiated = self.engine.negotiated_limit(public_key)
+            self.engine.set_path_cap(
+                public_key, None if negotiated is not None and cap >= negotiated else cap
+            )
+
+    async def _path_loop(self) -> None:
+        while True:
+            await trio.sleep(PATH_CHECK_INTERVAL_S)
+            if self._large:
+                self._check_paths()
+
     # ================================================================== data plane
 
     def _on_tun_packets(self, slots: list[PacketSlot]) -> None:
@@ -459,9 +528,27 @@ class VpnNode:
             packets.extend(self._batches.popleft())
         if not packets:
             return
-        sent = self.node.send_lossy_batch(packets)
+        # Straight to net_crypto (the messenger adds nothing for lossy packets, and would
+        # refuse the large ones agreed with our own members); one glue round per batch.
+        netcrypto = self.node.netcrypto
+        now = trio.current_time()
+        sent = dropped_path = 0
+        for public_key, data in packets:
+            if len(data) > MAX_CUSTOM_LOSSY_BYTES and not netcrypto.is_direct(public_key, now):
+                dropped_path += 1  # relayed now: _check_paths caps the route
+                continue
+            try:
+                netcrypto.send_lossy(public_key, data, now)
+            except (NotConnected, ValueError):
+                continue
+            sent += 1
+        if dropped_path:
+            self._check_paths()
+        if sent:
+            self.node.flush()
         self.counters["out_packets"] += sent
-        self.counters["out_dropped_offline"] += len(packets) - sent
+        self.counters["out_dropped_path"] += dropped_path
+        self.counters["out_dropped_offline"] += len(packets) - sent - dropped_path
 
     def _write_tun(self, packets: list[memoryview]) -> None:
         if self.pump is None or self._writer is None:

@@ -78,6 +78,7 @@ class VpnEngine:
             None,
         )
         self._extra: list[tuple[bytes, bytes]] = []
+        self._path_caps: dict[bytes, int] = {}
         self.inbound_wrong_id = 0
         self._assignment: Assignment | None = None
 
@@ -93,22 +94,46 @@ class VpnEngine:
                 dirty = True
             elif isinstance(event, PeerDown):
                 self._online.pop(event.public_key, None)
+                self._path_caps.pop(event.public_key, None)
                 dirty = True
             elif isinstance(event, MembersChanged | ParamsLearned):
                 dirty = True
             elif isinstance(event, RemovedFromNetwork):
                 self._online.clear()
+                self._path_caps.clear()
                 dirty = True
         if not dirty:
             return events
         assignment = self.membership.assignment() if not self.membership.removed else None
         self._assignment = assignment or Assignment({})
-        self.router.update(self._assignment, self._online, self._online)
+        self._publish()
         own = self._own_interfaces(self._assignment)
         if own != self._own:
             self._own = own
             events.append(OwnAddressesChanged(*own))
         return events
+
+    def _publish(self) -> None:
+        assert self._assignment is not None
+        caps = self._path_caps
+        limits = {k: min(v, caps.get(k, v)) for k, v in self._online.items()}
+        self.router.update(self._assignment, self._online, limits)
+
+    def negotiated_limit(self, public_key: bytes) -> int | None:
+        """The IP packet limit agreed with an online member (its HELLO and our MTU)."""
+        return self._online.get(public_key)
+
+    def set_path_cap(self, public_key: bytes, limit: int | None) -> None:
+        """Cap a member's packet limit below the agreed one while its path cannot carry more
+        (e.g. a TCP relay instead of direct UDP); None lifts the cap. Republishes routes, so
+        the kernel learns the smaller limit from ICMP "too big" replies."""
+        if limit is None:
+            changed = self._path_caps.pop(public_key, None) is not None
+        else:
+            changed = self._path_caps.get(public_key) != limit
+            self._path_caps[public_key] = limit
+        if changed and self._assignment is not None:
+            self._publish()
 
     def _own_interfaces(
         self, assignment: Assignment
