@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from tunnel.io.forward_client import ForwardClient
 from tunnel.io.forward_node import NodeTransport
 from tunnel.io.forward_server import ForwardServer
 from tunnel.io.tor_node import TorNode
-from tunnel.node_types import FriendConnected, NodeEvent, NodeOptions
+from tunnel.node_types import FriendConnected, Message, NodeEvent, NodeOptions
 from tunnel.testing.forward_harness import start_tcp_echo
 from tunnel.testing.ports import PortPool
 from tunnel.testing.tor_node_harness import (
@@ -34,8 +35,8 @@ from tunnel.testing.tor_node_harness import (
     toxcore_profile,
     udp_sockets,
 )
-from tunnel.testing.torlab import TorLab
-from tunnel.tor.config import TorFriend
+from tunnel.testing.torlab import TorLab, TorProcess
+from tunnel.tor.config import TorConfig, TorFriend
 from tunnel.tor.keystore import load_or_create_onion_key
 
 pytestmark = [pytest.mark.slow]
@@ -173,3 +174,95 @@ def _check_tor_only(tor_node: TorNode) -> None:
     assert relay.refused_not_admitted == 0
     connected = {info.public_key for info in node.relays.pool.connected_relays()}
     assert node.friends()[0] in connected or node.public_key in connected
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    """Poll a counter that changes without a node event (bound it with ``fail_after``)."""
+    while not predicate():  # noqa: ASYNC110
+        await trio.sleep(0.1)
+
+
+def _start_own_tor(lab: TorLab, socks: int, control: int) -> TorProcess:
+    return lab.start_extra_tor(
+        "only-own-tor",
+        [f"SocksPort 127.0.0.1:{socks} ExtendedErrors", f"ControlPort 127.0.0.1:{control}"],
+    )
+
+
+async def test_tor_only_node_recovers_when_its_tor_comes_back(
+    tor_lab: TorLab, tor_ports: PortPool, tmp_path: Path
+) -> None:
+    """a's own tor stops: a says so within its stated bound; the tor comes back: a's onion
+    service is published again (same address), its relay paths return and the friends talk."""
+    socks, control, onion_port = tor_ports.allocate(3)
+    proc = _start_own_tor(tor_lab, socks, control)
+    try:
+        profiles = [toxcore_profile(tmp_path / f"{n}.tox") for n in ("rec-a", "rec-b")]
+        key_paths = [tmp_path / f"{n}.onion.key" for n in ("rec-a", "rec-b")]
+        keys = [load_or_create_onion_key(path) for path in key_paths]
+        friends = [
+            (TorFriend(profiles[1 - i].public_key, keys[1 - i].address, onion_port),)
+            for i in range(2)
+        ]
+        with trio.fail_after(10):
+            await _until(proc.cookie_path.exists)
+        config_a = TorConfig(
+            socks=f"127.0.0.1:{socks}",
+            control=f"127.0.0.1:{control}",
+            cookie=proc.cookie_path,
+            check_interval_s=1.0,
+            only=True,
+            onion_service=True,
+            onion_key=key_paths[0],
+            onion_port=onion_port,
+            friends=friends[0],
+        )
+        config_b = lab_tor_config(
+            tor_lab,
+            1,
+            only=True,
+            onion_service=True,
+            onion_key=key_paths[1],
+            onion_port=onion_port,
+            friends=friends[1],
+        )
+        options = NodeOptions(ipv6=False, hole_punching=False)
+        async with (
+            running_tor_node("rec-a", options, config_a, tmp_path, profile=profiles[0]) as ta,
+            running_tor_node("rec-b", options, config_b, tmp_path, profile=profiles[1]) as tb,
+        ):
+            a, b = ta.node, tb.node
+            assert a is not None
+            assert b is not None
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                await a.wait_for(lambda: a.is_online(b.public_key))
+            assert ta.onions is not None
+            assert ta.onions.publications == 1
+
+            proc.stop()
+            t0 = trio.current_time()
+            with trio.fail_after(ta.detect_bound_s() + 1.0):
+                down = await ta.wait_status(False)
+            print(f"Tor down reported after {trio.current_time() - t0:.1f} s: {down.message}")
+            assert down.message == f"Tor SOCKS port 127.0.0.1:{socks} closed"
+
+            proc.cookie_path.unlink(missing_ok=True)
+            proc = _start_own_tor(tor_lab, socks, control)
+            t0 = trio.current_time()
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                await ta.wait_status(True)
+                await _until(lambda: ta.onions is not None and ta.onions.publications == 2)
+                print(f"onion service republished {trio.current_time() - t0:.1f} s after restart")
+                await a.wait_for(lambda: a.is_online(b.public_key))
+                events = a.subscribe()
+                b.send_message(a.public_key, b"after the outage")
+                async for event in events:
+                    if isinstance(event, Message):
+                        assert event == Message(b.public_key, b"after the outage", False)
+                        break
+            print(f"friends talking {trio.current_time() - t0:.1f} s after Tor restarted")
+            assert ta.outages == 1
+            assert ta.recoveries == 1
+            assert ta.onions.address == keys[0].address
+    finally:
+        proc.stop()

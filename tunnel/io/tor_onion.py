@@ -5,6 +5,8 @@ over the friend connection (lossless custom packet 0xB4, :mod:`tunnel.tor.announ
 * The relay runs on 127.0.0.1 (ephemeral port) with the node's **long-term** key pair as its
   identity, so a friend who knows only our Tox ID can complete the relay handshake.
 * The onion key persists (``tor.onion_key``), so the address is stable across restarts.
+  The service lives as long as its control connection: when Tor stops or restarts, it is
+  published again (every ``REPUBLISH_RETRY_S`` until Tor takes it) with the same address.
 * Each friend that comes online gets our announcement; announcements from friends are kept in
   :attr:`FriendOnions.friend_onions` (withdrawals remove them, queries are answered). Malformed
   0xB4 packets are counted in :attr:`FriendOnions.bad_packets` and dropped.
@@ -30,7 +32,7 @@ from tunnel.errors import BadPacket
 from tunnel.io.tcp_relay import TcpRelayServer, serve_tcp_relay
 from tunnel.netcrypto.session import NotConnected
 from tunnel.node import Node
-from tunnel.node_types import FriendConnected, LosslessPacket
+from tunnel.node_types import FriendConnected, LosslessPacket, NodeEvent
 from tunnel.tor.announce import (
     TOR_ONION_PACKET_ID,
     OnionAddressAnnouncement,
@@ -40,11 +42,14 @@ from tunnel.tor.announce import (
 )
 from tunnel.tor.check import TorEndpoints
 from tunnel.tor.control import open_onion_service
+from tunnel.tor.errors import TorError
 from tunnel.tor.keystore import load_or_create_onion_key
 
 log = logging.getLogger("tunnel.tor")
 
 LOCALHOST = "127.0.0.1"
+REPUBLISH_RETRY_S = 2.0
+"""Pause between attempts to publish the onion service again after Tor went away."""
 
 
 class FriendOnions:
@@ -67,6 +72,9 @@ class FriendOnions:
         self.announcements_sent = 0
         self.bad_packets = 0
         self.local_streams = 0
+        self.publications = 0
+        """How many times the service was published (more than 1: Tor came back)."""
+        self.published = False
         self.on_relay_ready: Callable[[FriendOnions], None] | None = None
         """Called once the relay serves (before the service is published)."""
         self.on_friend_onion: Callable[[bytes, str, int], None] | None = None
@@ -137,27 +145,54 @@ class FriendOnions:
             self._nursery = nursery
             if self.on_relay_ready is not None:
                 self.on_relay_ready(self)
-            key = load_or_create_onion_key(self.key_path)
-            target = f"{LOCALHOST}:{self.relay.ports[0]}"
-            assert self.endpoints.control_host is not None
-            assert self.endpoints.control_port is not None
-            async with open_onion_service(
-                self.endpoints.control_host,
-                self.endpoints.control_port,
-                key,
-                [(self.virtual_port, target)],
-                password=self.endpoints.control_password,
-                cookie_path=self.endpoints.cookie_path,
-            ) as service:
-                self.address = service.address
-                log.info("onion relay %s:%d published", service.address, self.virtual_port)
-                for pk in self.node.friends():
-                    if self.node.is_online(pk):
-                        self._announce(pk)
-                task_status.started(service.address)
-                async for event in events:
-                    self._on_event(event)
-            nursery.cancel_scope.cancel()
+            nursery.start_soon(self._handle_events, events, nursery.cancel_scope)
+            await self._publish_forever(task_status)
+
+    async def _publish_forever(self, task_status: trio.TaskStatus[str]) -> None:
+        """Publish; when the control connection drops (Tor stopped or restarted), publish
+        again every :data:`REPUBLISH_RETRY_S` until it works (same key: same address)."""
+        assert self.relay is not None
+        key = load_or_create_onion_key(self.key_path)
+        target = f"{LOCALHOST}:{self.relay.ports[0]}"
+        assert self.endpoints.control_host is not None
+        assert self.endpoints.control_port is not None
+        started = False
+        while True:
+            try:
+                async with open_onion_service(
+                    self.endpoints.control_host,
+                    self.endpoints.control_port,
+                    key,
+                    [(self.virtual_port, target)],
+                    password=self.endpoints.control_password,
+                    cookie_path=self.endpoints.cookie_path,
+                ) as service:
+                    self.address = service.address
+                    self.publications += 1
+                    self.published = True
+                    log.info("onion relay %s:%d published", service.address, self.virtual_port)
+                    for pk in self.node.friends():
+                        if self.node.is_online(pk):
+                            self._announce(pk)
+                    if not started:
+                        started = True
+                        task_status.started(service.address)
+                    while True:  # events are off: this returns only when the connection ends
+                        await service.controller.next_event()
+            except TorError as exc:
+                if not started:
+                    raise
+                if self.published:
+                    log.warning("onion relay unpublished (%s); publishing again", exc)
+                self.published = False
+            await trio.sleep(REPUBLISH_RETRY_S)
+
+    async def _handle_events(
+        self, events: trio.MemoryReceiveChannel[NodeEvent], scope: trio.CancelScope
+    ) -> None:
+        async for event in events:
+            self._on_event(event)
+        scope.cancel()  # the node stopped
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, FriendConnected):
