@@ -12,6 +12,7 @@ from tunnel.nat.wire import (
     Candidate,
     CandidateSource,
     Endpoints,
+    Hello,
     NatBehaviour,
     Probe,
 )
@@ -108,8 +109,23 @@ def test_nat_wire_probe_rejects(data: bytes) -> None:
 
 @given(st.binary(max_size=200))
 def test_nat_wire_random_bytes_only_bad_packet(data: bytes) -> None:
-    for parse in (Endpoints.decode, Probe.decode):
+    for parse in (Endpoints.decode, Probe.decode, Hello.decode):
         try:
             parse(data)
         except BadPacket:
             pass
+
+
+def test_nat_wire_hello() -> None:
+    """0x9E | version 1 | flags 0; later versions' extra bytes are ignored."""
+    assert Hello().encode() == bytes.fromhex("9e0100")
+    assert Hello.decode(bytes.fromhex("9e0100")) == Hello()
+    assert Hello.decode(bytes.fromhex("9e0203ffff")) == Hello(2, 3)
+    for bad in (b"", b"\x9e", b"\x9e\x01", b"\x9f\x01\x00", b"\x9e\x00\x00"):
+        with pytest.raises(BadPacket):
+            Hello.decode(bad)
+
+
+@given(st.integers(1, 255), st.integers(0, 255))
+def test_nat_wire_hello_round_trip(version: int, flags: int) -> None:
+    assert Hello.decode(Hello(version, flags).encode()) == Hello(version, flags)

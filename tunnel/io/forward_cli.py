@@ -283,11 +283,15 @@ def node_status(role: str, node: Node) -> dict[str, object]:
         "dht_connected": stats.dht_connected,
         "onion_connected": stats.onion_connected,
         "tcp_relays_connected": stats.tcp_relays_connected,
+        "nat": node.direct_paths.nat.name.lower(),  # our NAT's mapping as DHT nodes see it
         "friends": [
             {
                 "public_key": f.public_key.hex().upper(),
                 "online": f.online,
                 "path": f.path,
+                # issue 11: "direct udp ip:port[ (port prediction)]" or "relay (why)"; None:
+                # the friend does not speak our extension (toxcore's own hole punching only)
+                "direct_path": node.direct_path_status(f.public_key),
                 "rtt_ms": None if f.rtt_s is None else round(f.rtt_s * 1000, 1),
                 "sent_bytes": f.sent_bytes,
                 "received_bytes": f.received_bytes,

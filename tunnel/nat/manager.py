@@ -84,7 +84,8 @@ def local_candidates(
     for _, addr in current:
         if addr not in addrs:
             addrs.append(addr)
-    nat = classify_nat(local[0] if local else ("", 0), [addr for _, addr in current])
+    chronological = [addr for _, addr in reversed(current)]  # port sequences run forward
+    nat = classify_nat(local[0] if local else ("", 0), chronological)
     if nat is NatBehaviour.OPEN:
         return candidates, nat
     seen = {c.address.to_addr() for c in candidates}
