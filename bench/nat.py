@@ -100,9 +100,17 @@ def run_toxcore(mode: NatMode, stream_bytes: int, timeout_s: float, helpers: int
                 peers.append(tox)
             a, b = peers
             start = time.monotonic()
-            for tox in peers:
-                tox.bootstrap(host, int(udp), key)
-                tox.add_tcp_relay(host, int(tcp), key)
+            for peer, tox in zip((a_peer, b_peer), peers, strict=True):
+                # inside the host's namespace: tox_add_tcp_relay opens its TCP socket on the
+                # calling thread, and a relay whose first connect fails is dropped for good
+                # (TCP_connection.c kills a connection that never reached CONNECTED)
+                lab.lab.call_in(
+                    peer.host,
+                    lambda tox=tox: (
+                        tox.bootstrap(host, int(udp), key),
+                        tox.add_tcp_relay(host, int(tcp), key),
+                    ),
+                )
             fa = a.friend_add_norequest(b.public_key)
             b.friend_add_norequest(a.public_key)
             connected_s = direct_s = done_s = None

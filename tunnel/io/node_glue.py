@@ -35,7 +35,7 @@ from tunnel.io.tcp_relay import RelayPoolDriver
 from tunnel.io.udp import BoundSocket, UdpDriver
 from tunnel.nat.manager import DirectPaths, local_candidates
 from tunnel.nat.probe import DirectPathDown, DirectPathMoved, DirectPathUp
-from tunnel.nat.wire import EXTENSION_PACKET_ID
+from tunnel.nat.wire import EXTENSION_PACKET_ID, NatBehaviour
 from tunnel.netcrypto.core import NetCrypto
 from tunnel.node_types import (
     FriendConnected,
@@ -356,7 +356,12 @@ class NodeGlue:
             self._nat_refresh_at = now + LOCAL_REFRESH_S
             candidates, nat = local_candidates(self._local_addrs(now), self._observed_addrs(now))
             paths.set_local(candidates, nat, now)
-            missing = any(core.addr is None for core in paths.cores.values())
+            # refresh DHT reports of our address while a path that could work is missing
+            # (not toward a friend whose NAT maps ports at random: nothing to gain)
+            missing = any(
+                core.addr is None and core.remote_nat is not NatBehaviour.SYMMETRIC_RANDOM
+                for core in paths.cores.values()
+            )
             if missing and now >= self._self_query_at:
                 self._self_query_at = now + SELF_QUERY_INTERVAL_S
                 for node in self.dht.random_good_nodes(SELF_QUERY_NODES, now):
