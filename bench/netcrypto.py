@@ -8,12 +8,25 @@ default, the window the issue's goal is stated on) over UDP on 127.0.0.1:
   pushing until SENDQ on every iteration (toxcore-test-peers.md 5.2), each in its own process;
 * **ours -> ours**: two of our Messenger nodes, each in its own process, connected with the
   net_crypto handshake directly (the receiver's DHT key and port are given to the sender), the
-  sender awaiting back-pressure (``send_custom_lossless``).
+  sender awaiting back-pressure (``send_custom_lossless``);
+* **ours -> toxcore**: our node and a libtoxcore peer linked directly (DHT key and port), in
+  one process (the toxcore thread shares the GIL with our sender: a lower bound).
 
 The receiver counts bytes from its first packet for the window and checks the sequence numbers
-are in order. Figures and the ratio are printed; nothing is asserted.
+are in order.
 
-    .venv/bin/python bench/netcrypto.py [--seconds 10] [--base-port 45900] [--skip-toxcore]
+Message round-trip time (the issue's "RTT no worse"): on an idle connection, ``--pings``
+custom lossless packets ``[0xA1][seq]`` 20 ms apart, each echoed by the peer as ``[0xA2][seq]``
+from its packet callback; the time from send to echo, p50 and p99, for ours-to-ours (two
+Messenger nodes in one Trio process), ours-to-toxcore (our node and a libtoxcore peer, linked
+directly by DHT key and port) and toxcore-to-toxcore (the throughput pair, before its bulk
+run). toxcore handles packets only inside ``tox_iterate``, every ``tox_iteration_interval``
+(50 ms when idle), and that is part of what a toxcore application sees.
+
+Figures and ratios are printed; nothing is asserted.
+
+    .venv/bin/python bench/netcrypto.py [--seconds 10] [--base-port 45900] [--pings 200]
+                                        [--skip-toxcore]
 """
 
 from __future__ import annotations
@@ -37,6 +50,9 @@ from tunnel.io.udp import open_udp_socket
 from tunnel.netcrypto.core import NetCrypto
 
 PACKET_BYTES = 1373
+PING_ID = 0xA1
+ECHO_ID = 0xA2
+PING_INTERVAL_S = 0.02
 
 
 def _cpu_s() -> float:
@@ -201,10 +217,162 @@ def _run_ours(base_port: int, secs: float) -> dict[str, object]:
     return result
 
 
+# ----------------------------------------------------------------------------- RTT
+
+
+def _percentiles(rtts: list[float]) -> dict[str, float]:
+    ordered = sorted(rtts)
+    if not ordered:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "n": 0}
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return {"p50_ms": pick(0.5), "p99_ms": pick(0.99), "n": len(ordered)}
+
+
+async def _ours_echo(node: MessengerNode, friend: int) -> None:
+    while True:
+        await node.wait_for(lambda: node.received)
+        for event in node.take(CustomLossless):
+            if event.data[0] == PING_ID:
+                await node.send_custom_lossless(friend, bytes([ECHO_ID]) + event.data[1:])
+
+
+async def _ours_ping(node: MessengerNode, friend: int, count: int) -> list[float]:
+    rtts: list[float] = []
+    for i in range(count):
+        seq = i.to_bytes(4, "big")
+        t0 = trio.current_time()
+        await node.send_custom_lossless(friend, bytes([PING_ID]) + seq)
+        with trio.fail_after(5):
+            while True:
+                echoes = [e for e in node.take(CustomLossless) if e.data[1:5] == seq]
+                if echoes:
+                    break
+                await node.wait_for(lambda: node.received)
+        rtts.append(trio.current_time() - t0)
+        await trio.sleep(PING_INTERVAL_S)
+    return rtts
+
+
+async def _open_ours(port: int) -> tuple[Messenger, MessengerNode]:
+    real, dht = KeyPair.generate(os.urandom), KeyPair.generate(os.urandom)
+    messenger = Messenger(NetCrypto(real, dht, os.urandom))
+    bound = await open_udp_socket("127.0.0.1", port, port, ipv6=False)
+    return messenger, MessengerNode(messenger, bound)
+
+
+async def _rtt_ours_ours(base_port: int, count: int) -> dict[str, float]:
+    (ma, a), (mb, b) = await _open_ours(base_port), await _open_ours(base_port + 1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        fb = mb.add_friend_norequest(ma.netcrypto.ident.real.public_key, b.now())
+        fa = ma.add_friend_norequest(
+            mb.netcrypto.ident.real.public_key,
+            a.now(),
+            dht_pk=mb.netcrypto.ident.dht.public_key,
+            udp_addr=("127.0.0.1", base_port + 1),
+        )
+        a.kick()
+        with trio.fail_after(15):
+            await a.wait_for(lambda: a.take(FriendOnline))
+            await b.wait_for(lambda: b.take(FriendOnline))
+        nursery.start_soon(_ours_echo, b, fb)
+        rtts = await _ours_ping(a, fa, count)
+        nursery.cancel_scope.cancel()
+    return _percentiles(rtts)
+
+
+def _toxcore_echo_hook(peer: object) -> object:
+    from tunnel.testing.toxcore import ToxPeer
+    from tunnel.testing.toxcore_events import FriendLosslessPacket
+
+    assert isinstance(peer, ToxPeer)
+
+    def hook() -> bool:
+        # Runs right after tox_iterate, before the iteration's events are published: the
+        # batch is exactly what this iteration received.
+        for event in list(peer._pending):
+            if isinstance(event, FriendLosslessPacket) and event.data[:1] == bytes([PING_ID]):
+                peer.try_send_lossless(event.friend, bytes([ECHO_ID]) + event.data[1:])
+        return True
+
+    return hook
+
+
+def _toxcore_ping(peer: object, friend: int, count: int) -> list[float]:
+    from tunnel.testing.toxcore import ToxPeer
+    from tunnel.testing.toxcore_events import FriendLosslessPacket
+
+    assert isinstance(peer, ToxPeer)
+    rtts: list[float] = []
+    for i in range(count):
+        seq = i.to_bytes(4, "big")
+        since = peer.event_count()
+        t0 = time.monotonic()
+        peer.send_lossless(friend, bytes([PING_ID]) + seq)
+        want = bytes([ECHO_ID]) + seq
+
+        def echoed(want: bytes = want, since: int = since) -> FriendLosslessPacket | None:
+            return peer.find_event(FriendLosslessPacket, lambda e: e.data == want, since)
+
+        echo = peer.wait_for(echoed, 5, "echo")
+        rtts.append(echo.at - t0)
+        time.sleep(PING_INTERVAL_S)
+    return rtts
+
+
+async def _rtt_ours_toxcore(base_port: int, count: int, secs: float) -> dict[str, float]:
+    from tunnel.testing.toxcore import ToxPeer
+
+    tox = ToxPeer("rtt", start_port=base_port + 1, end_port=base_port + 3)
+    try:
+        messenger, node = await _open_ours(base_port)
+        tox_friend = tox.friend_add_norequest(messenger.netcrypto.ident.real.public_key)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            friend = messenger.add_friend_norequest(
+                tox.public_key, node.now(), dht_pk=tox.dht_id, udp_addr=("127.0.0.1", tox.udp_port)
+            )
+            node.kick()
+            with trio.fail_after(30):
+                await node.wait_for(lambda: node.take(FriendOnline))
+            await trio.to_thread.run_sync(tox.wait_friend_connected, tox_friend, 30)
+            hook = _toxcore_echo_hook(tox)
+            tox.add_iteration_hook(hook)  # type: ignore[arg-type]
+            rtts = await _ours_ping(node, friend, count)
+            tox.remove_iteration_hook(hook)  # type: ignore[arg-type]
+            tox.record_packets = False
+            # Throughput ours -> toxcore: our sender and the toxcore thread share this
+            # process (and the GIL), so this figure is a lower bound.
+            start = tox.stats().lossless_bytes
+            first: list[float] = []
+            i = 0
+            with trio.move_on_after(secs + 2):
+                while True:
+                    await node.send_custom_lossless(friend, _packet(i))
+                    i += 1
+                    if i % 64 == 0:
+                        await trio.lowlevel.checkpoint()
+                        if not first and tox.stats().lossless_bytes > start:
+                            first.append(trio.current_time())
+                            start = tox.stats().lossless_bytes
+                        elif first and trio.current_time() - first[0] >= secs:
+                            break
+            elapsed = trio.current_time() - first[0] if first else float("nan")
+            total = tox.stats().lossless_bytes - start
+            nursery.cancel_scope.cancel()
+    finally:
+        tox.kill()
+    return {**_percentiles(rtts), "mb_s": total / elapsed / 1e6}
+
+
 # ----------------------------------------------------------------------------- toxcore
 
 
-def _run_toxcore(base_port: int, secs: float) -> dict[str, object]:
+def _run_toxcore(base_port: int, secs: float, pings: int) -> dict[str, object]:
     from tunnel.testing.bootstrapd import Bootstrapd
     from tunnel.testing.toxcore import ToxPeer
 
@@ -217,6 +385,13 @@ def _run_toxcore(base_port: int, secs: float) -> dict[str, object]:
             fa = a.friend_add_norequest(b.public_key)
             b.friend_add_norequest(a.public_key)
             a.wait_friend_connected(fa, 60)
+            b.wait_friend_connected(b.friend_by_public_key(a.public_key), 60)
+            b.record_packets = True  # for the echo; off again for the bulk run
+            hook = _toxcore_echo_hook(b)
+            b.add_iteration_hook(hook)  # type: ignore[arg-type]
+            rtt = _percentiles(_toxcore_ping(a, fa, pings))
+            b.remove_iteration_hook(hook)  # type: ignore[arg-type]
+            b.record_packets = False
             sent = [0]
 
             def hook() -> bool:
@@ -239,7 +414,7 @@ def _run_toxcore(base_port: int, secs: float) -> dict[str, object]:
         finally:
             a.kill()
             b.kill()
-    return {"bytes": total, "seconds": elapsed}
+    return {"bytes": total, "seconds": elapsed, "rtt": rtt}
 
 
 def main() -> None:
@@ -254,8 +429,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--base-port", type=int, default=45900)
+    parser.add_argument("--pings", type=int, default=200)
     parser.add_argument("--skip-toxcore", action="store_true")
     args = parser.parse_args()
+    rtt_ours = trio.run(_rtt_ours_ours, args.base_port + 30, args.pings)
     ours = _run_ours(args.base_port, args.seconds)
     ours_mbs = float(ours["bytes"]) / float(ours["seconds"]) / 1e6  # type: ignore[arg-type]
     if os.environ.get("BENCH_VERBOSE"):
@@ -264,12 +441,33 @@ def main() -> None:
         f"ours -> ours       {ours_mbs:7.2f} MB/s over {args.seconds:.0f} s  in order: "
         f"{ours['in_order']}"
     )
+    _print_rtt("ours <-> ours", rtt_ours)
     if args.skip_toxcore:
         return
-    tox = _run_toxcore(args.base_port + 10, args.seconds)
+    rtt_mixed = trio.run(_rtt_ours_toxcore, args.base_port + 40, args.pings, args.seconds)
+    tox = _run_toxcore(args.base_port + 10, args.seconds, args.pings)
     tox_mbs = float(tox["bytes"]) / float(tox["seconds"]) / 1e6  # type: ignore[arg-type]
+    rtt_tox: dict[str, float] = tox["rtt"]  # type: ignore[assignment]
     print(f"toxcore -> toxcore {tox_mbs:7.2f} MB/s over {args.seconds:.0f} s")
     print(f"ratio ours/toxcore {ours_mbs / tox_mbs if tox_mbs else float('inf'):7.2f}x")
+    mixed_mbs = rtt_mixed["mb_s"]
+    print(f"ours -> toxcore    {mixed_mbs:7.2f} MB/s over {args.seconds:.0f} s (one process)")
+    print(f"ratio ours->toxcore / toxcore->toxcore {mixed_mbs / tox_mbs if tox_mbs else 0:5.2f}x")
+    _print_rtt("ours <-> toxcore", rtt_mixed)
+    _print_rtt("toxcore <-> toxcore", rtt_tox)
+    for name, rtt in (("ours <-> ours", rtt_ours), ("ours <-> toxcore", rtt_mixed)):
+        print(
+            f"RTT ratio {name} / toxcore <-> toxcore: "
+            f"p50 {rtt['p50_ms'] / rtt_tox['p50_ms']:.2f}x  "
+            f"p99 {rtt['p99_ms'] / rtt_tox['p99_ms']:.2f}x  (lower is better)"
+        )
+
+
+def _print_rtt(name: str, rtt: dict[str, float]) -> None:
+    print(
+        f"RTT {name:20s} p50 {rtt['p50_ms']:7.2f} ms  p99 {rtt['p99_ms']:7.2f} ms  "
+        f"({rtt['n']:.0f} pings)"
+    )
 
 
 if __name__ == "__main__":
