@@ -66,6 +66,11 @@ def run_ours(mode: NatMode, stream_bytes: int, timeout_s: float, helpers: int) -
         connected = a.wait(lambda line: line["event"] == "connected", timeout_s)
         direct = a.wait(lambda line: line["event"] == "direct", 15.0) if connected else None
         done = b.wait(lambda line: line["event"] == "done", timeout_s) if connected else None
+        extension = a.first_match(
+            lambda line: (
+                line["event"] == "stats" and str(line.get("direct_path")).startswith("direct")
+            )
+        )
         received = b.last("received")
         stats = a.last("stats") or {}
         return {
@@ -74,6 +79,7 @@ def run_ours(mode: NatMode, stream_bytes: int, timeout_s: float, helpers: int) -
             "nat_a": stats.get("nat"),
             "connected_s": connected["t"] if connected else None,
             "direct_s": direct["t"] if direct else None,
+            "extension_direct_s": extension["t"] if extension else None,
             "stream_done_s": done["t"] if done else None,
             "stream_intact": bool(received and received["in_order"] and done),
             **_share(lab.meter(a)),

@@ -42,6 +42,9 @@ DIRECT_AFTER_CONNECT_S = 10.0
 STREAM_BYTES = 1_200_000
 STREAM_RATE_BYTES_S = 300_000
 STREAM_TIMEOUT_S = 40.0
+RELAY_STREAM_TIMEOUT_S = 60.0
+"""Over the relay (our Python bootstrapd on a loaded 2-core machine) the stream sometimes runs
+at a quarter of its rate."""
 REDIRECT_TIMEOUT_S = 25.0
 DHT_HELPERS = 2
 """More of our Nodes on the internet as DHT nodes (see the random-port tests)."""
@@ -111,7 +114,7 @@ def test_nat_lab_random_port_nat_falls_back_to_relay(natlab: NatNodeLab) -> None
     connected = a.wait(lambda line: line["event"] == "connected", CONNECT_TIMEOUT_S)
     assert connected is not None, _logs(a, b)
     assert connected["path"] == "tcp"
-    _wait_done(a, b, STREAM_TIMEOUT_S)
+    _wait_done(a, b, RELAY_STREAM_TIMEOUT_S)
     assert a.first("direct") is None
     meter_a = natlab.meter(a)
     assert meter_a["relay_out"] >= STREAM_BYTES
@@ -140,7 +143,7 @@ def test_nat_lab_random_port_nat_minimal_topology(natlab: NatNodeLab) -> None:
     connected = a.wait(lambda line: line["event"] == "connected", MINIMAL_TOPOLOGY_TIMEOUT_S)
     assert connected is not None, _logs(a, b)
     assert connected["path"] == "tcp"
-    _wait_done(a, b, STREAM_TIMEOUT_S)
+    _wait_done(a, b, RELAY_STREAM_TIMEOUT_S)
     assert a.first("direct") is None
     meter_a = natlab.meter(a)
     assert meter_a["relay_out"] >= STREAM_BYTES

@@ -67,6 +67,10 @@ class Peer:
         with self.cond:
             return next((line for line in self.lines if line["event"] == event), None)
 
+    def first_match(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        with self.cond:
+            return next((line for line in self.lines if predicate(line)), None)
+
     def last(self, event: str) -> dict[str, Any] | None:
         with self.cond:
             return next((line for line in reversed(self.lines) if line["event"] == event), None)
