@@ -111,7 +111,13 @@ class DataBox:
         self._in_view = memoryview(self._in)
         self._in_ptr = ffi.from_buffer(self._in)
 
-    def seal(self, nonce: int, buffer_start: int, packet_number: int, payload: bytes) -> bytes:
+    def seal(
+        self,
+        nonce: int,
+        buffer_start: int,
+        packet_number: int,
+        payload: bytes | bytearray | memoryview,
+    ) -> bytes:
         """The whole data packet for ``payload`` (``[id][data]``) under the 192-bit ``nonce``.
 
         Raises:

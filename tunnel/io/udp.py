@@ -245,6 +245,21 @@ class UdpDriver:
                 self.sent += 1
             pending.popleft()
 
+    def send_now(self, addr: tuple[str, int], data: bytes) -> bool:
+        """Send one datagram at once, from any thread (the VPN's TUN reader), bypassing the
+        core; ``addr`` as :meth:`BoundSocket.wire_addr` gives it. Never blocks: a full
+        buffer or an error drops it (False)."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            sock.sendto(data, addr)
+        except OSError:  # BlockingIOError included: lossy data, dropped
+            self.send_errors += 1
+            return False
+        self.sent += 1
+        return True
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Receive, feed the core, send what it queues, fire its timers. Runs until cancelled."""
         sock = _socket.socket(fileno=os.dup(self.bound.sock.fileno()))

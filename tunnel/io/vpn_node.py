@@ -37,7 +37,7 @@ import trio
 from tunnel.crypto.databox import MAX_DATA_PAYLOAD_BYTES
 from tunnel.errors import ConfigError
 from tunnel.io.tun import PacketSlot, TunDevice, TunError, TunPump
-from tunnel.netcrypto.session import NotConnected
+from tunnel.netcrypto.session import LossySealer, NotConnected
 from tunnel.node import Node, NodeClosed
 from tunnel.node_types import (
     FriendConnected,
@@ -76,6 +76,9 @@ MAX_PENDING_BATCHES = 256
 MAX_CONTROL_QUEUE = 4096
 """Control packets queued for one friend at most (a friend that never drains is cut off)."""
 INBOUND_BATCH = 256
+INLINE_WRITE_MAX_PACKETS = 4
+"""Inbound batches this small go into the TUN device from the Trio thread when the writer
+thread is idle (no wake-up: lower latency); larger ones overlap on the writer thread."""
 REMOVE_FLUSH_TIMEOUT_S = 3.0
 REMOVE_GRACE_S = 1.0
 """A revoked friend is removed this long after its REVOKE was queued (so it gets it)."""
@@ -170,6 +173,9 @@ class VpnNode:
         self._changed = trio.Event()
         self._configured: list[str] = []
         self._large: dict[bytes, int] = {}  # online members we agreed large packets with
+        self._fast: dict[bytes, tuple[LossySealer, tuple[str, int]]] = {}
+        """Members on direct UDP: the TUN thread seals and sends to them itself (a snapshot,
+        replaced whole by the Trio thread)."""
         self.removed_by: bytes | None = None
         self.failure: str | None = None
         """Why :meth:`run` ended on its own other than being removed (TUN device gone)."""
@@ -178,6 +184,8 @@ class VpnNode:
             "out_dropped_backlog": 0,
             "out_dropped_offline": 0,
             "out_dropped_path": 0,
+            "out_fast": 0,
+            "out_fast_dropped": 0,
             "in_packets": 0,
             "in_dropped": 0,
             "in_dropped_backlog": 0,
@@ -328,6 +336,7 @@ class VpnNode:
                 save = True
         if save:
             self._save_state()
+        self._refresh_fast()
         self._changed.set()
 
     def _do(self, action: Action) -> None:
@@ -488,18 +497,78 @@ class VpnNode:
             await trio.sleep(PATH_CHECK_INTERVAL_S)
             if self._large:
                 self._check_paths()
+            self._refresh_fast()
+
+    def _refresh_fast(self) -> None:
+        """Republish which members the TUN thread may send to directly (direct UDP only:
+        relayed packets, and everything but our lossy packets, stay on the Trio thread)."""
+        udp = self.node.udp
+        if self.pump is None or udp is None:
+            return
+        now = trio.current_time()
+        netcrypto = self.node.netcrypto
+        old = self._fast
+        fast: dict[bytes, tuple[LossySealer, tuple[str, int]]] = {}
+        for public_key in self.membership.verified_peers():
+            session = netcrypto.sessions.get(public_key)
+            addr = netcrypto.udp_addr(public_key)
+            if (
+                session is None
+                or addr is None
+                or not session.established
+                or not netcrypto.is_direct(public_key, now)
+            ):
+                continue
+            previous = old.get(public_key)
+            if (
+                previous is not None
+                and previous[0].session is session
+                and previous[0].max_payload == session.max_lossy_payload
+            ):
+                sealer = previous[0]
+            else:
+                maybe = session.lossy_sealer()
+                if maybe is None:
+                    continue
+                sealer = maybe
+            fast[public_key] = (sealer, udp.bound.wire_addr(addr))
+        self._fast = fast
 
     # ================================================================== data plane
 
     def _on_tun_packets(self, slots: list[PacketSlot]) -> None:
         """TUN pump thread: route a batch, hand the framed packets to the Trio thread."""
         engine = self.engine
+        fast = self._fast
+        udp = self.node.udp
         batch: list[tuple[bytes, bytes]] = []
+        sent = dropped = 0
         for slot in slots:
             framed = engine.outbound(slot.buffer, slot.offset, slot.length)
-            if framed is not None:
-                batch.append((framed[0], bytes(framed[1])))
-        batch.extend(engine.take_extra_packets())
+            if framed is None:
+                continue
+            route = fast.get(framed[0])
+            if route is not None and udp is not None:
+                packet = route[0].seal(framed[1])
+                if packet is not None:
+                    if udp.send_now(route[1], packet):
+                        sent += 1
+                    else:
+                        dropped += 1
+                    continue
+            batch.append((framed[0], bytes(framed[1])))
+        for public_key, data in engine.take_extra_packets():
+            route = fast.get(public_key)
+            packet = None if route is None or udp is None else route[0].seal(data)
+            if packet is None or udp is None or route is None:
+                batch.append((public_key, data))
+            elif udp.send_now(route[1], packet):
+                sent += 1
+            else:
+                dropped += 1
+        if sent or dropped:
+            self.counters["out_fast"] += sent  # written by this thread only
+            self.counters["out_fast_dropped"] += dropped
         replies = engine.take_local_replies()
         if replies and self.pump is not None:
             self.pump.write_packets(replies)
@@ -555,6 +624,11 @@ class VpnNode:
             self.counters["in_dropped"] += len(packets)
             return
         self.counters["in_packets"] += len(packets)
+        if len(packets) <= INLINE_WRITE_MAX_PACKETS and self._writer.idle():
+            # A few packets while the writer sleeps: waking it costs more (and adds a thread
+            # hand-off to the latency) than writing them here.
+            self.pump.write_packets(packets)
+            return
         if not self._writer.put(packets):
             self.counters["in_dropped_backlog"] += len(packets)
 
@@ -585,6 +659,10 @@ class VpnNode:
             )
         params = m.params
         pump = self.pump.statistics() if self.pump is not None else None
+        counters = dict(self.counters)
+        # out_packets: every packet sent, out_fast: those the TUN thread sent itself (two
+        # counters because each is written by one thread only)
+        counters["out_packets"] += counters["out_fast"]
         return {
             "network": None if params is None else params.name,
             "network_id": m.network_id.hex(),
@@ -599,7 +677,7 @@ class VpnNode:
             "members": members,
             "revoked": sorted(key.hex().upper() for key in m.revoked()),
             "removed": m.removed,
-            "counters": dict(self.counters),
+            "counters": counters,
             "membership": _asdict(m.statistics()),
             "router": _asdict(self.engine.router.statistics()),
             "inbound_wrong_id": self.engine.inbound_wrong_id,
@@ -631,6 +709,10 @@ class TunWriter:
 
     def start(self) -> None:
         self._thread.start()
+
+    def idle(self) -> bool:
+        """Nothing queued and the thread is waiting: writing elsewhere cannot reorder."""
+        return self._idle and not self._queue
 
     def put(self, packets: list[memoryview]) -> bool:
         if len(self._queue) >= MAX_PENDING_BATCHES:

@@ -230,6 +230,11 @@ class NetCrypto:
         path = self._paths.get(peer_pk)
         return path is not None and now - path.last_udp_recv < UDP_DIRECT_TIMEOUT_S
 
+    def udp_addr(self, peer_pk: bytes) -> Addr | None:
+        """The peer's current UDP address (None if unknown)."""
+        path = self._paths.get(peer_pk)
+        return None if path is None else path.udp_addr
+
     def statistics(self, peer_pk: bytes) -> SessionStats | None:
         """Per-peer statistics snapshot, or ``None`` without a session."""
         session = self.sessions.get(peer_pk)

@@ -30,6 +30,7 @@ Bad input (undecryptable, malformed, out of window, replayed) is dropped and cou
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass
 from heapq import heappop, heappush
@@ -226,8 +227,10 @@ class Session:
         self.peer_real_pk = peer_real_pk
         self.peer_dht_pk = peer_dht_pk
         self.session_keys = KeyPair.generate(ident.rng)
-        self._sent_nonce = int.from_bytes(random_nonce(ident.rng), "big")
-        self._base_sent_nonce = self._sent_nonce
+        self._base_sent_nonce = int.from_bytes(random_nonce(ident.rng), "big")
+        # Data packet n uses base + n. ``next()`` of an itertools.count is atomic under the
+        # GIL, so a LossySealer on another thread never reuses a nonce.
+        self._nonce_counter = itertools.count()
         self._recv_nonce = 0
         self._replay_base = 0
         self._replay_top = -1
@@ -295,7 +298,7 @@ class Session:
     def _make_handshake(self, their_cookie: bytes, now: float) -> bytes:
         other = self.ident.cookies.make(self.peer_real_pk, self.peer_dht_pk, now)
         plain = HandshakePlain(
-            self._sent_nonce.to_bytes(24, "big"),
+            self._base_sent_nonce.to_bytes(24, "big"),
             self.session_keys.public_key,
             sha512(their_cookie),
             other,
@@ -629,6 +632,13 @@ class Session:
             return box
         return DataBox(key, wanted)
 
+    def lossy_sealer(self) -> LossySealer | None:
+        """A :class:`LossySealer` for this session, or None unless established."""
+        state = self.state
+        if not isinstance(state, Established):
+            return None
+        return LossySealer(self, state.data_key)
+
     def send_lossy(self, payload: bytes, now: float) -> None:
         """Send ``[id][data]`` (id 192..254) once, unreliably, bypassing congestion control.
 
@@ -666,8 +676,8 @@ class Session:
         box = self._box
         assert box is not None
         assert isinstance(self.state, NotConfirmed | Established)
-        packet = box.seal(self._sent_nonce, self.recv_start, wire_number, payload)
-        self._sent_nonce = (self._sent_nonce + 1) % _NONCE_MOD
+        nonce = (self._base_sent_nonce + next(self._nonce_counter)) % _NONCE_MOD
+        packet = box.seal(nonce, self.recv_start, wire_number, payload)
         self.sent_packets += 1
         self.sent_bytes += len(packet)
         self.outbox.append(packet)
@@ -810,3 +820,38 @@ class Session:
             if probe is not None and now >= probe:
                 self._tail_probe(now)
         self._pump(now)
+
+
+class LossySealer:
+    """Builds lossy data packets of one established session without going through it.
+
+    For a data path on another thread (the VPN's TUN reader): it has its own
+    :class:`DataBox` (buffers are per thread), takes nonces from the session's atomic counter
+    and reads ``recv_start`` / the next packet number as they are (a slightly stale ack or
+    number in a lossy packet is harmless: the peer ignores older acks). ``seal`` returns None
+    once the session is no longer established, or for a payload the session would refuse.
+    """
+
+    __slots__ = ("_box", "_session", "max_payload", "session")
+
+    def __init__(self, session: Session, key: bytes) -> None:
+        self.session = session
+        self._session = session
+        self.max_payload = session.max_lossy_payload
+        self._box = DataBox(key, max(self.max_payload, MAX_CRYPTO_DATA_SIZE_BYTES))
+
+    def seal(self, payload: bytes | bytearray | memoryview) -> bytes | None:
+        """The data packet for the lossy ``[id][data]``, or None (use the normal path)."""
+        session = self._session
+        size = len(payload)
+        if (
+            not isinstance(session.state, Established)
+            or not 0 < size <= self.max_payload
+            or not PACKET_ID_LOSSY_START <= payload[0] <= PACKET_ID_LOSSY_END
+        ):
+            return None
+        nonce = (session._base_sent_nonce + next(session._nonce_counter)) % _NONCE_MOD
+        packet = self._box.seal(nonce, session.recv_start, session._next_new, payload)
+        session.sent_packets += 1  # counters only: a rare lost update is acceptable
+        session.sent_bytes += len(packet)
+        return packet
