@@ -227,6 +227,26 @@ def test_share_relays_codec_and_handling() -> None:
     assert list(shared[-1].relays) == relays
 
 
+def test_shared_relay_hosted_by_the_friend_is_reached_at_its_address() -> None:
+    """toxcore ``friend_add_tcp_relay``: a LAN relay address whose key is the friend's DHT key
+    is a relay the friend hosts, so its IP becomes the friend's address."""
+    net, a, b, _fa, fb = make(13)
+    online(net, a, b)
+    a_dht = a.m.netcrypto.ident.dht.public_key
+    hosted = PackedNode(IPPort.parse("127.0.0.1", 33445), a_dht, tcp=True)
+    other = PackedNode(IPPort.parse("198.18.0.7", 443), bytes([7]) * 32, tcp=True)
+    a.m.connections.set_own_relays([hosted, other], net.now)
+    a_pk = b.m.friend_public_key(fb)
+    b_conn = b.m.connections
+    assert net.run_until(lambda: len(b_conn.friend_relays(a_pk)) == 2, timeout=3)
+    assert b_conn.friend_relays(a_pk) == [
+        PackedNode(IPPort.parse("11.0.0.1", 33445), a_dht, tcp=True),
+        other,
+    ]
+    shared = [e for e in b.of(FriendRelays) if isinstance(e, FriendRelays)]
+    assert list(shared[-1].relays) == b_conn.friend_relays(a_pk)
+
+
 def test_friend_request_over_the_connection_is_handled_like_an_onion_request() -> None:
     """friend_connection id 18 ``[0x12][nospam][message]``: surfaced with its nospam and
     message; the onion request rules (nospam, dedupe, friends filtered) then apply to it."""

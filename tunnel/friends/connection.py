@@ -10,6 +10,11 @@ Theory of operation. Each friend (keyed by real public key) is CONNECTING or CON
   SHARE_RELAYS ``[17]`` at once and every ``SHARE_RELAYS_INTERVAL_S`` (when we have relays);
   only a received ALIVE refreshes the receive timer, and ``FRIEND_CONNECTION_TIMEOUT_S``
   without one kills the session (back to CONNECTING, reconnect follows).
+* SHARE_RELAYS from the friend: up to 3 relays, remembered (24 at most) and reported as
+  :class:`RelaysShared` so the node adds them to its relay pool; a LAN relay whose key is the
+  friend's DHT key is one the friend hosts, reached at the friend's address.
+* FRIEND_REQUESTS ``[18][nospam][message]`` over the connection: reported as
+  :class:`FriendRequestPacket` (the node applies the onion request rules).
 * Everything else the friend sends goes up as :class:`FriendLossless`/:class:`FriendLossy`.
 
 The object is a :class:`tunnel.core.DatagramCore` over its :class:`NetCrypto` (UDP side);
@@ -33,7 +38,7 @@ from tunnel.netcrypto.core import (
     PeerDhtKey,
 )
 from tunnel.netcrypto.session import NotConnected, SendQueueFull
-from tunnel.wire.ip_port import Addr
+from tunnel.wire.ip_port import Addr, IPPort, ip_is_lan
 from tunnel.wire.messenger import (
     ALIVE,
     PACKET_ID_ALIVE,
@@ -274,6 +279,18 @@ class FriendConnections:
 
     # ------------------------------------------------------------------ internals
 
+    def _hosted_relay(self, friend: _Friend, relay: PackedNode) -> PackedNode | None:
+        """A relay on a LAN address whose key is the friend's DHT key is one the friend hosts
+        itself: reach it at the friend's address (toxcore ``friend_add_tcp_relay``), or not
+        at all while that address is unknown. Other relays are used as shared."""
+        if not (ip_is_lan(relay.ip_port.ip) and relay.public_key == friend.dht_pk):
+            return relay
+        addr = friend.udp_addr or self.netcrypto.udp_addr(friend.real_pk)
+        if addr is None:
+            return None
+        host = IPPort.from_addr(addr).ip
+        return PackedNode(IPPort(host, relay.ip_port.port), relay.public_key, relay.tcp)
+
     def _accept_peer(self, real_pk: bytes, dht_pk: bytes) -> bool:
         friend = self._friends.get(real_pk)
         if friend is None or real_pk in self.netcrypto.sessions:
@@ -343,12 +360,18 @@ class FriendConnections:
             except BadPacket:
                 self.counters["share_relays_bad"] += 1
                 return
-            for relay in relays:
+            for shared in relays:
+                relay = self._hosted_relay(friend, shared)
+                if relay is None:
+                    self.counters["share_relays_unusable"] += 1
+                    continue
                 if relay in friend.relays:
                     friend.relays.remove(relay)
                 friend.relays.append(relay)
             del friend.relays[:-FRIEND_MAX_STORED_TCP_RELAYS]
-            self._events.append(RelaysShared(real_pk, tuple(relays)))
+            usable = tuple(r for s in relays if (r := self._hosted_relay(friend, s)) is not None)
+            if usable:
+                self._events.append(RelaysShared(real_pk, usable))
             return
         if packet_id == PACKET_ID_FRIEND_REQUESTS:
             try:
