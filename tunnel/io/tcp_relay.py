@@ -90,6 +90,9 @@ class TcpRelayServer:
         self._on_onion_request = on_onion_request
         self._conns: dict[int, _ServerConn] = {}
         self._timer_waker = _Waker()
+        self.tune_accepted: Callable[[trio.SocketStream], object] | None = None
+        """Called with each accepted socket stream before it is served (e.g. smaller send
+        buffers for a relay whose clients come through Tor)."""
 
     @property
     def public_key(self) -> bytes:
@@ -135,6 +138,8 @@ class TcpRelayServer:
         await self._handle(stream)
 
     async def _handle(self, stream: trio.abc.Stream) -> None:
+        if self.tune_accepted is not None and isinstance(stream, trio.SocketStream):
+            self.tune_accepted(stream)
         handle = self.core.accept(trio.current_time())
         conn = _ServerConn(stream, _Waker(), trio.CancelScope())
         self._conns[handle] = conn

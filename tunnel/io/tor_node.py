@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -50,7 +49,7 @@ import trio
 from tunnel.crypto import Rng
 from tunnel.errors import ConfigError
 from tunnel.io.proxy import ProxyConfig
-from tunnel.io.tor_onion import FriendOnions
+from tunnel.io.tor_onion import FriendOnions, tune_tor_stream
 from tunnel.node import Node
 from tunnel.node_types import FriendConnected, FriendDisconnected, NodeOptions
 from tunnel.profile import Profile
@@ -71,9 +70,6 @@ log = logging.getLogger("tunnel.tor")
 ISOLATION_PASSWORD = "tunnel"
 """SOCKS password paired with the isolation username (Tor ignores its value)."""
 RELAY_WAITING_STATE = "waiting"
-TOR_SEND_BUFFER_BYTES = 256 * 1024
-"""SO_SNDBUF of relay streams to Tor's SOCKS port (Linux doubles it)."""
-TOR_NOTSENT_LOWAT_BYTES = 128 * 1024
 ONION_FALLBACK_AFTER_S = 20.0
 """A friend offline this long (since start or since it went offline) gets its onion relay used."""
 ONION_ATTEMPT_TIMEOUT_S = 9.0
@@ -247,11 +243,8 @@ class TorNode:
     async def open_relay_stream(self, host: str, port: int) -> trio.abc.Stream:
         """A relay stream through Tor (the node's relay pool calls this in Tor mode).
 
-        The socket's send buffer is kept small (:data:`TOR_SEND_BUFFER_BYTES`): Tor reads only
-        as fast as its circuit window allows, so a default (megabytes on loopback) buffer would
-        hold many seconds of data ahead of the relay's ping answers, and the relay would drop
-        us after its 10 s ping timeout. Small buffers leave the queue in the relay client's
-        outbox, where control packets go first.
+        The socket's send buffer is kept small (:func:`~tunnel.io.tor_onion.tune_tor_stream`),
+        so the relay's pings and pongs do not wait behind seconds of queued data.
 
         Private relays (placeholder addresses) use their own opener; other addresses are
         refused in Tor-only mode.
@@ -277,10 +270,7 @@ class TorNode:
             )
         except TorError as exc:
             raise OSError(str(exc)) from exc
-        stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TOR_SEND_BUFFER_BYTES)
-        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
-            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, TOR_NOTSENT_LOWAT_BYTES)
-        return stream
+        return tune_tor_stream(stream)
 
     # ------------------------------------------------------------------ running
 
@@ -347,7 +337,7 @@ class TorNode:
 
         async def open_friend_onion() -> trio.abc.Stream:
             try:
-                return await open_onion_stream(
+                stream = await open_onion_stream(
                     self.endpoints.socks_host,
                     self.endpoints.socks_port,
                     address,
@@ -358,6 +348,7 @@ class TorNode:
                 )
             except TorError as exc:
                 raise OSError(str(exc)) from exc
+            return tune_tor_stream(stream)
 
         self.friend_relays_used.add(public_key)
         self.add_private_relay(public_key, open_friend_onion)

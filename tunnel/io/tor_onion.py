@@ -22,6 +22,7 @@ over the friend connection (lossless custom packet 0xB4, :mod:`tunnel.tor.announ
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,8 +49,23 @@ from tunnel.tor.keystore import load_or_create_onion_key
 log = logging.getLogger("tunnel.tor")
 
 LOCALHOST = "127.0.0.1"
+TOR_SEND_BUFFER_BYTES = 256 * 1024
+"""SO_SNDBUF of relay streams to and from Tor (Linux doubles it)."""
+TOR_NOTSENT_LOWAT_BYTES = 128 * 1024
 REPUBLISH_RETRY_S = 2.0
 """Pause between attempts to publish the onion service again after Tor went away."""
+
+
+def tune_tor_stream(stream: trio.SocketStream) -> trio.SocketStream:
+    """Small send buffers on a relay stream to or from Tor: Tor reads only as fast as its
+    circuit window allows, so a default (megabytes on loopback) buffer would hold many seconds
+    of data ahead of the relay's pings and pongs, and the other end would drop the connection
+    on its 10 s ping timeout. Small buffers leave the queue in the relay outbox, where control
+    packets go first."""
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TOR_SEND_BUFFER_BYTES)
+    if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, TOR_NOTSENT_LOWAT_BYTES)
+    return stream
 
 
 class FriendOnions:
@@ -142,6 +158,7 @@ class FriendOnions:
                 )
             )
             assert self.relay is not None
+            self.relay.tune_accepted = tune_tor_stream  # its clients come through Tor
             self._nursery = nursery
             if self.on_relay_ready is not None:
                 self.on_relay_ready(self)
