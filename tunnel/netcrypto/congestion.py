@@ -332,11 +332,12 @@ class Congestion:
     def set_rate_cap(self, cap: float) -> None:
         """Upper bound for the rate (the path's own limit, e.g. over a TCP relay).
 
-        A different cap means the path changed (UDP <-> TCP relay): its base RTT is
-        learned again.
+        A different cap means the path changed (UDP <-> TCP relay): its base RTT and what it
+        carried (the share floor) are learned again.
         """
         if cap != self.rate_cap:
             self._base_buckets.clear()
+            self._link_buckets.clear()
         self.rate_cap = cap
         self.rate = min(self.rate, cap)
 
