@@ -11,24 +11,38 @@ the two already friends:
   bytes a's router forwarded straight to b's router (UDP host to host) vs to the relay host
   (TCP), read from the routers' nftables counters.
 
-Measured 2026-11-22 (2 cores; stream 1-2 MB started at "connected"; median of 2-3 runs):
+Measured 2026-11-22, issue 11 wired in (2 cores shared with other work; stream 1.2 MB started
+at "connected"; median of 2-3 runs, ours and toxcore alternating in the same run; toxcore gets
+the bootstrap node's TCP relay from inside its namespace, see ``run_toxcore``). "direct" is the
+friend's path turning ``udp`` (in EI/EI the DHT's NAT-ping path usually comes first; our
+extension's own path, ``extension_direct_s``, was up within 0.8 s of it in 2 of 3 runs, the
+third ended before our DHT had reported our address):
 
-=========================  =========  ==========  ========  ============
-topology                   impl       connected   direct    direct share
-=========================  =========  ==========  ========  ============
-EI/EI, bootstrap only      ours       9.2 s (2/3) 10.1 s    0.75 (stream
-                                                            began on TCP)
-EI/EI, bootstrap only      toxcore    9.9 s (3/3) 13.5 s    1.00
-EI/EI, +2 DHT nodes        ours       9.2 s (2/2) 9.2 s     0.999
-EI/EI, +2 DHT nodes        toxcore    9.8 s (2/2) 13.6 s    1.00
-EI/random, bootstrap only  ours       never (0/2) -         -
-EI/random, bootstrap only  toxcore    never (0/2) -         -
-EI/random, +2 DHT nodes    ours       9.2 s (2/2) relay     0.15 (relay
-                                                            as expected)
-EI/random, +2 DHT nodes    toxcore    never (0/2) -         -
-=========================  =========  ==========  ========  ============
+=========================  =========  ===========  ========  =============
+topology                   impl       connected    direct    direct share
+=========================  =========  ===========  ========  =============
+EI/EI, bootstrap only      ours       1.8 s (3/3)  2.0 s     0.85 (stream
+                                                             began on TCP)
+EI/EI, bootstrap only      toxcore    9.3 s (3/3)  12.7 s    0.86
+EI/random, bootstrap only  ours       2.8 s (2/2)  relay     0.007 (relay,
+                                                             as expected)
+EI/random, bootstrap only  toxcore    38.6 s (2/2) relay     0.06
+EI/random, +2 DHT nodes    ours       3.3 s (1/1)  relay     0.04
+EI/random, +2 DHT nodes    toxcore    8.6 s (1/1)  relay     0.10
+=========================  =========  ===========  ========  =============
 
-Needs root (namespaces). Usage: ``sudo .venv/bin/python bench/nat.py [--runs 3] [--nat-b random]``.
+Rebinding (``--rebind``: a's router gets a new public address and its conntrack is flushed,
+2 s into a 200 kB/s stream between two EI NATs): ours goes direct to the new address after
+10.2 / 14.4 s, the stream intact and the friend never offline; toxcore leaves UDP after 7.1 s
+and stays on the relay (not direct again within 40 s, 2/2 runs).
+
+Before issue 11 was wired in (same day): ours 9.2 s to connected in EI/EI (2/3), never in
+EI/random with the bootstrap node only (onion paths of distinct nodes all crossed an
+unreachable pair); toxcore never connected over the relay because ``tox_add_tcp_relay`` was
+called outside the namespace.
+
+Needs root (namespaces). Usage: ``sudo .venv/bin/python bench/nat.py [--runs 3] [--nat-b random]
+[--dht-helpers 2] [--rebind]``.
 """
 
 from __future__ import annotations
@@ -156,6 +170,102 @@ def run_toxcore(mode: NatMode, stream_bytes: int, timeout_s: float, helpers: int
                 tox.kill()
 
 
+REBIND_STREAM_BYTES = 3_000_000
+REBIND_RATE_BYTES_S = 200_000
+REBIND_WAIT_S = 40.0
+
+
+def _poll(predicate: Any, timeout_s: float, interval_s: float = 0.1) -> float | None:
+    """Seconds until ``predicate()`` is true, or None after ``timeout_s``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if predicate():
+            return round(time.monotonic() - start, 2)
+        time.sleep(interval_s)
+    return None
+
+
+def rebind_ours(timeout_s: float) -> dict[str, Any]:
+    """a's router renumbers (new public address, conntrack flushed) mid-stream: seconds until
+    b sends straight to a's new address again, and whether the stream stayed intact."""
+    with tempfile.TemporaryDirectory() as tmp, NatNodeLab(Path(tmp)) as lab:
+        a = lab.add_peer("a")
+        b = lab.add_peer("b")
+        rate = ("--rate-bytes-s", str(REBIND_RATE_BYTES_S))
+        lab.start(a, b, "--send-bytes", str(REBIND_STREAM_BYTES), *rate, "--send-when", "direct")
+        lab.start(b, a, "--expect-bytes", str(REBIND_STREAM_BYTES))
+        if a.wait(lambda line: line["event"] == "direct", timeout_s) is None:
+            return {"impl": "ours", "direct_before": False}
+        time.sleep(2.0)
+        router = lab.lab.host("a").router
+        assert router is not None
+        new = lab.lab.renumber(router).public_address
+
+        def back() -> bool:
+            line = b.last("stats")
+            return bool(line and line["path"] == "udp" and line["addr"] and line["addr"][0] == new)
+
+        redirect_s = _poll(back, REBIND_WAIT_S)
+        done = b.wait(lambda line: line["event"] == "done", REBIND_WAIT_S)
+        received = b.last("received")
+        return {
+            "impl": "ours",
+            "direct_again_s": redirect_s,
+            "stream_intact": bool(done and received and received["in_order"]),
+            "disconnected": a.first("disconnected") is not None,
+        }
+
+
+def rebind_toxcore(timeout_s: float) -> dict[str, Any]:
+    """The same renumbering between two toxcore peers (no stream): seconds until toxcore
+    leaves UDP, and until it is back on UDP (at the new address: the old one is gone)."""
+    with tempfile.TemporaryDirectory() as tmp, NatNodeLab(Path(tmp)) as lab:
+        a_peer, b_peer = lab.add_peer("a"), lab.add_peer("b")
+        host, udp, key_hex, tcp = lab.bootstrap_arg.split(":")
+        key = bytes.fromhex(key_hex)
+        peers: list[ToxPeer] = []
+        try:
+            for peer in (a_peer, b_peer):
+                tox = lab.lab.call_in(
+                    peer.host,
+                    lambda name=peer.name, port=peer.port: ToxPeer(
+                        name, start_port=port, hole_punching=True, record_packets=False
+                    ),
+                )
+                peers.append(tox)
+                lab.lab.call_in(
+                    peer.host,
+                    lambda tox=tox: (
+                        tox.bootstrap(host, int(udp), key),
+                        tox.add_tcp_relay(host, int(tcp), key),
+                    ),
+                )
+            a, b = peers
+            fa = a.friend_add_norequest(b.public_key)
+            fb = b.friend_add_norequest(a.public_key)
+            if _poll(lambda: b.friend_connection_status(fb) == Connection.UDP, timeout_s) is None:
+                return {"impl": "toxcore", "direct_before": False}
+            time.sleep(2.0)
+            router = lab.lab.host("a").router
+            assert router is not None
+            lab.lab.renumber(router)
+            left = _poll(lambda: b.friend_connection_status(fb) != Connection.UDP, REBIND_WAIT_S)
+            again = (
+                _poll(lambda: b.friend_connection_status(fb) == Connection.UDP, REBIND_WAIT_S)
+                if left is not None
+                else None
+            )
+            return {
+                "impl": "toxcore",
+                "left_udp_after_s": left,
+                "direct_again_s": None if again is None or left is None else left + again,
+                "connected_at_end": a.friend_connection_status(fa) != Connection.NONE,
+            }
+        finally:
+            for tox in peers:
+                tox.kill()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -166,11 +276,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dht-helpers", type=int, default=0, help="more of our Nodes on the internet as DHT nodes"
     )
+    parser.add_argument(
+        "--rebind", action="store_true", help="measure a's router renumbering mid-session"
+    )
     args = parser.parse_args(argv)
     reason = unavailable_reason()
     if reason is not None:
         print(f"bench/nat.py: {reason}", file=sys.stderr)
         return 2
+    if args.rebind:
+        for i in range(args.runs):
+            for impl in ("ours", "toxcore") if args.impl == "both" else (args.impl,):
+                result = (rebind_ours if impl == "ours" else rebind_toxcore)(args.timeout)
+                print(json.dumps({"run": i, "rebind": True, **result}), flush=True)
+        return 0
     mode = NatMode.RANDOM if args.nat_b == "random" else NatMode.ENDPOINT_INDEPENDENT
     impls = ("ours", "toxcore") if args.impl == "both" else (args.impl,)
     results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
