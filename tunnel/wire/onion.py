@@ -27,7 +27,8 @@ Announce and data packets::
     inner = [sender real pk: 32][box(sender real sk, dest real pk, same nonce, payload)]
 
 The announce codecs live in :mod:`tunnel.wire.onion_announce`, the data codecs in
-:mod:`tunnel.wire.onion_data`; both are re-exported here. Onion data payloads: DHT-PK ``[0x9c][no_replay u64 BE][DHT pk 32][0..4 packed nodes]`` and
+:mod:`tunnel.wire.onion_data`; both are re-exported here. Onion data payloads: DHT-PK
+``[0x9c][no_replay u64 BE][DHT pk 32][0..4 packed nodes]`` and
 friend request ``[0x20][nospam 4][message 1..1016]``.
 """
 
