@@ -89,7 +89,7 @@ def test_nat_manager_negotiates_then_goes_direct_and_notices_death() -> None:
     assert any(isinstance(e, DirectPathDown) for e in pair.events[PK_A])
     assert pair.a.direct_addr(PK_B) is None
     pair.udp_up = True
-    pair.pump(8.0)  # retried (2 s, then 5 s back-off) and direct again
+    pair.pump(8.0)  # retried (0.5 s after the death, then backing off) and direct again
     assert pair.a.direct_addr(PK_B) == ADDR_B
 
 

@@ -89,6 +89,8 @@ LOCAL_REFRESH_S = 1.0
 LOCAL_IP_REFRESH_S = 10.0
 SELF_QUERY_INTERVAL_S = 5.0
 SELF_QUERY_NODES = 2
+SILENT_PATH_S = 2.5
+"""A direct path this quiet (a keepalive went unanswered) starts the self-address queries."""
 
 log = logging.getLogger("tunnel.node")
 
@@ -359,7 +361,8 @@ class NodeGlue:
             # refresh DHT reports of our address while a path that could work is missing
             # (not toward a friend whose NAT maps ports at random: nothing to gain)
             missing = any(
-                core.addr is None and core.remote_nat is not NatBehaviour.SYMMETRIC_RANDOM
+                (core.addr is None and core.remote_nat is not NatBehaviour.SYMMETRIC_RANDOM)
+                or core.silent_for(now) > SILENT_PATH_S  # keepalive missed: rebinding?
                 for core in paths.cores.values()
             )
             if missing and now >= self._self_query_at:
@@ -389,6 +392,9 @@ class NodeGlue:
                 self.messenger.connections.set_udp_addr(public_key, addr, now)
                 log.info("friend %s: direct path %s:%d", short, addr[0], addr[1])
             elif isinstance(event, DirectPathDown):
+                # keepalives unanswered: relay now (net_crypto alone would wait 8 s, and our
+                # fresh Endpoints would be lost on the dead path meanwhile)
+                self.netcrypto.udp_path_lost(public_key)
                 log.info("friend %s: direct path lost, relay until it is back", short)
         return busy
 

@@ -172,6 +172,11 @@ class DirectPaths:
             self._collect(public_key, core)
 
     @property
+    def local(self) -> list[Candidate]:
+        """Our candidates as last set."""
+        return list(self._local)
+
+    @property
     def nat(self) -> NatBehaviour:
         """Our own NAT behaviour as last classified."""
         return self._nat

@@ -46,9 +46,13 @@ PROBE_WINDOW_S = 5.0
 PREDICT_SPAN = 8
 KEEPALIVE_INTERVAL_S = 2.0
 """Also the liveness check: a 14-byte probe each way every 2 s per direct friend."""
-PATH_DEAD_AFTER_S = 6.0
-"""Three keepalives unanswered: the path is down (net_crypto itself leaves UDP after 8 s)."""
+PATH_DEAD_AFTER_S = 5.0
+"""Two keepalives unanswered: the path is down (net_crypto itself leaves UDP after 8 s; a
+false alarm on a congested path costs one probing round, net_crypto keeps its UDP path)."""
 RETRY_INTERVALS_S = (2.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+"""After a failed probing round (a new candidate of either side starts a round at once)."""
+PATH_DOWN_RETRY_S = 0.5
+"""After a dead path: a fresh exchange almost at once (a NAT that just rebound)."""
 START_DELAY_MS = 0
 
 
@@ -238,6 +242,10 @@ class DirectPathCore:
             self._events.append(DirectPathMoved(old, addr))
         self._last_heard = now
 
+    def silent_for(self, now: float) -> float:
+        """Seconds since the friend was last heard on the direct path (0 without a path)."""
+        return 0.0 if self.addr is None else max(0.0, now - self._last_heard)
+
     def heard_from(self, addr: Addr, now: float) -> None:
         """The caller authenticated traffic from the friend at ``addr`` (e.g. net_crypto)."""
         if self.addr is not None and addr == self.addr:
@@ -296,7 +304,7 @@ class DirectPathCore:
         self.addr = None
         self._next_keepalive = float("inf")
         self._retries = 0
-        self._schedule_retry(now)
+        self._retry_at = now + PATH_DOWN_RETRY_S
 
     # ----------------------------------------------------------------- results
 

@@ -181,6 +181,14 @@ class NetCrypto:
         if direct:
             path.last_udp_recv = now
 
+    def udp_path_lost(self, peer_pk: bytes) -> None:
+        """The caller's own liveness check (issue 11's keepalives) says direct UDP to the peer
+        is gone: route over TCP at once instead of after ``UDP_DIRECT_TIMEOUT_S``. The next
+        valid UDP packet from the peer makes the path direct again."""
+        path = self._paths.get(peer_pk)
+        if path is not None:
+            path.last_udp_recv = -1e18
+
     def set_tcp_available(self, peer_pk: bytes, available: bool) -> None:
         """The relay layer can (or can no longer) carry packets to this peer."""
         path = self._paths.get(peer_pk)

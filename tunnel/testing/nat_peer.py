@@ -106,6 +106,7 @@ async def main(args: argparse.Namespace) -> None:
                     relays=stats.tcp_relays_connected,
                     direct_path=node.direct_path_status(friend),
                     nat=node.direct_paths.nat.name,
+                    candidates=[c.address.to_addr() for c in node.direct_paths.local],
                     dht=stats.dht_connected,
                     onion=stats.onion_connected,
                     onion_stats=dataclasses.asdict(node.onion.stats) if args.verbose else None,
