@@ -23,6 +23,8 @@ import logging
 import math
 import os
 import socket as _socket
+import struct
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,6 +42,16 @@ RECEIVE_BATCH_DATAGRAMS = 256
 """At most this many datagrams per wake-up, so timers and other tasks still get their turn."""
 _ADDR_CACHE_ENTRIES = 4096
 TOX_PORT_RANGE = (33445, 33545)
+SOL_UDP = 17
+UDP_SEGMENT = 103
+"""Linux: send one buffer as several datagrams of the given size (UDP GSO, kernel >= 4.18)."""
+UDP_GRO = 104
+"""Linux: receive runs of same-size datagrams from one sender in one call (kernel >= 5.0)."""
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
+GSO_MAX_SEGMENT_BYTES = 1472
+"""Only datagrams that fit a 1500-byte IPv4 link unfragmented are sent with GSO."""
+_CMSG_SPACE_BYTES = 64
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +152,8 @@ class BoundSocket:
     sock: trio.socket.SocketType
     port: int
     ipv6: bool
+    gro: bool = False
+    """UDP_GRO is on: a receive may return several same-size datagrams (see UdpDriver)."""
 
     def wire_addr(self, addr: Addr) -> tuple[str, int]:
         """The destination as this socket needs it (IPv4 mapped on a dual-stack socket)."""
@@ -185,7 +199,12 @@ async def open_udp_socket(
             last_error = exc
             continue
         bound_port = int(sock.getsockname()[1])
-        return BoundSocket(sock, bound_port, ipv6)
+        try:
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+            gro = True
+        except OSError:  # older kernel: one datagram per receive
+            gro = False
+        return BoundSocket(sock, bound_port, ipv6, gro)
     raise OSError(errno.EADDRINUSE, f"no free UDP port in {port_start}..{port_end}") from (
         last_error
     )
@@ -217,6 +236,10 @@ class UdpDriver:
         self._pending: deque[tuple[Addr, bytes]] = deque()
         self._addr_cache: dict[str, str] = {}
         self._wakeup = trio.Event()
+        self.gso = True
+        """Use UDP GSO in :meth:`send_batch_now` (turned off for good on the first refusal)."""
+        self.gso_sends = 0
+        self.gro_receives = 0
 
     def kick(self) -> None:
         """Call after giving the core a command: flush its output and re-read its deadline."""
@@ -260,6 +283,48 @@ class UdpDriver:
         self.sent += 1
         return True
 
+    def send_batch_now(self, addr: tuple[str, int], packets: list[bytes]) -> int:
+        """Send datagrams to one destination at once, from any thread, never blocking (see
+        :meth:`send_now`); runs of equal size go out as one UDP GSO ``sendmsg``
+        (data-path.md). Returns how many were sent."""
+        sock = self._sock
+        if sock is None:
+            return 0
+        sent = 0
+        count = len(packets)
+        i = 0
+        while i < count:
+            size = len(packets[i])
+            j = i + 1
+            if self.gso and size <= GSO_MAX_SEGMENT_BYTES:
+                limit = min(count, i + GSO_MAX_SEGMENTS, i + GSO_MAX_BYTES // size)
+                while j < limit and len(packets[j]) == size:
+                    j += 1
+                if j < limit and len(packets[j]) < size:
+                    j += 1  # the last segment may be shorter
+            if j - i == 1:
+                sent += self.send_now(addr, packets[i])
+                i = j
+                continue
+            try:
+                sock.sendmsg(
+                    packets[i:j], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, addr
+                )
+            except BlockingIOError:
+                self.send_errors += j - i
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                    log.info("UDP GSO refused (%s): sending datagrams one by one", exc)
+                    self.gso = False
+                    continue  # the same run again, one by one
+                self.send_errors += j - i
+            else:
+                sent += j - i
+                self.sent += j - i
+                self.gso_sends += 1
+            i = j
+        return sent
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Receive, feed the core, send what it queues, fire its timers. Runs until cancelled."""
         sock = _socket.socket(fileno=os.dup(self.bound.sock.fileno()))
@@ -294,20 +359,36 @@ class UdpDriver:
         buffer = bytearray(MAX_UDP_PACKET_SIZE_BYTES)
         view = memoryview(buffer)
         receive_into = sock.recvfrom_into
+        receive_msg = sock.recvmsg_into
+        buffers = [buffer]
+        gro = self.bound.gro
         while True:
             await trio.lowlevel.wait_readable(sock)
             now = trio.current_time()
             for _ in range(RECEIVE_BATCH_DATAGRAMS):
+                segment = 0
                 try:
-                    size, raw = receive_into(buffer)
-                    data = bytes(view[:size])
+                    if gro:
+                        size, ancillary, _flags, raw = receive_msg(buffers, _CMSG_SPACE_BYTES)
+                        for level, kind, value in ancillary:
+                            if level == SOL_UDP and kind == UDP_GRO:
+                                segment = int.from_bytes(value, sys.byteorder)
+                    else:
+                        size, raw = receive_into(buffer)
                 except BlockingIOError:
                     break
                 except OSError as exc:  # ICMP errors surface here on Linux
                     log.debug("recvfrom: %s", exc)
                     continue
+                addr = source(raw)
+                if 0 < segment < size:  # several datagrams coalesced by GRO
+                    self.gro_receives += 1
+                    for start in range(0, size, segment):
+                        self.received += 1
+                        core.receive(bytes(view[start : min(size, start + segment)]), addr, now)
+                    continue
                 self.received += 1
-                core.receive(data, source(raw), now)
+                core.receive(bytes(view[:size]), addr, now)
             if self.after_batch is not None:
                 self.after_batch()
             self.flush()

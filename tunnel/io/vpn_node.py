@@ -542,30 +542,30 @@ class VpnNode:
         fast = self._fast
         udp = self.node.udp
         batch: list[tuple[bytes, bytes]] = []
-        sent = dropped = 0
+        sealed: dict[tuple[str, int], list[bytes]] = {}  # one GSO batch per destination
         for slot in slots:
             framed = engine.outbound(slot.buffer, slot.offset, slot.length)
             if framed is None:
                 continue
             route = fast.get(framed[0])
-            if route is not None and udp is not None:
+            if route is not None:
                 packet = route[0].seal(framed[1])
                 if packet is not None:
-                    if udp.send_now(route[1], packet):
-                        sent += 1
-                    else:
-                        dropped += 1
+                    sealed.setdefault(route[1], []).append(packet)
                     continue
             batch.append((framed[0], bytes(framed[1])))
         for public_key, data in engine.take_extra_packets():
             route = fast.get(public_key)
-            packet = None if route is None or udp is None else route[0].seal(data)
-            if packet is None or udp is None or route is None:
+            packet = None if route is None else route[0].seal(data)
+            if packet is None or route is None:
                 batch.append((public_key, data))
-            elif udp.send_now(route[1], packet):
-                sent += 1
             else:
-                dropped += 1
+                sealed.setdefault(route[1], []).append(packet)
+        sent = dropped = 0
+        for addr, packets in sealed.items():
+            done = 0 if udp is None else udp.send_batch_now(addr, packets)
+            sent += done
+            dropped += len(packets) - done
         if sent or dropped:
             self.counters["out_fast"] += sent  # written by this thread only
             self.counters["out_fast_dropped"] += dropped
