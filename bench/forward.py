@@ -37,6 +37,7 @@ from tunnel.testing.ports import PortPool
 LOCALHOST = "127.0.0.1"
 BLOCK = hashlib.sha256(b"bench").digest() * 2048  # 64 KiB
 ROUND_BYTES = 32
+MEASURE_TIMEOUT_S = 120.0
 
 
 async def _sink(stream: trio.SocketStream) -> None:
@@ -126,6 +127,14 @@ async def _first_echo(port: int, timeout_s: float) -> None:
             await trio.sleep(0.2)
 
 
+def _log_file(args: argparse.Namespace, name: str) -> int | object:
+    """``--log DIR``: the process's debug log goes to DIR/name.log."""
+    if not args.log:
+        return subprocess.DEVNULL
+    Path(args.log).mkdir(parents=True, exist_ok=True)
+    return open(Path(args.log) / f"{name}.log", "wb")  # closed when the bench exits
+
+
 def _report(label: str, total: int, seconds: float) -> None:
     mbit = total * 8 / seconds / 1e6
     print(f"{label:>10}: {total / 1e6:.1f} MB in {seconds:.2f} s = {mbit:.1f} Mbit/s", flush=True)
@@ -145,12 +154,55 @@ def _report_latency(times: list[float]) -> None:
     )
 
 
-async def _measure(ports: dict[str, int], total: int, rounds: int) -> None:
+Row = dict[str, float]
+
+
+async def _measure(ports: dict[str, int], total: int, rounds: int) -> Row:
+    """Up, down (Mbit/s; 0 if it did not finish within MEASURE_TIMEOUT_S) and RTT p50/p99."""
+    row: Row = {}
+
+    async def timed(name: str, run: object) -> None:
+        with trio.move_on_after(MEASURE_TIMEOUT_S) as scope:
+            seconds = await run  # type: ignore[misc]
+            _report(name, total, seconds)
+            row[name] = total * 8 / seconds / 1e6
+        if scope.cancelled_caught:
+            print(f"{name:>10}: did not finish within {MEASURE_TIMEOUT_S:.0f} s", flush=True)
+            row[name] = 0.0
+
     if os.environ.get("BENCH_DOWN_FIRST"):
-        _report("down", total, await _download(ports["down"], total))
-    _report("up", total, await _upload(ports["up"], total))
-    _report("down", total, await _download(ports["down"], total))
-    _report_latency(await _latency(ports["echo"], rounds))
+        await timed("down", _download(ports["down"], total))
+    await timed("up", _upload(ports["up"], total))
+    if "down" not in row:
+        await timed("down", _download(ports["down"], total))
+    times = await _latency(ports["echo"], rounds)
+    _report_latency(times)
+    ordered = sorted(times)
+    row["p50"] = ordered[len(ordered) // 2]
+    row["p99"] = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return row
+
+
+def _table(rows: dict[str, Row]) -> None:
+    """The summary: each row, and the tunnel rows' ratios to the same-run baseline."""
+    base = rows.get("no tunnel")
+    print("\nsummary (same run)", flush=True)
+    print(f"{'path':<22}{'first byte s':>13}{'up Mbit/s':>11}{'down Mbit/s':>12}"
+          f"{'RTT p50 ms':>11}{'RTT p99 ms':>11}")  # fmt: skip
+    for name, row in rows.items():
+        first = f"{row['first']:.1f}" if "first" in row else "-"
+        print(f"{name:<22}{first:>13}{row['up']:>11.1f}{row['down']:>12.1f}"
+              f"{row['p50']:>11.2f}{row['p99']:>11.2f}")  # fmt: skip
+    if base is None:
+        return
+    for name, row in rows.items():
+        if name == "no tunnel":
+            continue
+        print(
+            f"{name}: up {row['up'] / base['up']:.3f}x, down {row['down'] / base['down']:.3f}x "
+            f"of no tunnel; RTT p50 overhead {row['p50'] - base['p50']:.2f} ms",
+            flush=True,
+        )
 
 
 async def bench_memory(args: argparse.Namespace, pool: PortPool) -> None:
@@ -167,34 +219,66 @@ async def bench_memory(args: argparse.Namespace, pool: PortPool) -> None:
                 pair.client.serve_tcp, LocalForward(LOCALHOST, lport, LOCALHOST, rport)
             )
         print("in-memory transport (drivers only, one process)", flush=True)
-        await _measure({"up": up, "down": down, "echo": lecho}, total, args.rounds)
+        rows = {"no tunnel": await _measure({"up": sink, "down": source, "echo": echo}, total,
+                                            args.rounds)}  # fmt: skip
+        rows["drivers (memory)"] = await _measure(
+            {"up": up, "down": down, "echo": lecho}, total, args.rounds
+        )
+        _table(rows)
         pair.nursery.cancel_scope.cancel()
 
 
-async def bench_processes(args: argparse.Namespace, pool: PortPool, workdir: Path) -> None:
+def _die_with_parent() -> None:
+    """preexec: the tunnel processes get SIGKILL if the bench dies (no leaked nodes)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+async def bench_baseline(args: argparse.Namespace, pool: PortPool) -> Row:
+    """The same transfers and round trips straight to the services (no tunnel)."""
+    total = args.megabytes * 1_000_000 // len(BLOCK) * len(BLOCK)
+    sink, source, echo = pool.allocate(3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_tcp, _sink, sink))
+        await nursery.start(partial(serve_tcp, _source(total), source))
+        await nursery.start(partial(serve_tcp, tcp_echo_handler, echo))
+        print("no tunnel (loopback TCP straight to the services)", flush=True)
+        row = await _measure({"up": sink, "down": source, "echo": echo}, total, args.rounds)
+        nursery.cancel_scope.cancel()
+    return row
+
+
+async def bench_processes(
+    args: argparse.Namespace, pool: PortPool, workdir: Path, *, use_udp: bool
+) -> Row:
     total = args.megabytes * 1_000_000 // len(BLOCK) * len(BLOCK)
     bsd_udp, bsd_tcp, srv_udp, cli_udp, sink, source, echo, up, down, lecho = pool.allocate(10)
-    with Bootstrapd(workdir / "bsd", bsd_udp, (bsd_tcp,)) as bsd:
+    label = "udp" if use_udp else "relay"
+    with Bootstrapd(workdir / f"bsd-{label}", bsd_udp, (bsd_tcp,)) as bsd:
         node = [
             "--bootstrap",
             f"{bsd.host}:{bsd.udp_port}:{bsd.public_key.hex()}:{bsd_tcp}",
             "--udp-host",
             LOCALHOST,
             "--no-ipv6",
-            "-q",
+            *(("-vv",) if args.log else ("-q",)),
         ]
-        if args.no_udp:
+        if not use_udp:
             node.append("--no-udp")
         tunnel = [sys.executable, "-m", "tunnel"]
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_tcp, _sink, sink))
             await nursery.start(partial(serve_tcp, _source(total), source))
             await nursery.start(partial(serve_tcp, tcp_echo_handler, echo))
-            serve_cmd = [*tunnel, "serve", "-s", "bench", "--profile", str(workdir / "s.tox")]
+            profile = str(workdir / f"s-{label}.tox")
+            serve_cmd = [*tunnel, "serve", "-s", "bench", "--profile", profile]
             server = await trio.lowlevel.open_process(
                 [*serve_cmd, *node, "--udp-port", str(srv_udp)],
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=_log_file(args, f"serve-{label}"),
+                preexec_fn=_die_with_parent,
             )
             client: trio.Process | None = None
             try:
@@ -216,13 +300,17 @@ async def bench_processes(args: argparse.Namespace, pool: PortPool, workdir: Pat
                 client = await trio.lowlevel.open_process(
                     [*connect_cmd, "--udp-port", str(cli_udp), *forwards],
                     stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stderr=_log_file(args, f"connect-{label}"),
+                    preexec_fn=_die_with_parent,
                 )
                 await _first_echo(lecho, 120)
-                path = "TCP relay only" if args.no_udp else "UDP allowed"
+                first = time.perf_counter() - start
+                path = "UDP allowed" if use_udp else "TCP relay only (--no-udp)"
                 print(f"two processes via tox-bootstrapd ({path})", flush=True)
-                print(f"first echo: {time.perf_counter() - start:.1f} s after starting the client")
-                await _measure({"up": up, "down": down, "echo": lecho}, total, args.rounds)
+                print(f"first echo: {first:.1f} s after starting the client", flush=True)
+                row = await _measure({"up": up, "down": down, "echo": lecho}, total, args.rounds)
+                row["first"] = first
+                return row
             finally:
                 for proc in (client, server):
                     if proc is not None:
@@ -234,20 +322,36 @@ async def bench_processes(args: argparse.Namespace, pool: PortPool, workdir: Pat
                 nursery.cancel_scope.cancel()
 
 
+async def bench_all(args: argparse.Namespace, pool: PortPool, workdir: Path) -> None:
+    rows: dict[str, Row] = {"no tunnel": await bench_baseline(args, pool)}
+    for path in args.paths.split(","):
+        if path not in ("udp", "relay"):
+            raise SystemExit(f"--paths: unknown path {path!r}")
+        name = "tunnel, UDP direct" if path == "udp" else "tunnel, TCP relay"
+        rows[name] = await bench_processes(args, pool, workdir, use_udp=path == "udp")
+    _table(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument("--no-udp", action="store_true")
+    parser.add_argument("--no-udp", action="store_true", help="same as --paths relay")
+    parser.add_argument(
+        "--paths", default="udp,relay", help="tunnel paths to measure: udp, relay or both"
+    )
     parser.add_argument("--memory", action="store_true")
-    parser.add_argument("--base-port", type=int, default=51600, help="12 ports from here")
+    parser.add_argument("--log", metavar="DIR", help="write both processes' debug logs here")
+    parser.add_argument("--base-port", type=int, default=51600, help="23 ports from here")
     args = parser.parse_args()
     pool = PortPool(args.base_port, args.base_port + 99)
     if args.memory:
         trio.run(bench_memory, args, pool)
         return
+    if args.no_udp:
+        args.paths = "relay"
     with tempfile.TemporaryDirectory(prefix="bench-forward-") as workdir:
-        trio.run(bench_processes, args, pool, Path(workdir))
+        trio.run(bench_all, args, pool, Path(workdir))
 
 
 if __name__ == "__main__":

@@ -178,17 +178,28 @@ async def test_dht_keys_learned_through_the_onion_both_ways(
     """Each side learns the other's DHT key from DHT-PK announcements (onion / DHT route).
 
     Our node is kept from ever starting net_crypto itself, so the friend connection can only
-    come up if toxcore sent its cookie request to our DHT key: it learnt it from us.
+    come up if toxcore sent its cookie request to our DHT key: it learnt it from us. Our node
+    also drops toxcore's handshakes until its onion client learnt toxcore's DHT key (toxcore
+    resends them): our fast start lets toxcore find us first, and an accepted handshake would
+    teach us the key before toxcore's own announcement arrives.
     """
     async with node_factory("ours-dhtpk") as node:
         monkeypatch.setattr(node.messenger.connections, "_maybe_connect", lambda *_: None)
         events = node.subscribe()
         tox = tox_peer_factory("carol", bootstrap=bootstrapd)
+        real_handshake = node.netcrypto._handle_handshake
+
+        def held_handshake(*args: Any) -> None:
+            if node.onion.friend_dht_public_key(tox.public_key) is not None:
+                real_handshake(*args)
+
+        monkeypatch.setattr(node.netcrypto, "_handle_handshake", held_handshake)
         tox_friend = tox.friend_add_norequest(node.public_key)
         node.add_friend_norequest(tox.public_key)
         learned = await next_event(events, FriendDhtKey)
         assert learned == FriendDhtKey(tox.public_key, tox.dht_id)
-        assert node.netcrypto.sessions == {}  # we learnt it without any session
+        # learnt through the onion/DHT announcement, not from a session
+        assert node.onion.friend_dht_public_key(tox.public_key) == tox.dht_id
         connected = await next_event(events, FriendConnected)
         assert connected.public_key == tox.public_key
         assert node.netcrypto.counters["cookie_responses_sent"] >= 1

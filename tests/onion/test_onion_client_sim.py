@@ -464,3 +464,19 @@ def test_random_bytes_to_the_stack_never_raise(prefix: bytes, data: bytes) -> No
     node.client.receive_tcp_onion_response(prefix + data, _FUZZ_NET.now)
     node.client.handle_dht_dhtpk(bytes(32), prefix + data, _FUZZ_NET.now)
     node.stack.datagrams_to_send()
+
+
+def test_fast_start_with_a_bootstrap_node() -> None:
+    """Ours, not toxcore's timing (~10 s): with a bootstrap node known from the start, a node
+    is onion-connected within 2 s and two friends starting together learn each other's DHT
+    key within a few seconds (searching does not wait for our own announcement)."""
+    net, nodes = _network(12, seed=9)
+    for node in nodes:
+        node.client.add_bootstrap_node(nodes[-1].node)
+    alice, bob = nodes[0], nodes[1]
+    alice.client.add_friend(bob.real.public_key)
+    bob.client.add_friend(alice.real.public_key)
+    took = _run_until(net, nodes, lambda: alice.client.connected and bob.client.connected, 30)
+    assert took <= 2
+    took = _run_until(net, nodes, lambda: alice.learned(bob) or bob.learned(alice), 30)
+    assert took <= 5
