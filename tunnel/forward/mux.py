@@ -37,6 +37,7 @@ Bad frames from the network are dropped and counted (``statistics()``), never ra
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 
 from tunnel.crypto.keys import Rng
@@ -73,6 +74,7 @@ from tunnel.forward.state import (
 from tunnel.wire.tuntox import (
     CAPS_KIND_ANSWER,
     CAPS_KIND_OFFER,
+    MAGIC_V2,
     MAX_FRAME_PAYLOAD_BYTES,
     MAX_UDP_PAYLOAD_BYTES,
     TUNTOX_PACKET_ID,
@@ -83,6 +85,7 @@ from tunnel.wire.tuntox import (
     DenyCode,
     DenyTunnel,
     Frame,
+    FrameType,
     Ping,
     Pong,
     RequestTunnel,
@@ -96,6 +99,16 @@ from tunnel.wire.tuntox import (
     caps_untrusted,
     decode_frame_untrusted,
 )
+
+_TCP_HEADER = struct.Struct(">HHHH")
+"""magic, frame type, connid, length: the TCP data frame header (fast path of the codec in
+:mod:`tunnel.wire.tuntox`, which stays the reference; tests compare the two)."""
+_TCP_PREFIX = struct.pack(">HH", MAGIC_V2, FrameType.TCP)
+
+
+def encode_tcp_data(tunnel_id: int, data: bytes) -> bytes:
+    """``TcpData(tunnel_id, data).encode()`` without the dataclasses (the per-frame hot path)."""
+    return _TCP_HEADER.pack(MAGIC_V2, FrameType.TCP, tunnel_id, len(data)) + data
 
 
 class ForwardMux:
@@ -378,7 +391,17 @@ class ForwardMux:
             self._count("dropped_unauthorised_friend")
             return
         try:
-            if data[0] == TUNTOX_PACKET_ID:
+            if (
+                data[:4] == _TCP_PREFIX
+                and len(data) >= _TCP_HEADER.size
+                and len(data) - _TCP_HEADER.size == (length := int.from_bytes(data[6:8], "big"))
+                and length <= MAX_FRAME_PAYLOAD_BYTES
+            ):
+                # fast path of decode_frame_untrusted for stream data (same checks)
+                self._count("frames_received")
+                connid = int.from_bytes(data[4:6], "big")
+                self._handle_data(peer, connid, data[_TCP_HEADER.size :], now)
+            elif data[0] == TUNTOX_PACKET_ID:
                 frame = decode_frame_untrusted(data)
                 self._count("frames_received")
                 self._dispatch(peer, frame, now)
@@ -399,7 +422,7 @@ class ForwardMux:
             case Pong():
                 self._handle_pong(peer, frame, now)
             case TcpData():
-                self._handle_data(peer, frame, now)
+                self._handle_data(peer, frame.tunnel_id, frame.data, now)
             case TcpFin():
                 self._handle_fin(peer, frame.tunnel_id, now)
             case TunnelEof():
@@ -457,15 +480,15 @@ class ForwardMux:
             return None
         return tunnel
 
-    def _handle_data(self, peer: Peer, frame: TcpData, now: float) -> None:
-        tunnel = self._lookup(peer, frame.tunnel_id, "data")
-        if tunnel is None or not frame.data:
+    def _handle_data(self, peer: Peer, tunnel_id: int, data: bytes, now: float) -> None:
+        tunnel = self._lookup(peer, tunnel_id, "data")
+        if tunnel is None or not data:
             return
         if tunnel.udp or tunnel.remote_eof:
             self._count("protocol_violation")
             self._violation(tunnel, DenyCode.BAD_REQUEST, "data after EOF or on a UDP tunnel", now)
             return
-        size = len(frame.data)
+        size = len(data)
         if tunnel.flow:
             if size > tunnel.recv_window_left:
                 self._count("flow_control_violation")
@@ -475,7 +498,7 @@ class ForwardMux:
         tunnel.unconsumed += size
         tunnel.last_activity = now
         self._count_bytes("bytes_received", size)
-        self._events.append(TunnelData(tunnel.handle, frame.data))
+        self._events.append(TunnelData(tunnel.handle, data))
         if not tunnel.flow and tunnel.unconsumed > LEGACY_MAX_UNCONSUMED_BYTES:
             self._count("legacy_buffer_overflow")
             self._violation(tunnel, DenyCode.FLOW_CONTROL, "local consumer too slow", now)
@@ -620,7 +643,7 @@ class ForwardMux:
             if tunnel.blocked and len(tunnel.send_buf) <= SEND_BUFFER_BYTES // 2:
                 tunnel.blocked = False
                 self._events.append(SendSpaceAvailable(tunnel.handle))
-            return TcpData(tunnel.wire_id, chunk).encode()
+            return encode_tcp_data(tunnel.wire_id, chunk)
         # buffer empty and local EOF pending
         tunnel.eof_sent = True
         if tunnel.half_close:
