@@ -15,8 +15,9 @@ Expected outcome per pairing (stated, checked):
   onion paths are then drawn with replacement from it, :func:`tunnel.onion.paths.pick_path_nodes`).
 * rebinding: a router's public address changes mid-transfer (new lease + conntrack flushed);
   the running transfer completes, every packet once and in order, and the direct path comes
-  back at the new address (the extension's keepalive notices the dead path within 6 s, the
-  peers exchange fresh candidates over the relay and probe again).
+  back at the new address (the extension's keepalives notice the dead path within 5 s,
+  net_crypto moves to the relay at once, the peers exchange fresh candidates over it and probe
+  again: ~4.5 s in bench/nat.py ``--rebind``).
 """
 
 from __future__ import annotations
