@@ -29,6 +29,7 @@ import math
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ import trio
 from tunnel.crypto.databox import MAX_DATA_PAYLOAD_BYTES
 from tunnel.errors import ConfigError
 from tunnel.io.tun import PacketSlot, TunDevice, TunError, TunPump
-from tunnel.netcrypto.session import LossySealer, NotConnected
+from tunnel.netcrypto.session import LossySealer, NotConnected, Session
 from tunnel.node import Node, NodeClosed
 from tunnel.node_types import (
     FriendConnected,
@@ -67,7 +68,7 @@ from tunnel.vpn.membership import (
     network_id,
 )
 from tunnel.vpn.state import VpnState
-from tunnel.wire.vpn import MAX_IP_PACKET_BYTES, VPN_CONTROL_PACKET_ID
+from tunnel.wire.vpn import MAX_IP_PACKET_BYTES, VPN_CONTROL_PACKET_ID, VPN_DATA_PACKET_ID
 
 MAX_CUSTOM_LOSSY_BYTES = MAX_IP_PACKET_BYTES + 1
 """toxcore's limit for one lossy packet (id byte + IP packet)."""
@@ -174,6 +175,9 @@ class VpnNode:
         self._configured: list[str] = []
         self._large: dict[bytes, int] = {}  # online members we agreed large packets with
         self._fast: dict[bytes, tuple[LossySealer, tuple[str, int]]] = {}
+        self._sinks: dict[bytes, Session] = {}  # sessions whose lossy packets come to us
+        self._inbound: list[memoryview] = []
+        self._inbound_ready = trio.Event()
         """Members on direct UDP: the TUN thread seals and sends to them itself (a snapshot,
         replaced whole by the Trio thread)."""
         self.removed_by: bytes | None = None
@@ -213,10 +217,13 @@ class VpnNode:
                     nursery.start_soon(self._watch_pump, self.pump)
                 nursery.start_soon(self._timer_loop)
                 nursery.start_soon(self._path_loop)
+                nursery.start_soon(self._inbound_loop)
                 task_status.started()
                 await self._event_loop()
                 nursery.cancel_scope.cancel()
         finally:
+            for session in self._sinks.values():
+                session.lossy_sink = None
             if self.pump is not None:
                 self.pump.stop()
             if self._writer is not None:
@@ -533,6 +540,51 @@ class VpnNode:
                 sealer = maybe
             fast[public_key] = (sealer, udp.bound.wire_addr(addr))
         self._fast = fast
+        self._refresh_sinks()
+
+    def _refresh_sinks(self) -> None:
+        """Verified members' sessions hand their lossy packets straight to us (no events
+        through net_crypto, the messenger, the glue and the node's channel)."""
+        sessions = self.node.netcrypto.sessions
+        wanted: dict[bytes, Session] = {}
+        for public_key in self.membership.verified_peers():
+            session = sessions.get(public_key)
+            if session is not None and not session.closed:
+                wanted[public_key] = session
+        for public_key, session in self._sinks.items():
+            if wanted.get(public_key) is not session:
+                session.lossy_sink = None
+        for public_key, session in wanted.items():
+            if self._sinks.get(public_key) is not session:
+                session.lossy_sink = self._make_sink(public_key)
+        self._sinks = wanted
+
+    def _make_sink(self, public_key: bytes) -> Callable[[bytes], bool]:
+        inbound = self.engine.inbound
+        counters = self.counters
+
+        def sink(payload: bytes) -> bool:
+            if payload[0] != VPN_DATA_PACKET_ID:
+                return False
+            packet = inbound(public_key, payload)
+            if packet is None:
+                counters["in_dropped"] += 1
+            else:
+                if not self._inbound:
+                    self._inbound_ready.set()
+                self._inbound.append(packet)
+            return True
+
+        return sink
+
+    async def _inbound_loop(self) -> None:
+        """Writes what the session sinks collected, once per batch of received datagrams."""
+        while True:
+            await self._inbound_ready.wait()
+            self._inbound_ready = trio.Event()
+            packets, self._inbound = self._inbound, []
+            if packets:
+                self._write_tun(packets)
 
     # ================================================================== data plane
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from heapq import heappop, heappush
 
@@ -241,6 +242,9 @@ class Session:
         self._receive_max = MAX_CRYPTO_DATA_SIZE_BYTES
         self._receive_packet_max = data_packet_bytes(MAX_CRYPTO_DATA_SIZE_BYTES)
         self.max_lossy_payload = MAX_CRYPTO_DATA_SIZE_BYTES
+        self.lossy_sink: Callable[[bytes], bool] | None = None
+        """Fast path for lossy packets: called with each ``[id][data]`` instead of queueing a
+        :class:`Lossy` event; returning False queues the event after all."""
         """Largest lossy ``[id][data]`` :meth:`send_lossy` takes (see :meth:`set_lossy_limits`)."""
         self.events: list[SessionEvent] = []
         self.counters: Counter[str] = Counter()
@@ -456,7 +460,9 @@ class Session:
         elif PACKET_ID_LOSSY_START <= pid <= PACKET_ID_LOSSY_END:
             self._set_recv_end(packet_number)
             self.delivered_lossy += 1
-            self.events.append(Lossy(payload))
+            sink = self.lossy_sink
+            if sink is None or not sink(payload):
+                self.events.append(Lossy(payload))
         else:
             self.counters["data_invalid_id"] += 1
         return True
