@@ -383,7 +383,7 @@ class NodeGlue:
                         message.public_key, message.data, now, congestion=False
                     )
             except (m.NotConnected, m.SendQueueFull, ValueError):
-                self.glue_errors += 1
+                paths.stats.send_failures += 1
         for public_key, event in paths.events():
             busy = True
             short = public_key.hex().upper()[:16]

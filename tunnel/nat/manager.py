@@ -59,6 +59,8 @@ class DirectPathsStats:
     hellos_received: int = 0
     bad_packets: int = 0
     unknown_token: int = 0
+    send_failures: int = 0
+    """Friend-connection messages the caller could not queue (friend just went offline)."""
 
 
 def local_candidates(
