@@ -51,9 +51,12 @@ async def _sink(stream: trio.SocketStream) -> None:
 def _source(total: int) -> object:
     async def handler(stream: trio.SocketStream) -> None:
         sent = 0
-        while sent < total:
-            await stream.send_all(BLOCK)
-            sent += len(BLOCK)
+        try:
+            while sent < total:
+                await stream.send_all(BLOCK)
+                sent += len(BLOCK)
+        except trio.BrokenResourceError as exc:
+            print(f"    source: connection broken after {sent} bytes: {exc}", flush=True)
         await stream.aclose()
 
     return handler
@@ -228,14 +231,6 @@ async def bench_memory(args: argparse.Namespace, pool: PortPool) -> None:
         pair.nursery.cancel_scope.cancel()
 
 
-def _die_with_parent() -> None:
-    """preexec: the tunnel processes get SIGKILL if the bench dies (no leaked nodes)."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 async def bench_baseline(args: argparse.Namespace, pool: PortPool) -> Row:
     """The same transfers and round trips straight to the services (no tunnel)."""
     total = args.megabytes * 1_000_000 // len(BLOCK) * len(BLOCK)
@@ -278,7 +273,6 @@ async def bench_processes(
                 [*serve_cmd, *node, "--udp-port", str(srv_udp)],
                 stdout=subprocess.PIPE,
                 stderr=_log_file(args, f"serve-{label}"),
-                preexec_fn=_die_with_parent,
             )
             client: trio.Process | None = None
             try:
@@ -301,7 +295,6 @@ async def bench_processes(
                     [*connect_cmd, "--udp-port", str(cli_udp), *forwards],
                     stdout=subprocess.DEVNULL,
                     stderr=_log_file(args, f"connect-{label}"),
-                    preexec_fn=_die_with_parent,
                 )
                 await _first_echo(lecho, 120)
                 first = time.perf_counter() - start
