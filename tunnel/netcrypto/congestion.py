@@ -83,6 +83,8 @@ QUEUE_TARGET_MIN_S = 0.015
 QUEUE_TARGET_FRACTION = 0.25
 QUEUE_EMPTY_FRACTION = 0.25
 EARLY_EXIT_FRACTION = 0.5
+QUEUE_SAMPLES = 2
+IN_STEP_MIN_PKTS = 32
 SHARE_FLOOR_FRACTION = 0.3
 OUTAGE_S = 1.0
 MIN_CWND_PKTS = 64.0
@@ -100,6 +102,7 @@ class Congestion:
         "_flat_steps",
         "_full_bw",
         "_gain",
+        "_high_samples",
         "_interval_start",
         "_last_delivery",
         "_last_refill",
@@ -138,6 +141,7 @@ class Congestion:
         self._step_min_rtt = float("inf")
         self._link_buckets: deque[list[float]] = deque(maxlen=BASE_RTT_BUCKETS)
         self._gain = STARTUP_GAIN
+        self._high_samples = 0
         self._last_delivery = now
         self._bw_samples: deque[float] = deque(maxlen=BW_WINDOW)
         self._full_bw = 0.0
@@ -171,22 +175,30 @@ class Congestion:
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
         self._note_base_rtt(rtt, now)
         self._step_min_rtt = min(self._step_min_rtt, rtt)
-        if self.mode == "startup" and self.btl_bw > 0 and rtt - self.min_rtt > self.queue_target_s:
-            # The pipe is full (a queue formed): leave startup now, a step of doubling more
-            # would overflow a shallow bottleneck.
-            self.mode = "drain"
-            self._gain = DRAIN_GAIN
-            self.rate = min(max(DRAIN_GAIN * self.btl_bw, MIN_RATE_PKT_S), self.rate_cap)
-        elif (
-            self._gain > 1.0
-            and self.mode == "probe"
-            and rtt - self.min_rtt > EARLY_EXIT_FRACTION * self.queue_target_s
-        ):
-            # Probing started a queue: stop at once, and give the queue back, instead of
-            # waiting for the end of the step: a shallow bottleneck shared with a loss-averse
-            # flow (toxcore) must not overflow.
-            self._gain = QUEUE_GAIN
-            self.rate = min(max(QUEUE_GAIN * self.btl_bw, MIN_RATE_PKT_S), self.rate_cap)
+        # In-step reactions need QUEUE_SAMPLES samples in a row above the threshold (one late
+        # acknowledgement on a busy host is not a queue) and a step with enough packets: at
+        # low rates a sample also carries up to one request interval (20-50 ms) of the
+        # peer's acknowledgement delay; those steps are left to the end-of-step check.
+        queued = rtt - self.min_rtt if self._sent_in_interval >= IN_STEP_MIN_PKTS else 0.0
+        if self.mode == "startup" and self.btl_bw > 0:
+            self._high_samples = self._high_samples + 1 if queued > self.queue_target_s else 0
+            if self._high_samples >= QUEUE_SAMPLES:
+                # The pipe is full (a queue formed): leave startup now, a step of doubling
+                # more would overflow a shallow bottleneck.
+                self.mode = "drain"
+                self._gain = DRAIN_GAIN
+                self._high_samples = 0
+                self.rate = min(max(DRAIN_GAIN * self.btl_bw, MIN_RATE_PKT_S), self.rate_cap)
+        elif self._gain > 1.0 and self.mode == "probe":
+            threshold = EARLY_EXIT_FRACTION * self.queue_target_s
+            self._high_samples = self._high_samples + 1 if queued > threshold else 0
+            if self._high_samples >= QUEUE_SAMPLES:
+                # Probing started a queue: stop at once, and give the queue back, instead of
+                # waiting for the end of the step: a shallow bottleneck shared with a
+                # loss-averse flow (toxcore) must not overflow.
+                self._gain = QUEUE_GAIN
+                self._high_samples = 0
+                self.rate = min(max(QUEUE_GAIN * self.btl_bw, MIN_RATE_PKT_S), self.rate_cap)
 
     def _note_base_rtt(self, rtt: float, now: float) -> None:
         """Base RTT: the minimum over ``BASE_RTT_BUCKETS`` buckets of ``BASE_RTT_BUCKET_S``.
@@ -244,8 +256,11 @@ class Congestion:
             return
         sample = self._delivered_in_interval / elapsed
         self.delivery_rate = sample
+        sampled = self._step_min_rtt != float("inf")
         if self._delivered_in_interval:
             if now - self._last_delivery > OUTAGE_S:
+                # (RTT samples of this step are of packets that waited out the outage.)
+                sampled = False
                 # Deliveries resume after an outage (path switch, blackout): the old model
                 # says nothing about the new path, so search for its capacity again.
                 self.mode = "startup"
@@ -264,12 +279,14 @@ class Congestion:
                 links.append([now, sample])
             elif sample > links[-1][1]:
                 links[-1][1] = sample
-        if self._step_min_rtt != float("inf"):
-            # The fastest packet of the step: if even it waited, a queue is standing.
+        # The fastest packet of the step: if even it waited, a queue is standing. A step
+        # without samples (everything acknowledged was resent: Karn) says nothing; a stale
+        # value from before a blackout must not keep the rate down.
+        if sampled:
             self.queue_delay = max(0.0, self._step_min_rtt - self.min_rtt)
         target = self.queue_target_s
-        queue_high = self._rtt_seen and self.queue_delay > target
-        queue_empty = self._rtt_seen and self.queue_delay <= QUEUE_EMPTY_FRACTION * target
+        queue_high = sampled and self.queue_delay > target
+        queue_empty = sampled and self.queue_delay <= QUEUE_EMPTY_FRACTION * target
         lost = self._lost_in_interval
         heavy_loss = lost > max(LOSS_MIN_PKTS, LOSS_THRESHOLD * self._sent_in_interval)
         if heavy_loss:
@@ -338,6 +355,7 @@ class Congestion:
         if cap != self.rate_cap:
             self._base_buckets.clear()
             self._link_buckets.clear()
+            self._step_min_rtt = float("inf")  # samples of the old path are not queueing
         self.rate_cap = cap
         self.rate = min(self.rate, cap)
 
