@@ -4,7 +4,10 @@ onion requests that involve a key it does not admit, and counts them."""
 
 from __future__ import annotations
 
+from ipaddress import ip_address
+
 from tunnel.crypto import KeyPair
+from tunnel.io.tor_node import is_private_relay_host, private_relay_addr
 from tunnel.tcp_relay.client import (
     ClientStatus,
     OobReceived,
@@ -106,3 +109,12 @@ def test_without_filter_everyone_is_served() -> None:
     server = RelayServer(keys, rng.fork("s"))
     assert server.admit is None
     assert server.statistics().refused_not_admitted == 0
+
+
+def test_private_relay_placeholders_are_reserved_addresses() -> None:
+    # The node never shares relays at reserved addresses with friends (SHARE_RELAYS, DHT-PK):
+    # a private relay's placeholder must be one of them.
+    for key in (bytes(32), bytes(range(32)), b"\xff" * 32):
+        host, _port = private_relay_addr(key)
+        assert is_private_relay_host(host)
+        assert ip_address(host).is_reserved

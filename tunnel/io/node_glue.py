@@ -249,9 +249,16 @@ class NodeGlue:
         return [info.public_key for info in self.relays.pool.connected_relays()]
 
     def _connected_relay_nodes(self) -> list[PackedNode]:
+        """Connected relays a friend could use too (SHARE_RELAYS, DHT-PK announcements).
+
+        Private relays (a friend's onion relay, our own, reached by a custom opener) sit in
+        the pool under reserved placeholder addresses (240.0.0.0/4): useless to anyone else,
+        so they are never shared.
+        """
         return [
             PackedNode(info.ip_port, info.public_key, tcp=True)
             for info in self.relays.pool.connected_relays()
+            if not info.ip_port.ip.is_reserved
         ]
 
     def _dhtpk_nodes(self) -> Sequence[PackedNode]:
