@@ -57,14 +57,8 @@ def peers(tmp_path: Path) -> Iterator[tuple[NetLab, Bootstrapd, list[ToxPeer]]]:
                     )
                     made.append(peer)
                     peer.bootstrap(bsd.host, bsd.udp_port, bsd.public_key)
-                    # toxcore opens the relay's TCP socket on the calling thread, and drops a
-                    # relay whose first connect failed for good: call it inside the namespace.
-                    lab.call_in(
-                        host,
-                        lambda peer=peer: peer.add_tcp_relay(
-                            bsd.host, BOOTSTRAP_TCP_PORT, bsd.public_key
-                        ),
-                    )
+                    # No TCP relay: with one, toxcore 0.2.18 often stays on it and never
+                    # upgrades to UDP (issue 11); this test is about its UDP hole punching.
                 yield lab, bsd, made
             finally:
                 for peer in made:
