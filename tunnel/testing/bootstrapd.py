@@ -57,6 +57,7 @@ def popen_dies_with_parent(
     stdout: int | IO[bytes] | None = None,
     stderr: int | IO[bytes] | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    process_group: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` so that it gets SIGKILL if this (test runner) process dies.
 
@@ -75,6 +76,7 @@ def popen_dies_with_parent(
             stdout=stdout,
             stderr=stderr,
             cwd=cwd,
+            process_group=process_group,
             preexec_fn=preexec,  # fallback only, see docstring
         )
 

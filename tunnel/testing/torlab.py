@@ -10,11 +10,11 @@ Port layout from ``port_base`` (all on 127.0.0.1): node ``n`` gets ORPort ``base
 ``base+20+n``, ControlPort ``base+40+n``, SocksPort ``base+60+n``; the readiness echo server
 listens on ``base+80``. The lab owns ``base .. base+99``.
 
-Processes die with the test runner: ``PR_SET_PDEATHSIG`` (SIGKILL) is set through ctypes in
-the forked child, forking happens on one long-lived thread (the signal fires when the *thread*
-that forked exits), and every torrc has ``__OwningControllerProcess`` as a second line of defence
-(Tor polls it every 15 s). :meth:`TorLab.stop` kills the process groups (TERM, then KILL) and
-keeps the work directory, whose ``<node>/notice.log`` files explain failures.
+Processes die with the test runner: they are started by
+:func:`tunnel.testing.bootstrapd.popen_dies_with_parent` (``PR_SET_PDEATHSIG`` SIGKILL, forked
+from one long-lived thread), and every torrc has ``__OwningControllerProcess`` as a second
+line of defence (Tor polls it every 15 s). :meth:`TorLab.stop` kills the process groups (TERM,
+then KILL) and keeps the work directory, whose ``<node>/notice.log`` files explain failures.
 
 Notes from tor-offline.md that shaped the torrc files: exits need ``ExitPolicy accept *:*``
 (G1) and ``ExitPolicyRejectPrivate 0`` (G2); no DNS offline (G3), so use IP literals; SOCKS
@@ -28,8 +28,6 @@ Blocking probes (control queries, echo server, SOCKS echo, the raw SOCKS benchma
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import shutil
 import signal
@@ -37,7 +35,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +43,7 @@ from typing import Literal, Self
 from python_socks import ProxyError, ProxyTimeoutError
 
 from tunnel.errors import BadPacket
+from tunnel.testing.bootstrapd import popen_dies_with_parent
 from tunnel.testing.torlab_tools import (
     PROBE_TIMEOUT_S,
     EchoServer,
@@ -62,22 +60,12 @@ STOP_GRACE_S = 5.0
 KEYGEN_TIMEOUT_S = 60.0
 LAB_PORT_SPAN = 100
 MAX_NODES = 20
-_PR_SET_PDEATHSIG = 1
 
 Role = Literal["authority", "relay", "client"]
-
-_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torlab-spawner")
-"""Every tor is forked from this one thread, which lives as long as the test runner."""
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_prctl = _libc.prctl  # resolved in the parent: the child only calls it
 
 
 class TorLabError(RuntimeError):
     """The lab could not be set up or did not become ready; the message has log tails."""
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 def tor_available() -> bool:
@@ -131,19 +119,10 @@ class TorProcess:
             raise RuntimeError(f"{self.name} already started")
         argv = [self.executable, "-f", str(self.torrc_path)]
 
-        def spawn() -> subprocess.Popen[bytes]:
-            with self.stdout_log.open("ab") as out:
-                return subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.datadir,
-                    process_group=0,
-                    preexec_fn=_die_with_parent,
-                )
-
-        self._proc = _spawner.submit(spawn).result()
+        with self.stdout_log.open("ab") as out:
+            self._proc = popen_dies_with_parent(
+                argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.datadir, process_group=0
+            )
 
     def running(self) -> bool:
         """True while the process has not exited."""
