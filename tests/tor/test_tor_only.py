@@ -153,13 +153,15 @@ async def test_tor_only_nodes_meet_by_onion_and_forward(
                 *relay_ports,  # accepted from Tor: the relay port is the local end
             }
             assert_only_tor_traffic(udp_before, allowed, forbidden_tcp_ports=relay_ports)
-            for tor_node in (ta, tb):
-                _check_tor_only(tor_node)
+            # The friend session runs over one node's onion relay or both (whichever the two
+            # sides routed through first): at least one relay linked the two friends.
+            assert sum(_check_tor_only(tor_node) for tor_node in (ta, tb)) >= 1
             nursery.cancel_scope.cancel()
         services.cancel_scope.cancel()
 
 
-def _check_tor_only(tor_node: TorNode) -> None:
+def _check_tor_only(tor_node: TorNode) -> int:
+    """Check the node ran Tor-only; return how many friend links its onion relay made."""
     node, onions = tor_node.node, tor_node.onions
     assert node is not None
     assert onions is not None
@@ -170,10 +172,10 @@ def _check_tor_only(tor_node: TorNode) -> None:
     assert tor_node.friend_relays_used == {node.friends()[0]}
     assert tor_node.relay_streams_opened == 0  # nothing through an exit
     relay = onions.relay.statistics()
-    assert relay.links_made >= 1
     assert relay.refused_not_admitted == 0
     connected = {info.public_key for info in node.relays.pool.connected_relays()}
     assert node.friends()[0] in connected or node.public_key in connected
+    return relay.links_made
 
 
 async def _until(predicate: Callable[[], bool]) -> None:

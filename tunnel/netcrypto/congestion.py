@@ -53,7 +53,10 @@ a model of toxcore 0.2.18's policy, ``tunnel/testing/toxcore_cc.py``). Limits: o
 paths toxcore alone latches at a few tens of packets per second (its requested-token quirk)
 and nothing we do changes that.
 
-``rate_cap`` bounds paths with their own limits (TCP relays).
+``rate_cap`` bounds paths with their own limits (TCP relays). The delay component runs on
+direct UDP paths only (:attr:`Congestion.delay_based`): over TCP relays and Tor, TCP shares the
+bottleneck, and relay/Tor queueing and jitter are not a queue of ours (reading them as one held
+a 10 MB Tor transfer at the rate floor for minutes).
 """
 
 from __future__ import annotations
@@ -182,7 +185,8 @@ class Congestion:
         # with enough packets: at low rates a sample also carries up to one request interval
         # (20-50 ms) of the peer's acknowledgement delay; those steps are left to the
         # end-of-step check.
-        queued = rtt - self.min_rtt if self._sent_in_interval >= IN_STEP_MIN_PKTS else 0.0
+        steady = self._sent_in_interval >= IN_STEP_MIN_PKTS and self.delay_based
+        queued = rtt - self.min_rtt if steady else 0.0
         if self.mode == "startup" and self.btl_bw > 0:
             self._high_samples = self._high_samples + 1 if queued > self.queue_target_s else 0
             if self._high_samples >= QUEUE_SAMPLES:
@@ -216,6 +220,17 @@ class Congestion:
         elif rtt < buckets[-1][1]:
             buckets[-1][1] = rtt
         self.min_rtt = min(b[1] for b in buckets)
+
+    @property
+    def delay_based(self) -> bool:
+        """True when queueing delay steers the rate: on direct UDP paths only.
+
+        Over a TCP relay (and so over Tor) the connection's own TCP congestion control
+        shares the bottleneck with other flows, and the delay we see is the relay's and
+        Tor's queueing and jitter (100 ms swings), not a queue we build: reading it as one
+        held Tor transfers at the rate floor.
+        """
+        return self.rate_cap >= MAX_RATE_PKT_S
 
     @property
     def queue_target_s(self) -> float:
@@ -288,8 +303,9 @@ class Congestion:
         if sampled:
             self.queue_delay = max(0.0, self._step_min_rtt - self.min_rtt)
         target = self.queue_target_s
-        queue_high = sampled and self.queue_delay > target
-        queue_empty = sampled and self.queue_delay <= QUEUE_EMPTY_FRACTION * target
+        delay = sampled and self.delay_based
+        queue_high = delay and self.queue_delay > target
+        queue_empty = delay and self.queue_delay <= QUEUE_EMPTY_FRACTION * target
         lost = self._lost_in_interval
         heavy_loss = lost > max(LOSS_MIN_PKTS, LOSS_THRESHOLD * self._sent_in_interval)
         if heavy_loss:
