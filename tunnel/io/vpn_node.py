@@ -12,13 +12,18 @@ profile whenever they change (:mod:`tunnel.vpn.state`). Being revoked ends :meth
 
 Data plane (data-path.md): the :class:`~tunnel.io.tun.TunPump` thread reads batches from the
 TUN device with blocking waits and routes them right there (``engine.outbound``: lock-free
-snapshots), copies the framed lossy packets out of its reused buffers and hands the whole batch
-to the Trio thread with one ``run_sync_soon`` (at most one wake-up pending; further batches
-join the queue). The Trio side sends the batch through the node's messenger and runs the node's
-glue once per batch. Inbound lossy 0xE4 packets are drained from the node's event channel in
-batches, checked (``engine.inbound``: member, source address, size) and written to the TUN
-device (non-blocking fd). Every packet that does not make it is counted
-(:meth:`VpnNode.statistics`).
+snapshots). To members reached by direct UDP it also seals the packets itself (a
+:class:`~tunnel.netcrypto.session.LossySealer` per member: its own buffers, nonces from the
+session's atomic counter) and sends each batch with UDP GSO (``UdpDriver.send_batch_now``);
+the Trio thread republishes that member snapshot on every control-plane change and every
+``PATH_CHECK_INTERVAL_S``. Packets to relayed members go to the Trio thread in batches (one
+``run_sync_soon``), straight to net_crypto, with one node glue round per batch. Inbound, the
+sessions of verified members hand their lossy 0xE4 packets to a sink here (no node events):
+checked by ``engine.inbound`` (member, source address, size), collected per received batch
+and written to the TUN device (on the Trio thread for a few packets while the writer thread
+sleeps, else on the writer thread). Larger IP packets than toxcore's 1372 bytes are used
+with members whose HELLO announced a larger MTU, over direct UDP only (:meth:`_agree_large`).
+Every packet that does not make it is counted (:meth:`VpnNode.statistics`).
 """
 
 from __future__ import annotations
