@@ -95,6 +95,7 @@ SHARE_FLOOR_FRACTION = 0.3
 OUTAGE_S = 1.0
 MIN_CWND_PKTS = 64.0
 ACK_DELAY_ALLOWANCE_S = 0.15
+APP_LIMITED_FRACTION = 0.8
 
 
 class Congestion:
@@ -116,7 +117,10 @@ class Congestion:
         "_lost_in_interval",
         "_rtt_seen",
         "_sent_in_interval",
+        "_starved",
         "_step_min_rtt",
+        "_step_rate",
+        "app_limited",
         "btl_bw",
         "delivery_rate",
         "loss_events",
@@ -158,6 +162,9 @@ class Congestion:
         self._delivered_in_interval = 0
         self._lost_in_interval = 0
         self._sent_in_interval = 0
+        self._starved = False
+        self._step_rate = self.rate
+        self.app_limited = False
 
     @property
     def startup(self) -> bool:
@@ -241,6 +248,10 @@ class Congestion:
         """``count`` packets newly known to have reached the peer."""
         self._delivered_in_interval += count
 
+    def note_starved(self) -> None:
+        """The sender had nothing more to send while it still had budget this step."""
+        self._starved = True
+
     def on_loss(self, count: int = 1) -> None:
         """The peer reported ``count`` packets missing that we sent long enough ago."""
         self._lost_in_interval += count
@@ -275,6 +286,15 @@ class Congestion:
         sample = self._delivered_in_interval / elapsed
         self.delivery_rate = sample
         sampled = self._step_min_rtt != float("inf")
+        # Application-limited step: the sender ran dry and used well under its budget. What
+        # it delivered measures the application, not the path: such a sample may raise the
+        # bandwidth estimate but never lower it (else an interactive session's rate decays
+        # to its message rate, and then pacing delays every message and the next bulk
+        # transfer starts from a crawl).
+        app_limited = self._starved and self._sent_in_interval < (
+            APP_LIMITED_FRACTION * self._step_rate * elapsed
+        )
+        self.app_limited = app_limited
         if self._delivered_in_interval:
             if now - self._last_delivery > OUTAGE_S:
                 # (RTT samples of this step are of packets that waited out the outage.)
@@ -290,13 +310,14 @@ class Congestion:
             self._last_delivery = now
             # Only intervals that delivered something are samples: an outage with nothing
             # acknowledged is not a measurement of zero capacity.
-            self._bw_samples.append(sample)
-            self.btl_bw = max(self._bw_samples)
-            links = self._link_buckets
-            if not links or now - links[-1][0] >= BASE_RTT_BUCKET_S:
-                links.append([now, sample])
-            elif sample > links[-1][1]:
-                links[-1][1] = sample
+            if not (app_limited and self._bw_samples and sample < self.btl_bw):
+                self._bw_samples.append(sample)
+                self.btl_bw = max(self._bw_samples)
+                links = self._link_buckets
+                if not links or now - links[-1][0] >= BASE_RTT_BUCKET_S:
+                    links.append([now, sample])
+                elif sample > links[-1][1]:
+                    links[-1][1] = sample
         # The fastest packet of the step: if even it waited, a queue is standing. A step
         # without samples (everything acknowledged was resent: Karn) says nothing; a stale
         # value from before a blackout must not keep the rate down.
@@ -319,7 +340,7 @@ class Congestion:
             if self.btl_bw >= self._full_bw * STARTUP_GROWTH:
                 self._full_bw = self.btl_bw
                 self._flat_steps = 0
-            else:
+            elif not app_limited:
                 self._flat_steps += 1
             if heavy_loss or queue_high or self._flat_steps >= STARTUP_FLAT_STEPS:
                 self.mode = "drain"
@@ -339,7 +360,7 @@ class Congestion:
                 # A queue stands at the bottleneck: ours, or a competing flow's. Follow what
                 # we actually got through (not the max filter) a little below it, so the
                 # queue drains and a loss-based flow (toxcore) can grow without losses.
-                if self._delivered_in_interval:
+                if self._delivered_in_interval and not app_limited:
                     # ... but not below a share of what the path carried for us lately: a
                     # queue that stays although we yield is a loss-based flow's (it fills
                     # any buffer), and yielding everything would only starve us.
@@ -362,6 +383,8 @@ class Congestion:
         self._sent_in_interval = 0
         self._lost_in_interval = 0
         self._step_min_rtt = float("inf")
+        self._starved = False
+        self._step_rate = self.rate
 
     # ------------------------------------------------------------------ pacing
 

@@ -723,6 +723,10 @@ class Session:
             ):
                 self._transmit(self._send[self._next_new], self._next_new, now)
             else:
+                if not self._resend and self._next_new >= self.send_end:
+                    # Everything queued went out within the budget: this step is limited
+                    # by the application, not by the path.
+                    self.congestion.note_starved()
                 break
             sent_count += 1
         self.congestion.consume(sent_count)
