@@ -532,8 +532,11 @@ class Node(NodeGlue):
         number = self.messenger.friend_number(public_key)
         return 0 if number is None else self.messenger.send_capacity(number)
 
-    def try_send_lossless(self, public_key: bytes, data: bytes) -> bool:
+    def try_send_lossless(self, public_key: bytes, data: bytes, *, flush: bool = True) -> bool:
         """Queue a custom lossless packet if there is room (False: full, nothing queued).
+
+        ``flush=False`` leaves handing it to the network to a later :meth:`flush` (one glue
+        round for a burst of packets instead of one per packet).
 
         Raises:
             NotConnected: the friend is not online.  ValueError: bad packet id or size.
@@ -542,7 +545,8 @@ class Node(NodeGlue):
             self.messenger.send_custom_lossless(self._number(public_key), data, trio.current_time())
         except SendQueueFull:
             return False
-        self._kick()
+        if flush:
+            self._kick()
         return True
 
     async def send_lossless(self, public_key: bytes, data: bytes) -> None:

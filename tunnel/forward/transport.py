@@ -77,6 +77,15 @@ class FriendTransport(Protocol):
         """
         ...
 
+    def next_event_nowait(self) -> TransportEvent | None:
+        """The next event if one is already waiting, else None (drivers drain a burst of
+        packets with this after :meth:`next_event`, then act once for the whole burst).
+
+        Raises:
+            TransportClosed: the transport stopped.
+        """
+        ...
+
     def is_online(self, public_key: bytes) -> bool:
         """True while the friend connection to ``public_key`` is up."""
         ...
@@ -103,6 +112,12 @@ class FriendTransport(Protocol):
 
     def send_lossy(self, public_key: bytes, data: bytes) -> None:
         """Send one custom lossy packet (silently dropped if offline)."""
+        ...
+
+    def flush(self) -> None:
+        """Hand what ``send_lossless``/``send_lossy`` queued to the network now. They may
+        defer that (one hand-off per burst instead of per packet); drivers call this after
+        each burst of sends."""
         ...
 
     def add_friend(self, tox_id: bytes, message: bytes) -> bytes:

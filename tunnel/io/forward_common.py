@@ -63,6 +63,8 @@ CLOSE_GRACE_S = 2.0
 """How long closing a local socket may take."""
 SEND_RETRY_S = 0.002
 """Pause before retrying a packet the transport refused although it reported free slots."""
+RECEIVE_BURST_EVENTS = 512
+"""Most transport events fed to the mux per wake-up before the other tasks get their turn."""
 
 
 class _Eof:
@@ -184,12 +186,21 @@ class MuxDriver:
     # --- the three tasks -----------------------------------------------------------------
 
     async def _receiver(self) -> None:
+        transport = self.transport
         while True:
             try:
-                event = await self.transport.next_event()
+                event: TransportEvent | None = await transport.next_event()
+                # A burst of packets is fed to the mux before anyone else runs: one kick,
+                # one sender round and one joined local write for all of it.
+                handled = 0
+                while event is not None:
+                    self.handle_transport_event(event)
+                    handled += 1
+                    if handled >= RECEIVE_BURST_EVENTS:
+                        break
+                    event = transport.next_event_nowait()
             except TransportClosed:
                 return
-            self.handle_transport_event(event)
             self.kick()
 
     def handle_transport_event(self, event: TransportEvent) -> None:
@@ -258,6 +269,7 @@ class MuxDriver:
                         break
         for packet in mux.lossy_packets_to_send(friend):
             transport.send_lossy(friend, packet)
+        transport.flush()
         if friend in self._waiting_space:
             return
         if refused or (transport.free_slots(friend) == 0 and friend in mux.friends_with_output()):

@@ -29,6 +29,7 @@ from tunnel.node_types import (
     FriendRequest,
     LosslessPacket,
     LossyPacket,
+    NodeEvent,
 )
 from tunnel.toxid import ToxId
 
@@ -59,17 +60,26 @@ class NodeTransport:
                 event = await self._events.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 raise TransportClosed("node stopped") from None
-            match event:
-                case LosslessPacket(pk, data) | LossyPacket(pk, data):
-                    return PacketReceived(pk, data)
-                case FriendConnected(pk, path):
-                    return FriendOnline(pk, path)
-                case FriendDisconnected(pk):
-                    return FriendOffline(pk)
-                case FriendRequest(pk, message):
-                    return FriendRequestReceived(pk, message)
-                case _:
-                    continue
+            converted = _convert(event)
+            if converted is not None:
+                return converted
+
+    def next_event_nowait(self) -> TransportEvent | None:
+        if self._initial:
+            return self._initial.popleft()
+        while True:
+            try:
+                event = self._events.receive_nowait()
+            except trio.WouldBlock:
+                return None
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                raise TransportClosed("node stopped") from None
+            converted = _convert(event)
+            if converted is not None:
+                return converted
+
+    def flush(self) -> None:
+        self.node.flush()
 
     def is_online(self, public_key: bytes) -> bool:
         return self.node.is_online(public_key)
@@ -95,7 +105,7 @@ class NodeTransport:
 
     def send_lossless(self, public_key: bytes, data: bytes) -> bool:
         try:
-            return self.node.try_send_lossless(public_key, data)
+            return self.node.try_send_lossless(public_key, data, flush=False)
         except (NotConnected, KeyError, ValueError):
             return False
 
@@ -113,3 +123,18 @@ class NodeTransport:
 
     def accept_friend(self, public_key: bytes) -> None:
         self.node.accept_friend_request(public_key)
+
+
+def _convert(event: NodeEvent) -> TransportEvent | None:
+    """The transport event for a node event (None: not one the drivers care about)."""
+    match event:
+        case LosslessPacket(pk, data) | LossyPacket(pk, data):
+            return PacketReceived(pk, data)
+        case FriendConnected(pk, path):
+            return FriendOnline(pk, path)
+        case FriendDisconnected(pk):
+            return FriendOffline(pk)
+        case FriendRequest(pk, message):
+            return FriendRequestReceived(pk, message)
+        case _:
+            return None

@@ -175,22 +175,30 @@ class MemoryTransport:
 
     async def next_event(self) -> TransportEvent:
         while True:
-            if self.closed:
-                raise TransportClosed("memory transport closed")
-            now = trio.current_time()
-            if self._delayed and self._delayed[0][0] <= now:
-                return heapq.heappop(self._delayed)[2]
-            if self._events:
-                item = self._events.popleft()
-                if isinstance(item, _Lossless):
-                    sender = self._network.endpoint(item.event.public_key)
-                    sender.slot_returned(self._public_key)
-                    return item.event
-                return item
+            event = self.next_event_nowait()
+            if event is not None:
+                return event
             self._wake = trio.Event()
             deadline = self._delayed[0][0] if self._delayed else math.inf
             with trio.move_on_at(deadline):
                 await self._wake.wait()
+
+    def next_event_nowait(self) -> TransportEvent | None:
+        if self.closed:
+            raise TransportClosed("memory transport closed")
+        if self._delayed and self._delayed[0][0] <= trio.current_time():
+            return heapq.heappop(self._delayed)[2]
+        if self._events:
+            item = self._events.popleft()
+            if isinstance(item, _Lossless):
+                sender = self._network.endpoint(item.event.public_key)
+                sender.slot_returned(self._public_key)
+                return item.event
+            return item
+        return None
+
+    def flush(self) -> None:
+        """Sends are delivered at once in memory: nothing to do."""
 
     def is_online(self, public_key: bytes) -> bool:
         return self._network.online(self._public_key, public_key)
