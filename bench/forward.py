@@ -32,6 +32,7 @@ import trio
 
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.forward_harness import forward_pair, serve_tcp, tcp_echo_handler
+from tunnel.testing.our_bootstrapd import OurBootstrapd
 from tunnel.testing.ports import PortPool
 
 LOCALHOST = "127.0.0.1"
@@ -246,12 +247,13 @@ async def bench_baseline(args: argparse.Namespace, pool: PortPool) -> Row:
 
 
 async def bench_processes(
-    args: argparse.Namespace, pool: PortPool, workdir: Path, *, use_udp: bool
+    args: argparse.Namespace, pool: PortPool, workdir: Path, *, use_udp: bool, ours: bool = False
 ) -> Row:
     total = args.megabytes * 1_000_000 // len(BLOCK) * len(BLOCK)
     bsd_udp, bsd_tcp, srv_udp, cli_udp, sink, source, echo, up, down, lecho = pool.allocate(10)
-    label = "udp" if use_udp else "relay"
-    with Bootstrapd(workdir / f"bsd-{label}", bsd_udp, (bsd_tcp,)) as bsd:
+    label = "udp" if use_udp else "ours-relay" if ours else "relay"
+    daemon = OurBootstrapd if ours else Bootstrapd
+    with daemon(workdir / f"bsd-{label}", bsd_udp, (bsd_tcp,)) as bsd:
         node = [
             "--bootstrap",
             f"{bsd.host}:{bsd.udp_port}:{bsd.public_key.hex()}:{bsd_tcp}",
@@ -299,7 +301,8 @@ async def bench_processes(
                 await _first_echo(lecho, 120)
                 first = time.perf_counter() - start
                 path = "UDP allowed" if use_udp else "TCP relay only (--no-udp)"
-                print(f"two processes via tox-bootstrapd ({path})", flush=True)
+                via = "our tunnel bootstrapd" if ours else "tox-bootstrapd"
+                print(f"two processes via {via} ({path})", flush=True)
                 print(f"first echo: {first:.1f} s after starting the client", flush=True)
                 row = await _measure({"up": up, "down": down, "echo": lecho}, total, args.rounds)
                 row["first"] = first
@@ -318,10 +321,16 @@ async def bench_processes(
 async def bench_all(args: argparse.Namespace, pool: PortPool, workdir: Path) -> None:
     rows: dict[str, Row] = {"no tunnel": await bench_baseline(args, pool)}
     for path in args.paths.split(","):
-        if path not in ("udp", "relay"):
+        names = {
+            "udp": "tunnel, UDP direct",
+            "relay": "tunnel, TCP relay",
+            "ours-relay": "tunnel, our relay",
+        }
+        if path not in names:
             raise SystemExit(f"--paths: unknown path {path!r}")
-        name = "tunnel, UDP direct" if path == "udp" else "tunnel, TCP relay"
-        rows[name] = await bench_processes(args, pool, workdir, use_udp=path == "udp")
+        rows[names[path]] = await bench_processes(
+            args, pool, workdir, use_udp=path == "udp", ours=path == "ours-relay"
+        )
     _table(rows)
 
 
@@ -331,7 +340,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--no-udp", action="store_true", help="same as --paths relay")
     parser.add_argument(
-        "--paths", default="udp,relay", help="tunnel paths to measure: udp, relay or both"
+        "--paths",
+        default="udp,relay,ours-relay",
+        help="tunnel paths to measure, comma-separated: udp (direct), relay (tox-bootstrapd's"
+        " TCP relay), ours-relay (our tunnel bootstrapd's TCP relay)",
     )
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--log", metavar="DIR", help="write both processes' debug logs here")

@@ -7,15 +7,12 @@ process; ours must be all three for a libtoxcore client whose ONLY bootstrap nod
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tunnel.commands.bootstrapd import load_or_create_keys
-from tunnel.testing.bootstrapd import popen_dies_with_parent
+from tunnel.testing.our_bootstrapd import OurBootstrapd
 from tunnel.testing.ports import PortPool
 from tunnel.testing.toxcore import ToxPeer
 from tunnel.testing.toxcore_events import FriendLosslessPacket
@@ -27,59 +24,10 @@ LOCALHOST = "127.0.0.1"
 TIMEOUT_S = 60.0
 
 
-class OurBootstrapd:
-    """``python -m tunnel bootstrapd -c FILE`` with onion and a TCP relay, on loopback."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.udp_port = PORTS.allocate_one()
-        self.tcp_port = PORTS.allocate_one()
-        keys_file = workdir / "bsd.keys"
-        self.public_key = load_or_create_keys(keys_file).public_key
-        config = workdir / "bootstrapd.yaml"
-        config.write_text(
-            "role: bootstrapd\n"
-            f"keys_file: {keys_file}\n"
-            f"port: {self.udp_port}\n"
-            "ipv6: false\n"
-            "motd: interop\n"
-            f"tcp_relay_ports: [{self.tcp_port}]\n"
-            "lan_discovery: false\n"
-            "onion: true\n"
-        )
-        self.log = workdir / "bootstrapd.log"
-        with self.log.open("wb") as out:
-            self.proc = popen_dies_with_parent(
-                [sys.executable, "-m", "tunnel", "bootstrapd", "-c", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self._wait_for_line("TCP relay listening")
-
-    def _wait_for_line(self, text: str) -> None:
-        for _ in range(200):
-            if text in self.log.read_text():
-                return
-            if self.proc.poll() is not None:
-                break
-            try:
-                self.proc.wait(0.05)
-            except subprocess.TimeoutExpired:
-                pass
-        raise AssertionError(f"bootstrapd never printed {text!r}:\n{self.log.read_text()}")
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        try:
-            return self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            return -9
-
-
 @pytest.fixture
 def ours(tmp_path: Path) -> Iterator[OurBootstrapd]:
-    bsd = OurBootstrapd(tmp_path)
+    bsd = OurBootstrapd(tmp_path, PORTS.allocate_one(), (PORTS.allocate_one(),), motd="interop")
+    bsd.start()
     try:
         yield bsd
     finally:
