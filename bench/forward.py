@@ -8,11 +8,17 @@ local tox-bootstrapd as DHT node and TCP relay, everything on 127.0.0.1):
     byte-checked (SHA-256);
 (d) round-trip latency of 32-byte messages over one forwarded connection (TCP_NODELAY).
 
-``--no-udp`` forces both nodes onto the TCP relay. ``--memory`` instead runs the Trio drivers
-in-process over the in-memory transport (the drivers' own ceiling, no Tox). Figures are
-printed; nothing is asserted.
+Paths (``--paths``): direct UDP; the TCP relay of tox-bootstrapd (its main loop sleeps 30 ms
+per iteration, which bounds every round trip through it from below, as it did for tuntox's
+121 ms); the TCP relay of our own ``tunnel bootstrapd``. The yardstick of the issue, iperf3
+(one TCP stream, both directions) through wireguard-go on a netns pair, is measured in the same
+run when root and wireguard-go are available (``--wireguard-seconds 0`` skips it), and each
+tunnel row is printed as a ratio of it. ``--memory`` instead runs the Trio drivers in-process
+over the in-memory transport (the drivers' own ceiling, no Tox). Figures are printed; nothing
+is asserted.
 
-    .venv/bin/python bench/forward.py [--megabytes 20] [--rounds 200] [--no-udp] [--memory]
+    .venv/bin/python bench/forward.py [--megabytes 20] [--rounds 200] [--paths udp,relay,...]
+                                      [--wireguard-seconds 5] [--memory]
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,8 +39,10 @@ import trio
 
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.forward_harness import forward_pair, serve_tcp, tcp_echo_handler
+from tunnel.testing.netlab import NetLab, unavailable_reason
 from tunnel.testing.our_bootstrapd import OurBootstrapd
 from tunnel.testing.ports import PortPool
+from tunnel.testing.wireguard import iperf3_mbit, start_wireguard_pair
 
 LOCALHOST = "127.0.0.1"
 BLOCK = hashlib.sha256(b"bench").digest() * 2048  # 64 KiB
@@ -332,6 +341,50 @@ async def bench_all(args: argparse.Namespace, pool: PortPool, workdir: Path) -> 
             args, pool, workdir, use_udp=path == "udp", ours=path == "ours-relay"
         )
     _table(rows)
+    if args.wireguard_seconds > 0:
+        wg = await trio.to_thread.run_sync(bench_wireguard, args, pool, workdir)
+        if wg is not None:
+            _wireguard_ratios(rows, wg)
+
+
+def bench_wireguard(args: argparse.Namespace, pool: PortPool, workdir: Path) -> Row | None:
+    """iperf3 (1 TCP stream, both directions) through wireguard-go on a netns pair: the
+    issue's yardstick, measured in this run. None (with the reason printed) if unavailable."""
+    reason = unavailable_reason()
+    missing = [t for t in ("wireguard-go", "wg", "iperf3") if shutil.which(t) is None]
+    if reason is not None or missing:
+        print(f"\nwireguard-go baseline skipped: {reason or 'missing ' + ', '.join(missing)}")
+        return None
+    wg_ports = pool.allocate(2)
+    iperf_port = pool.allocate_one()
+    addresses = ("10.127.0.1", "10.127.0.2")
+    seconds = args.wireguard_seconds
+    with NetLab(prefix="bfwd") as lab:
+        a, b = lab.add_public_host("a"), lab.add_public_host("b")
+        start_wireguard_pair(
+            lab,
+            (a, b),
+            workdir,
+            names=("wgfwd0", "wgfwd1"),
+            ports=(wg_ports[0], wg_ports[1]),
+            addresses=addresses,
+        )
+        up = iperf3_mbit(lab, a, b, addresses[1], iperf_port, seconds=seconds)
+        down = iperf3_mbit(lab, a, b, addresses[1], iperf_port, seconds=seconds, reverse=True)
+    print(f"\nwireguard-go (netns pair, iperf3 1 stream, {seconds} s): up {up:.1f} Mbit/s, "
+          f"down {down:.1f} Mbit/s")  # fmt: skip
+    return {"up": up, "down": down}
+
+
+def _wireguard_ratios(rows: dict[str, Row], wg: Row) -> None:
+    for name, row in rows.items():
+        if name == "no tunnel" or not wg["up"] or not wg["down"]:
+            continue
+        print(
+            f"{name}: up {row['up'] / wg['up']:.2f}x, down {row['down'] / wg['down']:.2f}x"
+            " of wireguard-go (goal: >= 1x)",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -346,6 +399,13 @@ def main() -> None:
         " TCP relay), ours-relay (our tunnel bootstrapd's TCP relay)",
     )
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument(
+        "--wireguard-seconds",
+        type=int,
+        default=5,
+        help="iperf3 seconds per direction through wireguard-go on a netns pair (needs root;"
+        " 0 skips it)",
+    )
     parser.add_argument("--log", metavar="DIR", help="write both processes' debug logs here")
     parser.add_argument("--base-port", type=int, default=51600, help="23 ports from here")
     args = parser.parse_args()

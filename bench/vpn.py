@@ -54,6 +54,7 @@ from tunnel.errors import ConfigError
 from tunnel.io.forward_cli import load_or_create_profile, read_status
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.netlab import NetLab, unavailable_reason
+from tunnel.testing.wireguard import iperf3_mbit, start_wireguard_pair
 
 BSD_UDP, BSD_TCP = 52900, 52901
 TUNNEL_PORT_BASE = 52910  # pair k: 52910 + 2k, 52911 + 2k
@@ -88,52 +89,17 @@ class Bench:
     # -- setup --------------------------------------------------------------------------------
 
     def setup_wg(self) -> str:
-        keys = []
-        for _ in range(2):
-            private = subprocess.run(
-                ["wg", "genkey"], capture_output=True, text=True, check=True
-            ).stdout.strip()
-            public = subprocess.run(
-                ["wg", "pubkey"], input=private, capture_output=True, text=True, check=True
-            ).stdout.strip()
-            keys.append((private, public))
-        hosts = (self.a, self.b)
         # the UAPI sockets (/var/run/wireguard/<name>.sock) are not per namespace: own names
-        names = [f"wgbench{i}" for i in range(2)]
-        for host, name in zip(hosts, names, strict=True):
-            env = ["env", "WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=error"]
-            proc = self.lab.popen(host, [*env, "wireguard-go", "-f", name], stdout=None)
-            self.procs.append(proc)
-            self.wg_procs.append(proc)
-        for i, host in enumerate(hosts):
-            deadline = time.monotonic() + 10
-            while self.lab.run(host, ["wg", "show", names[i]], check=False).returncode != 0:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("wireguard-go did not start")
-                time.sleep(0.1)
-            other = hosts[1 - i]
-            key_file = self.workdir / f"wg{i}.key"
-            key_file.write_text(keys[i][0] + "\n")
-            self.lab.run(
-                host,
-                [
-                    "wg",
-                    "set",
-                    names[i],
-                    "listen-port",
-                    str(WG_PORTS[i]),
-                    "private-key",
-                    str(key_file),
-                    "peer",
-                    keys[1 - i][1],
-                    "endpoint",
-                    f"{other.address}:{WG_PORTS[1 - i]}",
-                    "allowed-ips",
-                    f"{WG_ADDRS[1 - i]}/32",
-                ],
-            )
-            self.lab.ip(host.netns, "addr", "add", f"{WG_ADDRS[i]}/24", "dev", names[i])
-            self.lab.ip(host.netns, "link", "set", names[i], "mtu", str(WG_MTU), "up")
+        self.wg_procs = start_wireguard_pair(
+            self.lab,
+            (self.a, self.b),
+            self.workdir,
+            names=("wgbench0", "wgbench1"),
+            ports=WG_PORTS,
+            addresses=WG_ADDRS,
+            mtu=WG_MTU,
+        )
+        self.procs.extend(self.wg_procs)
         return WG_ADDRS[1]
 
     def setup_tunnel(self, bsd: Bootstrapd, name: str, index: int, mtu: int) -> str:
@@ -208,38 +174,15 @@ class Bench:
         return result.returncode == 0
 
     def iperf(self, address: str, streams: int) -> float:
-        server = self.lab.popen(
-            self.b, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL
+        return iperf3_mbit(
+            self.lab,
+            self.a,
+            self.b,
+            address,
+            IPERF_PORT,
+            seconds=self.args.seconds,
+            streams=streams,
         )
-        time.sleep(0.3)
-        try:
-            result = self.lab.run(
-                self.a,
-                [
-                    "iperf3",
-                    "-c",
-                    address,
-                    "-p",
-                    str(IPERF_PORT),
-                    "-t",
-                    str(self.args.seconds),
-                    "-P",
-                    str(streams),
-                    "-J",
-                ],
-                check=False,
-                timeout=self.args.seconds + 30,
-            )
-            report = json.loads(result.stdout or "{}")
-            return float(report["end"]["sum_received"]["bits_per_second"]) / 1e6
-        except (KeyError, ValueError):
-            return 0.0
-        finally:
-            try:
-                server.wait(5)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(5)
 
     def ping_rtts(self, address: str) -> tuple[float, float]:
         result = self.lab.run(
