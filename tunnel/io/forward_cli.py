@@ -24,6 +24,7 @@ from tunnel.config_toolkit import check_hex_key, check_host
 from tunnel.errors import ConfigError
 from tunnel.io.forward_common import MuxDriver
 from tunnel.io.forward_node import NodeTransport
+from tunnel.netcrypto.session import SessionStats
 from tunnel.node import Node
 from tunnel.node_types import NodeOptions
 from tunnel.profile import Profile
@@ -295,6 +296,7 @@ def node_status(role: str, node: Node) -> dict[str, object]:
                 "rtt_ms": None if f.rtt_s is None else round(f.rtt_s * 1000, 1),
                 "sent_bytes": f.sent_bytes,
                 "received_bytes": f.received_bytes,
+                "session": _session_status(node.netcrypto.statistics(f.public_key)),
             }
             for f in stats.friends
         ],
@@ -368,3 +370,23 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
         async for _signum in signals:
             scope.cancel()
             return
+
+
+def _session_status(stats: SessionStats | None) -> dict[str, object] | None:
+    """The friend's net_crypto session as ``tunnel status --json`` shows it (rates in packets
+    per second: what congestion control allows and what the peer acknowledged lately)."""
+    if stats is None:
+        return None
+    return {
+        "state": stats.state,
+        "rate_pkt_s": round(stats.rate_pkt_s, 1),
+        "delivery_rate_pkt_s": round(stats.delivery_rate_pkt_s, 1),
+        "srtt_ms": round(stats.srtt_s * 1000, 2),
+        "send_queue": stats.send_queue,
+        "unacked": stats.unacked,
+        "sent_packets": stats.sent_packets,
+        "resent_packets": stats.resent_packets,
+        "received_packets": stats.received_packets,
+        "loss_events": stats.loss_events,
+        "dropped": stats.dropped,
+    }
