@@ -284,6 +284,23 @@ async def test_no_stall_when_the_transport_queue_fills(ports: PortPool) -> None:
             assert await _exchange(up_port, upload) == hashlib.sha256(upload).digest()
 
 
+async def test_no_stall_when_flushing_makes_room_without_an_event(ports: PortPool) -> None:
+    """Regression (bench/forward.py stalled for good with a 4 MiB window): a node's flush lets
+    the session transmit what it had queued, so room in its send queue comes back with no
+    event. A sender that slept with output left and free slots was never woken again (less
+    than a window update's worth of data: nothing comes back from the peer to wake it)."""
+    sink_port, up_port = ports.allocate(2)
+    network = MemoryNetwork(lossless_slots=4, flush_frees=True)
+    async with forward_pair(network=network) as pair:
+        await pair.nursery.start(partial(serve_tcp, _sink_handler, sink_port))
+        await pair.nursery.start(
+            pair.client.serve_tcp, parse_local_forward(f"{up_port}:127.0.0.1:{sink_port}")
+        )
+        upload = os.urandom(200 * 1024)
+        with trio.fail_after(10):
+            assert await _exchange(up_port, upload) == hashlib.sha256(upload).digest()
+
+
 async def test_refused_packets_are_retried_in_order(ports: PortPool) -> None:
     """Regression: a transport that refuses a packet although it reported free slots (the
     node's capacity figure can be optimistic) must not lose it: the stream stays intact."""

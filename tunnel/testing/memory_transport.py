@@ -52,9 +52,14 @@ class MemoryNetwork:
         lossy_loss: float = 0.0,
         lossy_delay_s: float = 0.0,
         refuse_every: int = 0,
+        flush_frees: bool = False,
         seed: int = 0,
     ) -> None:
         self.lossless_slots = lossless_slots
+        self.flush_frees = flush_frees
+        """``flush()`` frees the sender's slots at once without waking anyone, as a node's
+        flush does (the session transmits what it had queued, which makes room in its send
+        queue): drivers must look at ``free_slots`` again after flushing."""
         self.refuse_every = refuse_every
         """Refuse every Nth ``send_lossless`` despite free slots (as a node whose capacity
         figure is optimistic may): drivers must keep the packet and retry. 0 = never."""
@@ -198,7 +203,9 @@ class MemoryTransport:
         return None
 
     def flush(self) -> None:
-        """Sends are delivered at once in memory: nothing to do."""
+        """Sends are delivered at once in memory; with ``flush_frees`` the slots come back."""
+        if self._network.flush_frees:
+            self._inflight.clear()
 
     def is_online(self, public_key: bytes) -> bool:
         return self._network.online(self._public_key, public_key)
