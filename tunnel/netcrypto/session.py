@@ -33,7 +33,6 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from heapq import heappop, heappush
 
 from tunnel.crypto import (
@@ -48,6 +47,25 @@ from tunnel.crypto.databox import MIN_DATA_PACKET_BYTES, DataBox, data_packet_by
 from tunnel.errors import BadPacket, DecryptError
 from tunnel.netcrypto.congestion import Congestion
 from tunnel.netcrypto.cookies import Identity
+from tunnel.netcrypto.lossy_sealer import NONCE_MOD as _NONCE_MOD
+from tunnel.netcrypto.lossy_sealer import LossySealer
+from tunnel.netcrypto.session_types import (
+    Closed,
+    CookieRequesting,
+    Established,
+    HandshakeSent,
+    Lossless,
+    Lossy,
+    NotConfirmed,
+    NotConnected,
+    PeerHandshake,
+    SendQueueFull,
+    SessionDown,
+    SessionEvent,
+    SessionStats,
+    SessionUp,
+    State,
+)
 from tunnel.wire.netcrypto import (
     DATA_KIND,
     MAX_CRYPTO_DATA_SIZE_BYTES,
@@ -85,128 +103,6 @@ TAIL_PROBE_ACK_DELAY_S = 0.05
 TAIL_PROBE_MAX_S = 2.0
 
 _U32 = 0xFFFFFFFF
-_NONCE_MOD = 1 << 192
-
-
-class SendQueueFull(Exception):
-    """The lossless send queue is full; wait for :meth:`Session.send_capacity` to rise."""
-
-
-class NotConnected(Exception):
-    """The session is not established (or is closed)."""
-
-
-# ----------------------------------------------------------------------------- states
-
-
-@dataclass(frozen=True, slots=True)
-class CookieRequesting:
-    """Waiting for a cookie response to our (resent) cookie request."""
-
-    echo_id: bytes
-    packet: bytes
-    tries: int
-    last_sent: float
-
-
-@dataclass(frozen=True, slots=True)
-class HandshakeSent:
-    """Our handshake is out; waiting for the peer's."""
-
-    packet: bytes
-    tries: int
-    last_sent: float
-
-
-@dataclass(frozen=True, slots=True)
-class NotConfirmed:
-    """Both handshakes known; waiting for the first data packet. Our handshake is resent."""
-
-    packet: bytes
-    tries: int
-    last_sent: float
-    data_key: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Established:
-    """Data flows both ways."""
-
-    data_key: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    """Finished; ``reason`` says why."""
-
-    reason: str
-
-
-State = CookieRequesting | HandshakeSent | NotConfirmed | Established | Closed
-
-
-@dataclass(frozen=True, slots=True)
-class PeerHandshake:
-    """A handshake that passed every check (cookie ours and fresh, box opens, hash matches)."""
-
-    real_pk: bytes
-    dht_pk: bytes
-    base_nonce: bytes
-    session_pk: bytes
-    other_cookie: bytes
-
-
-# ----------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class SessionUp:
-    """The session became established."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionDown:
-    """The session closed (kill packet, handshake timeout, local close, key change)."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Lossless:
-    """An in-order lossless packet ``[id][data]`` (id 16..191)."""
-
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Lossy:
-    """A lossy packet ``[id][data]`` (id 192..254)."""
-
-    payload: bytes
-
-
-SessionEvent = SessionUp | SessionDown | Lossless | Lossy
-
-
-@dataclass(frozen=True, slots=True)
-class SessionStats:
-    """A snapshot of one session's counters (trio naming: ``statistics()``)."""
-
-    state: str
-    sent_packets: int
-    sent_bytes: int
-    resent_packets: int
-    received_packets: int
-    received_bytes: int
-    delivered_lossless: int
-    delivered_lossy: int
-    send_queue: int
-    unacked: int
-    rate_pkt_s: float
-    delivery_rate_pkt_s: float
-    srtt_s: float
-    loss_events: int
-    dropped: dict[str, int]
 
 
 class _Sent:
@@ -832,36 +728,22 @@ class Session:
         self._pump(now)
 
 
-class LossySealer:
-    """Builds lossy data packets of one established session without going through it.
-
-    For a data path on another thread (the VPN's TUN reader): it has its own
-    :class:`DataBox` (buffers are per thread), takes nonces from the session's atomic counter
-    and reads ``recv_start`` / the next packet number as they are (a slightly stale ack or
-    number in a lossy packet is harmless: the peer ignores older acks). ``seal`` returns None
-    once the session is no longer established, or for a payload the session would refuse.
-    """
-
-    __slots__ = ("_box", "_session", "max_payload", "session")
-
-    def __init__(self, session: Session, key: bytes) -> None:
-        self.session = session
-        self._session = session
-        self.max_payload = session.max_lossy_payload
-        self._box = DataBox(key, max(self.max_payload, MAX_CRYPTO_DATA_SIZE_BYTES))
-
-    def seal(self, payload: bytes | bytearray | memoryview) -> bytes | None:
-        """The data packet for the lossy ``[id][data]``, or None (use the normal path)."""
-        session = self._session
-        size = len(payload)
-        if (
-            not isinstance(session.state, Established)
-            or not 0 < size <= self.max_payload
-            or not PACKET_ID_LOSSY_START <= payload[0] <= PACKET_ID_LOSSY_END
-        ):
-            return None
-        nonce = (session._base_sent_nonce + next(session._nonce_counter)) % _NONCE_MOD
-        packet = self._box.seal(nonce, session.recv_start, session._next_new, payload)
-        session.sent_packets += 1  # counters only: a rare lost update is acceptable
-        session.sent_bytes += len(packet)
-        return packet
+__all__ = [
+    "Closed",
+    "CookieRequesting",
+    "Established",
+    "HandshakeSent",
+    "Lossless",
+    "Lossy",
+    "LossySealer",
+    "NotConfirmed",
+    "NotConnected",
+    "PeerHandshake",
+    "SendQueueFull",
+    "Session",
+    "SessionDown",
+    "SessionEvent",
+    "SessionStats",
+    "SessionUp",
+    "State",
+]
