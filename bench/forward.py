@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import statistics
@@ -88,8 +89,12 @@ async def _upload(port: int, total: int) -> float:
             answer += data
     elapsed = time.perf_counter() - start
     if answer != digest.digest():
-        raise SystemExit("upload: the server received different bytes")
+        raise TransferBroken("the server received different bytes (corrupted or lost data)")
     return elapsed
+
+
+class TransferBroken(Exception):
+    """A transfer did not deliver the bytes sent (counted as 0 Mbit/s, printed)."""
 
 
 async def _download(port: int, total: int) -> float:
@@ -102,7 +107,7 @@ async def _download(port: int, total: int) -> float:
             received += len(data)
     elapsed = time.perf_counter() - start
     if received != total:
-        raise SystemExit(f"download: got {received} of {total} bytes")
+        raise TransferBroken(f"got {received} of {total} bytes")
     return elapsed
 
 
@@ -176,7 +181,12 @@ async def _measure(ports: dict[str, int], total: int, rounds: int) -> Row:
 
     async def timed(name: str, run: object) -> None:
         with trio.move_on_after(MEASURE_TIMEOUT_S) as scope:
-            seconds = await run  # type: ignore[misc]
+            try:
+                seconds = await run  # type: ignore[misc]
+            except (TransferBroken, trio.BrokenResourceError, OSError) as exc:
+                print(f"{name:>10}: FAILED: {exc}", flush=True)
+                row[name] = 0.0
+                return
             _report(name, total, seconds)
             row[name] = total * 8 / seconds / 1e6
         if scope.cancelled_caught:
@@ -327,6 +337,81 @@ async def bench_processes(
                 nursery.cancel_scope.cancel()
 
 
+def _tuntox_nodes(path: Path, bsd: Bootstrapd) -> Path:
+    """tuntox's ``-b`` bootstrap file: the local tox-bootstrapd only."""
+    node = {
+        "ipv4": bsd.host,
+        "ipv6": "-",
+        "port": bsd.udp_port,
+        "public_key": bsd.public_key.hex().upper(),
+        "tcp_ports": list(bsd.tcp_ports),
+    }
+    path.write_text(json.dumps({"nodes": [node]}) + "\n")
+    return path
+
+
+async def bench_tuntox(args: argparse.Namespace, pool: PortPool, workdir: Path, binary: str) -> Row:
+    """The same measurements through tuntox (``TUNTOX`` = a tuntox binary), both ends tuntox,
+    bootstrapped off a local tox-bootstrapd. Each measurement uses its own ``-L`` port: tuntox
+    HEAD's ``-L`` serves only one connection (tuntox-toxvpn.md 1.4)."""
+    total = args.megabytes * 1_000_000 // len(BLOCK) * len(BLOCK)
+    bsd_udp, bsd_tcp, sink, source, echo, first_port, up, down, lecho = pool.allocate(9)
+    srv_udp, cli_udp = pool.allocate(3), pool.allocate(3)
+    with Bootstrapd(workdir / "bsd-tuntox", bsd_udp, (bsd_tcp,)) as bsd:
+        nodes = _tuntox_nodes(workdir / "tuntox-nodes.json", bsd)
+        conf, id_file = workdir / "tuntox-conf", workdir / "tuntox.id"
+        conf.mkdir(exist_ok=True)
+        common = ["-t", "0", "-s", "bench", "-b", str(nodes)]
+        server_argv = [binary, "-u", f"{srv_udp[0]}:{srv_udp[-1]}", *common]
+        client_argv = [binary, "-u", f"{cli_udp[0]}:{cli_udp[-1]}", *common]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_tcp, _sink, sink))
+            await nursery.start(partial(serve_tcp, _source(total), source))
+            await nursery.start(partial(serve_tcp, tcp_echo_handler, echo))
+            procs: list[trio.Process] = []
+            try:
+                procs.append(
+                    await trio.lowlevel.open_process(
+                        [*server_argv, "-C", str(conf), "-I", str(id_file)],
+                        stdout=_log_file(args, "tuntox-server"),
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+                with trio.fail_after(30):
+                    # tuntox writes its ID file once; nothing to wait on but the file itself
+                    while not (id_file.exists() and len(id_file.read_text().strip()) == 76):  # noqa: ASYNC110
+                        await trio.sleep(0.05)
+                forwards = [
+                    *("-L", f"{first_port}:{LOCALHOST}:{echo}"),
+                    *("-L", f"{up}:{LOCALHOST}:{sink}"),
+                    *("-L", f"{down}:{LOCALHOST}:{source}"),
+                    *("-L", f"{lecho}:{LOCALHOST}:{echo}"),
+                ]
+                start = time.perf_counter()
+                procs.append(
+                    await trio.lowlevel.open_process(
+                        [*client_argv, "-i", id_file.read_text().strip(), *forwards],
+                        stdout=_log_file(args, "tuntox-client"),
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+                await _first_echo(first_port, 120)
+                first = time.perf_counter() - start
+                print("two tuntox processes via tox-bootstrapd (UDP allowed)", flush=True)
+                print(f"first echo: {first:.1f} s after starting the client", flush=True)
+                row = await _measure({"up": up, "down": down, "echo": lecho}, total, args.rounds)
+                row["first"] = first
+                return row
+            finally:
+                for proc in procs:
+                    proc.terminate()
+                    with trio.move_on_after(10):
+                        await proc.wait()
+                    if proc.returncode is None:
+                        proc.kill()
+                nursery.cancel_scope.cancel()
+
+
 async def bench_all(args: argparse.Namespace, pool: PortPool, workdir: Path) -> None:
     rows: dict[str, Row] = {"no tunnel": await bench_baseline(args, pool)}
     for path in args.paths.split(","):
@@ -340,7 +425,11 @@ async def bench_all(args: argparse.Namespace, pool: PortPool, workdir: Path) -> 
         rows[names[path]] = await bench_processes(
             args, pool, workdir, use_udp=path == "udp", ours=path == "ours-relay"
         )
+    tuntox = os.environ.get("TUNTOX")
+    if tuntox:
+        rows["tuntox"] = await bench_tuntox(args, pool, workdir, tuntox)
     _table(rows)
+    _tuntox_ratios(rows)
     if args.wireguard_seconds > 0:
         wg = await trio.to_thread.run_sync(bench_wireguard, args, pool, workdir)
         if wg is not None:
@@ -374,6 +463,25 @@ def bench_wireguard(args: argparse.Namespace, pool: PortPool, workdir: Path) -> 
     print(f"\nwireguard-go (netns pair, iperf3 1 stream, {seconds} s): up {up:.1f} Mbit/s, "
           f"down {down:.1f} Mbit/s")  # fmt: skip
     return {"up": up, "down": down}
+
+
+def _tuntox_ratios(rows: dict[str, Row]) -> None:
+    theirs = rows.get("tuntox")
+    if theirs is None:
+        return
+    for name, row in rows.items():
+        if name in ("no tunnel", "tuntox"):
+            continue
+        ratios = [
+            f"{key} {row[key] / theirs[key]:.1f}x" if theirs[key] else f"{key} (tuntox 0)"
+            for key in ("up", "down")
+        ]
+        print(
+            f"{name} vs tuntox: {', '.join(ratios)}; RTT p50 {row['p50']:.2f} vs"
+            f" {theirs['p50']:.2f} ms; first byte {row.get('first', 0):.1f} vs"
+            f" {theirs.get('first', 0):.1f} s",
+            flush=True,
+        )
 
 
 def _wireguard_ratios(rows: dict[str, Row], wg: Row) -> None:
