@@ -517,11 +517,6 @@ def test_10_udp_blocked_client_uses_tcp_relay(world: World) -> None:
         lab.unblock_udp(world.cli)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known intermittent in the full suite (passes alone): after the UDP cut the forward "
-    "does not work again within 90 s; under investigation, issue 8",
-)
 def test_11_udp_cut_mid_session_and_server_restart(world: World) -> None:
     """UDP (enabled) silently dropped for both: the onion falls back to TCP-relay first hops
     and the client finds the restarted server through the relay."""
