@@ -64,6 +64,12 @@ from tunnel.tor.check import (
 from tunnel.tor.config import TorConfig
 from tunnel.tor.control import CONTROL_TIMEOUT_S
 from tunnel.tor.errors import TorError
+from tunnel.tor.friend_onions import (
+    FriendOnionMap,
+    friend_onions_path,
+    load_friend_onions,
+    save_friend_onions,
+)
 
 log = logging.getLogger("tunnel.tor")
 
@@ -178,10 +184,18 @@ class TorNode:
         self.onion_error: str | None = None
         self.private_relays: dict[tuple[str, int], StreamOpener] = {}
         """Placeholder address -> opener (our own onion relay, friends' onion relays)."""
-        self.friend_onions: dict[bytes, tuple[str, int]] = {
-            f.public_key: (f.onion, f.port) for f in tor.friends
+        self._onions_file = friend_onions_path(profile.path)
+        stored: FriendOnionMap = {}
+        if self._onions_file is not None:
+            stored, problem = load_friend_onions(self._onions_file)
+            if problem is not None:
+                log.warning("%s", problem)
+        self.friend_onions: FriendOnionMap = {
+            **stored,
+            **{f.public_key: (f.onion, f.port) for f in tor.friends},
         }
-        """Friend's long-term key -> its onion relay (config, then announcements)."""
+        """Friend's long-term key -> its onion relay (remembered announcements, then config;
+        new announcements replace them and are saved next to the profile)."""
         self.friend_relays_used: set[bytes] = set()
         self.refused_streams = 0
         self._offline_since: dict[bytes, float] = {}
@@ -325,7 +339,16 @@ class TorNode:
         self.add_private_relay(onions.node.public_key, onions.open_local_stream)
 
     def _friend_onion_announced(self, public_key: bytes, address: str, port: int) -> None:
+        if self.friend_onions.get(public_key) == (address, port):
+            return
         self.friend_onions[public_key] = (address, port)
+        if self._onions_file is not None:
+            try:
+                save_friend_onions(self._onions_file, self.friend_onions)
+            except OSError as exc:
+                log.warning(
+                    "cannot save friends' onion addresses to %s: %s", self._onions_file, exc
+                )
 
     def use_friend_onion(self, public_key: bytes) -> bool:
         """Add the friend's onion relay (known address) to the relay pool now."""
