@@ -327,14 +327,18 @@ async def bench_processes(
                 row["first"] = first
                 return row
             finally:
-                for proc in (client, server):
-                    if proc is not None:
-                        proc.terminate()
-                        with trio.move_on_after(10):
-                            await proc.wait()
-                        if proc.returncode is None:
-                            proc.kill()
+                await _stop([p for p in (client, server) if p is not None])
                 nursery.cancel_scope.cancel()
+
+
+async def _stop(procs: list[trio.Process]) -> None:
+    """Terminate, wait up to 10 s, then kill."""
+    for proc in procs:
+        proc.terminate()
+        with trio.move_on_after(10):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
 
 
 def _tuntox_nodes(path: Path, bsd: Bootstrapd) -> Path:
@@ -403,12 +407,7 @@ async def bench_tuntox(args: argparse.Namespace, pool: PortPool, workdir: Path, 
                 row["first"] = first
                 return row
             finally:
-                for proc in procs:
-                    proc.terminate()
-                    with trio.move_on_after(10):
-                        await proc.wait()
-                    if proc.returncode is None:
-                        proc.kill()
+                await _stop(procs)
                 nursery.cancel_scope.cancel()
 
 

@@ -15,27 +15,26 @@ STEP_S = 0.02
 RTT_S = 0.001
 
 
-def bulk(cc: Congestion, now: float, seconds: float, per_tick: int) -> float:
-    """The sender always has more to send; the path delivers ``per_tick`` packets per tick."""
+def feed(cc: Congestion, now: float, seconds: float, per_tick: int, *, starved: bool) -> float:
+    """The path delivers ``per_tick`` packets per tick; ``starved``: the application offers
+    only that many and the sender runs dry (else it always has more to send)."""
     for _ in range(round(seconds / STEP_S)):
         now += STEP_S
         cc.on_rtt_sample(RTT_S, now)
         cc.on_delivered(per_tick)
         cc.available(now)
         cc.consume(per_tick)
+        if starved:
+            cc.note_starved()
     return now
+
+
+def bulk(cc: Congestion, now: float, seconds: float, per_tick: int) -> float:
+    return feed(cc, now, seconds, per_tick, starved=False)
 
 
 def interactive(cc: Congestion, now: float, seconds: float, per_tick: int) -> float:
-    """The application offers ``per_tick`` packets per tick and the sender runs dry."""
-    for _ in range(round(seconds / STEP_S)):
-        now += STEP_S
-        cc.on_rtt_sample(RTT_S, now)
-        cc.on_delivered(per_tick)
-        cc.available(now)
-        cc.consume(per_tick)
-        cc.note_starved()
-    return now
+    return feed(cc, now, seconds, per_tick, starved=True)
 
 
 def test_app_limited_steps_keep_the_bandwidth_estimate() -> None:
