@@ -1,7 +1,7 @@
 """net_crypto bulk throughput: ours-to-ours against toxcore-to-toxcore, measured in one run.
 
-Custom lossless packets of 1373 bytes (the maximum) flow one way for ``--seconds`` (10 by
-default, the window the issue's goal is stated on) over UDP on 127.0.0.1:
+Custom lossless packets of 1373 bytes (the maximum) flow one way for ``--seconds`` (30 by
+default; one run per pair) over UDP on 127.0.0.1:
 
 * **toxcore -> toxcore**: two real libtoxcore 0.2.18 peers bootstrapped off a local
   tox-bootstrapd (they find each other through the DHT/onion as usual; ~10 s), the sender
