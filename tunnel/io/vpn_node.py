@@ -43,6 +43,7 @@ import trio
 from tunnel.crypto.databox import MAX_DATA_PAYLOAD_BYTES
 from tunnel.errors import ConfigError
 from tunnel.io.tun import PacketSlot, TunDevice, TunError, TunPump
+from tunnel.io.vpn_datapath import MAX_PENDING_BATCHES, TunWriter
 from tunnel.netcrypto.session import LossySealer, NotConnected, Session
 from tunnel.node import Node, NodeClosed
 from tunnel.node_types import (
@@ -77,8 +78,6 @@ from tunnel.wire.vpn import MAX_IP_PACKET_BYTES, VPN_CONTROL_PACKET_ID, VPN_DATA
 
 MAX_CUSTOM_LOSSY_BYTES = MAX_IP_PACKET_BYTES + 1
 """toxcore's limit for one lossy packet (id byte + IP packet)."""
-MAX_PENDING_BATCHES = 256
-"""Batches from the TUN thread waiting for the Trio thread; beyond this new ones are dropped."""
 MAX_CONTROL_QUEUE = 4096
 """Control packets queued for one friend at most (a friend that never drains is cut off)."""
 INBOUND_BATCH = 256
@@ -743,64 +742,6 @@ class VpnNode:
             if self._writer is None
             else {"batches": self._writer.batches, "dropped": self._writer.dropped},
         }
-
-
-class TunWriter:
-    """Writes inbound packets into the TUN device on its own thread.
-
-    A TUN write runs the kernel's receive path for the packet (TCP processing and all), the
-    biggest single cost of the receive side; on this thread it overlaps with the Trio thread
-    (the GIL is released during the syscall). ``put`` hands over a list and never blocks; past
-    ``MAX_PENDING_BATCHES`` lists it refuses (the caller counts the drop).
-    """
-
-    def __init__(self, pump: TunPump) -> None:
-        self._pump = pump
-        self._queue: deque[list[memoryview]] = deque()
-        self._ready = threading.Event()
-        self._idle = False
-        self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="tun-writer", daemon=True)
-        self.batches = 0
-        self.dropped = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def idle(self) -> bool:
-        """Nothing queued and the thread is waiting: writing elsewhere cannot reorder."""
-        return self._idle and not self._queue
-
-    def put(self, packets: list[memoryview]) -> bool:
-        if len(self._queue) >= MAX_PENDING_BATCHES:
-            self.dropped += len(packets)
-            return False
-        self._queue.append(packets)
-        if self._idle:  # wake it only when it waits: Event.set costs as much as a TUN write
-            self._idle = False
-            self._ready.set()
-        return True
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
-        self._ready.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        queue = self._queue
-        pump = self._pump
-        while not self._stopping:
-            while queue:
-                packets = queue.popleft()
-                self.batches += 1
-                pump.write_packets(packets)
-            self._idle = True
-            if queue:  # put() came before it could see _idle
-                self._idle = False
-                continue
-            self._ready.wait()
-            self._ready.clear()
 
 
 def _asdict(obj: object) -> dict[str, object]:
