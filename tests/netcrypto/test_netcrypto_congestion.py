@@ -76,3 +76,15 @@ def test_startup_waits_for_the_application() -> None:
     assert cc.rate >= INITIAL_RATE_PKT_S
     bulk(cc, now, 0.4, 40)
     assert cc.mode == "startup"
+
+
+def test_relayed_sessions_let_idle_rates_decay() -> None:
+    """Over a TCP relay the rule is off: a burst after an idle period must not leave at the
+    relay cap at once (a toxcore client flooded by its relay can stop reading for good)."""
+    cc = Congestion(0.0)
+    cc.set_rate_cap(1000.0)
+    now = bulk(cc, 0.0, 4.0, 20)  # 1000 pkt/s, the cap
+    estimate = cc.btl_bw
+    interactive(cc, now, 5.0, 1)
+    assert not cc.app_limited
+    assert cc.btl_bw < 0.2 * estimate

@@ -291,8 +291,14 @@ class Congestion:
         # bandwidth estimate but never lower it (else an interactive session's rate decays
         # to its message rate, and then pacing delays every message and the next bulk
         # transfer starts from a crawl).
-        app_limited = self._starved and self._sent_in_interval < (
-            APP_LIMITED_FRACTION * self._step_rate * elapsed
+        # Direct UDP paths only: over a TCP relay, keeping the rate up through idle periods
+        # lets the next burst go out at the relay cap at once, and a toxcore client flooded
+        # by its relay can stop reading for good (toxcore-test-peers.md 5.2; seen in the
+        # full suite with 300 packets to a libtoxcore peer sharing our process).
+        app_limited = (
+            self.delay_based
+            and self._starved
+            and self._sent_in_interval < APP_LIMITED_FRACTION * self._step_rate * elapsed
         )
         self.app_limited = app_limited
         if self._delivered_in_interval:
