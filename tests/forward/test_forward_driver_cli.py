@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tunnel.io.forward_cli import read_status
+from tunnel.io.node_runner import read_status
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.forward_harness import start_tcp_echo
 from tunnel.testing.ports import PortPool

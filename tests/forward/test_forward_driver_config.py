@@ -11,7 +11,7 @@ from tunnel.cli import main
 from tunnel.config import read_yaml_file
 from tunnel.errors import ConfigError
 from tunnel.forward.config import parse_serve_config
-from tunnel.io.forward_cli import parse_bootstrap
+from tunnel.io.node_runner import parse_bootstrap
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_ID = "5DFEDD3B6BD47F6FA28EE15D969D5BB0EA53774D488BDAF9DF1C6E0124B3EF220BADF00D94C0"

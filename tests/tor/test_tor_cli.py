@@ -15,7 +15,7 @@ import yaml
 from tunnel.cli import main
 from tunnel.commands import run as run_command
 from tunnel.config import load_node_config
-from tunnel.io.forward_cli import tor_config
+from tunnel.io.node_runner import tor_config
 from tunnel.node import Node
 from tunnel.node_types import NodeOptions
 from tunnel.profile import Profile

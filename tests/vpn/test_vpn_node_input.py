@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from tunnel.config import BootstrapNode
-from tunnel.io.forward_cli import load_or_create_profile
+from tunnel.io.node_runner import load_or_create_profile
 from tunnel.io.tun import TunDevice
 from tunnel.io.vpn_node import VpnNode, build_membership, load_state
 from tunnel.node import Node

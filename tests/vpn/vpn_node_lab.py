@@ -20,7 +20,7 @@ import trio
 import yaml
 
 from tunnel.errors import ConfigError
-from tunnel.io.forward_cli import load_or_create_profile, read_status
+from tunnel.io.node_runner import load_or_create_profile, read_status
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.netlab import Host, NetLab
 

@@ -35,7 +35,9 @@ from tunnel.forward.specs import (
     parse_pipe_forward,
     parse_socks_listen,
 )
-from tunnel.io.forward_cli import (
+from tunnel.io.forward_client import ForwardClient
+from tunnel.io.forward_node import NodeTransport
+from tunnel.io.node_runner import (
     add_node_arguments,
     default_status_socket,
     driver_status,
@@ -46,8 +48,6 @@ from tunnel.io.forward_cli import (
     setup_logging,
     tor_config,
 )
-from tunnel.io.forward_client import ForwardClient
-from tunnel.io.forward_node import NodeTransport
 from tunnel.node import Node
 from tunnel.toxid import ToxId, ToxIdError
 

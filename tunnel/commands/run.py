@@ -19,7 +19,7 @@ from functools import partial
 import trio
 
 from tunnel.config import load_node_config
-from tunnel.io.forward_cli import add_tor_arguments, check_tor_node, tor_config
+from tunnel.io.node_runner import add_tor_arguments, check_tor_node, tor_config
 from tunnel.node import Node, load_or_create_profile
 from tunnel.node_types import (
     FriendConnected,

@@ -24,7 +24,9 @@ from tunnel.forward.auth import AuthPolicy
 from tunnel.forward.config import ServeConfig, parse_serve_config
 from tunnel.forward.rules import RuleSet, parse_rule, parse_rules_text
 from tunnel.forward.server_mux import ServerMux
-from tunnel.io.forward_cli import (
+from tunnel.io.forward_node import NodeTransport
+from tunnel.io.forward_server import ForwardServer
+from tunnel.io.node_runner import (
     add_node_arguments,
     default_status_socket,
     driver_status,
@@ -35,8 +37,6 @@ from tunnel.io.forward_cli import (
     setup_logging,
     tor_config,
 )
-from tunnel.io.forward_node import NodeTransport
-from tunnel.io.forward_server import ForwardServer
 from tunnel.node import Node
 
 HELP = "expose local services to Tox friends (tuntox-compatible server)"

@@ -14,7 +14,7 @@ from pathlib import Path
 import trio
 
 from tunnel.errors import ConfigError
-from tunnel.io.forward_cli import read_status, status_dir
+from tunnel.io.node_runner import read_status, status_dir
 
 HELP = "show the live status of running `tunnel serve` / `tunnel connect` / `tunnel vpn` commands"
 

@@ -29,7 +29,7 @@ import trio
 from tunnel.config import default_profile_path
 from tunnel.config_toolkit import check_friend_key
 from tunnel.errors import ConfigError
-from tunnel.io.forward_cli import (
+from tunnel.io.node_runner import (
     add_node_arguments,
     default_status_socket,
     load_or_create_profile,

@@ -20,10 +20,10 @@ from tunnel.forward.client_mux import ClientMux
 from tunnel.forward.rules import RuleSet
 from tunnel.forward.server_mux import ServerMux
 from tunnel.forward.specs import LocalForward
-from tunnel.io.forward_cli import load_or_create_profile
 from tunnel.io.forward_client import ForwardClient
 from tunnel.io.forward_node import NodeTransport
 from tunnel.io.forward_server import ForwardServer
+from tunnel.io.node_runner import load_or_create_profile
 from tunnel.node import Node
 from tunnel.node_types import NodeOptions
 

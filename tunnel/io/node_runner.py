@@ -1,5 +1,7 @@
-"""What ``tunnel serve`` and ``tunnel connect`` share: node options from flags, running a Node
-with a forwarding driver on it, and the local status socket (``tunnel status`` reads it).
+"""Running a Node from a command: what ``tunnel serve``, ``connect``, ``run`` and ``vpn`` share.
+
+Node options from flags (``--bootstrap``, ports, Tor), the profile, logging, running a Node
+with a driver on it until a signal, and the local status socket (``tunnel status`` reads it).
 
 Status protocol: connect to the Unix socket, read one JSON object, the socket closes.
 """
