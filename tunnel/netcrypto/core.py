@@ -54,7 +54,7 @@ from tunnel.wire.netcrypto import (
 UDP_DIRECT_TIMEOUT_S = 8.0
 UDP_SMALL_PROBE_INTERVAL_S = 4.0
 UDP_SMALL_PROBE_MAX_BYTES = 96
-TCP_MAX_RATE_PKT_S = 1000.0
+TCP_MAX_RATE_PKT_S = 3000.0
 """Rate cap while a session runs over TCP relays (toxcore clients stall when a relay floods
 them: its TCP client stops reading under saturation, toxcore-test-peers.md 5.2)."""
 
