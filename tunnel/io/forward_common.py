@@ -272,11 +272,12 @@ class MuxDriver:
         transport.flush()
         if friend in self._waiting_space:
             return
-        if refused or (friend in mux.friends_with_output() and transport.free_slots(friend) == 0):
+        has_output = friend in mux.friends_with_output()
+        if refused or (has_output and transport.free_slots(friend) == 0):
             # out of room with output left: wake up when the transport has room
             self._waiting_space.add(friend)
             self.nursery.start_soon(self._wait_space, friend, refused)
-        elif friend in mux.friends_with_output():
+        elif has_output:
             # Room again already (the flush let the session transmit, or the path changed
             # and with it the session's queue limit): go round once more instead of
             # sleeping with output left and nothing to wake us.

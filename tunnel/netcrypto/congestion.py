@@ -43,6 +43,11 @@ pacing rate is ``gain * btl_bw``.
   zero capacity; when deliveries resume after ``OUTAGE_S`` the controller re-enters startup;
   packets reported lost long after they were sent are resent but not counted as congestion
   (the session decides that), and one RTT sample can at most double ``srtt``.
+* **Application-limited steps** (direct UDP only): a step in which the sender ran dry
+  (:meth:`Congestion.note_starved`) and sent under ``APP_LIMITED_FRACTION`` of its budget
+  measures the application, not the path: its sample may raise ``btl_bw`` but never lower
+  it, and it does not count as a flat startup step. Over TCP relays the rate decays as
+  before (a burst at the relay cap after an idle period can flood a toxcore client).
 * **Pacing**: a token bucket at the rate with a burst of ``BURST_S`` seconds of it.
 
 Fairness: two of our flows on one bottleneck converge to comparable shares (tested). A toxcore
