@@ -55,6 +55,23 @@ async def _wait_for_cookie(path: Path, timeout_s: float = 10.0) -> None:
             await trio.sleep(0.05)
 
 
+async def _wait_socks_answers(port: int, timeout_s: float = 20.0) -> None:
+    """Wait until a just-started Tor answers SOCKS5 on ``port``.
+
+    The cookie appears when the control port listens; on a loaded 2-core CI machine Tor's
+    first SOCKS answer can come seconds later (a full run once saw no answer within 3 s), and
+    that start-up delay is not what the timed checks below measure.
+    """
+    with trio.fail_after(timeout_s):
+        while True:
+            try:
+                await probe_socks_port("127.0.0.1", port, timeout_s=timeout_s)
+            except TorSocksClosedError:
+                await trio.sleep(0.1)
+            else:
+                return
+
+
 # --------------------------------------------------------------------------- no tor needed
 
 
@@ -154,6 +171,7 @@ async def test_check_unreachable_network_gives_bootstrap_error(
 ) -> None:
     proc, socks, control = unreachable_tor
     await _wait_for_cookie(proc.cookie_path)
+    await _wait_socks_answers(socks)
     endpoints = TorEndpoints("127.0.0.1", socks, "127.0.0.1", control)
     t0 = trio.current_time()
     with pytest.raises(TorNetworkUnreachableError) as err:
