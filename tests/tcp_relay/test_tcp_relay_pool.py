@@ -228,3 +228,52 @@ def test_ping_keeps_connections_alive_for_minutes() -> None:
     assert a.peer_online(b.self_keys.public_key)
     assert not any(isinstance(e, RelayDisconnected) for e in drain(a))
     assert a.relays()[0].last_rtt_s is not None
+
+
+def test_refused_route_is_asked_again_with_backoff_until_the_relay_admits_us() -> None:
+    """A friends-only relay (issue 10) refuses a friend whose DHT key it has not learnt yet;
+    the pool asks again (2, 4, 8 s...), so the route comes up once the relay knows the key."""
+    net = Net(1)
+    ((rpk, server),) = net.servers.items()
+    a, b = net.pool("a"), net.pool("b")
+    admitted = {b.self_keys.public_key}
+    server.admit = admitted.__contains__
+    a.add_peer(b.self_keys.public_key)
+    b.add_peer(a.self_keys.public_key)
+    net.advance(0.5)
+    assert not a.peer_online(b.self_keys.public_key)
+    refused_first = server.statistics().refused_not_admitted
+    assert refused_first >= 2  # a's request (a unknown) and b's (target a unknown)
+    # still unknown: the requests come again, further and further apart
+    net.advance(2.0)
+    refused_after_2s = server.statistics().refused_not_admitted
+    assert refused_after_2s > refused_first
+    net.advance(4.0)
+    refused_after_6s = server.statistics().refused_not_admitted
+    assert refused_after_6s > refused_after_2s
+    net.advance(3.0)  # the next ask is 8 s after the last: none in these 3 s
+    assert server.statistics().refused_not_admitted == refused_after_6s
+    # the relay learns a's key: the next round of requests links the two
+    admitted.add(a.self_keys.public_key)
+    net.advance(20.0)
+    assert a.peer_online(b.self_keys.public_key)
+    assert b.peer_online(a.self_keys.public_key)
+    assert PeerOnline(b.self_keys.public_key, rpk) in drain(a)
+    # once linked, nothing is asked again
+    refused = server.statistics().refused_not_admitted
+    net.advance(60.0)
+    assert server.statistics().refused_not_admitted == refused
+
+
+def test_refused_route_of_a_removed_peer_is_not_asked_again() -> None:
+    net = Net(1)
+    ((_rpk, server),) = net.servers.items()
+    a, b = net.pool("a"), net.pool("b")
+    server.admit = {b.self_keys.public_key}.__contains__
+    a.add_peer(b.self_keys.public_key)
+    net.advance(0.5)
+    refused = server.statistics().refused_not_admitted
+    assert refused == 1
+    a.remove_peer(b.self_keys.public_key)
+    net.advance(60.0)
+    assert server.statistics().refused_not_admitted == refused

@@ -28,6 +28,7 @@ Peers and relays are identified by DHT public keys (TCP relay clients are DHT id
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -53,6 +54,12 @@ from tunnel.wire.tcp_relay import MAX_OOB_DATA_SIZE_BYTES
 
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 60.0
+ROUTE_RETRY_INITIAL_S = 2.0
+ROUTE_RETRY_MAX_S = 20.0
+"""A refused routing request is asked again after 2, 4, 8... up to 20 s while the peer is
+still wanted. toxcore's client never asks again; a relay refuses when its slots are full, or
+(a friends-only onion relay, issue 10) when it does not know our DHT key yet: it learns it
+from the onion a moment later, and only a new request links us then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +163,8 @@ class _Relay:
     connect_deadline: float = 0.0
     last_rtt_s: float | None = None
     online: dict[bytes, None] = field(default_factory=dict)
+    refused: dict[bytes, tuple[float, int]] = field(default_factory=dict)
+    """Peer -> (when to ask for its route again, refusals so far)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +260,7 @@ class RelayPool:
                 continue
             cid = conn.connection_id_for(public_key)
             relay.online.pop(public_key, None)
+            relay.refused.pop(public_key, None)
             if cid is not None:
                 conn.send_disconnect(cid)
                 self._mark_writable(relay)
@@ -399,8 +409,12 @@ class RelayPool:
                 deadlines.append(relay.retry_at)
             elif relay.state is _RelayState.CONNECTING:
                 deadlines.append(relay.connect_deadline)
-            elif relay.conn is not None and (d := relay.conn.next_deadline()) is not None:
-                deadlines.append(d)
+            elif relay.conn is not None:
+                if (d := relay.conn.next_deadline()) is not None:
+                    deadlines.append(d)
+                retry = min((at for at, _ in relay.refused.values()), default=math.inf)
+                if retry < math.inf:
+                    deadlines.append(retry)
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -416,6 +430,7 @@ class RelayPool:
             elif relay.state is _RelayState.CONNECTED and relay.conn is not None:
                 relay.conn.handle_timer(now)
                 self._pump_events(relay, now)
+                self._retry_refused_routes(relay, now)
                 if relay.conn is not None and relay.conn.wants_write():
                     self._mark_writable(relay)
 
@@ -445,6 +460,27 @@ class RelayPool:
         relay.retry_at = now + delay * jitter
         relay.conn = None
 
+    def _retry_refused_routes(self, relay: _Relay, now: float) -> None:
+        conn = relay.conn
+        if conn is None or conn.status is not ClientStatus.CONFIRMED or not relay.refused:
+            return
+        for peer, (at, _) in list(relay.refused.items()):
+            if at > now:
+                continue
+            if peer not in self._peers or conn.connection_id_for(peer) is not None:
+                del relay.refused[peer]
+                continue
+            conn.send_routing_request(peer)
+            self._mark_writable(relay)
+            relay.refused[peer] = (math.inf, relay.refused[peer][1])  # until the answer
+
+    def _route_refused(self, relay: _Relay, peer: bytes, now: float) -> None:
+        if peer not in self._peers:
+            return
+        refusals = relay.refused.get(peer, (0.0, 0))[1]
+        delay = min(ROUTE_RETRY_MAX_S, ROUTE_RETRY_INITIAL_S * 2 ** min(refusals, 10))
+        relay.refused[peer] = (now + delay, refusals + 1)
+
     def _pump_events(self, relay: _Relay, now: float) -> None:
         conn = relay.conn
         if conn is None:
@@ -454,6 +490,7 @@ class RelayPool:
             match ev:
                 case Confirmed():
                     relay.failures = 0
+                    relay.refused.clear()
                     for peer in self._peers:
                         conn.send_routing_request(peer)
                     self._mark_writable(relay)
@@ -477,8 +514,10 @@ class RelayPool:
                 case PongReceived(rtt_s=rtt):
                     relay.last_rtt_s = rtt
                     self._events.append(RelayPong(rpk, rtt))
-                case RouteRegistered() | RouteRefused():
-                    pass
+                case RouteRegistered(public_key=pk):
+                    relay.refused.pop(pk, None)
+                case RouteRefused(public_key=pk):
+                    self._route_refused(relay, pk, now)
                 case ConnectionClosed(reason=reason):
                     self._to_close.append(rpk)
                     for peer in relay.online:
