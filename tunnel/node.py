@@ -216,7 +216,7 @@ class Node(NodeGlue):
         dispatcher.register(DHT_PACKET_KINDS, self.dht)
         dispatcher.register(ONION_PACKET_KINDS, self.onion_stack)
         dispatcher.register(NETCRYPTO_PACKET_KINDS, self.messenger)
-        self.direct_paths = DirectPaths(rng, now)  # issue 11, see tunnel.io.node_glue
+        self.direct_paths = DirectPaths(rng, now, probing=opts.use_udp)  # issue 11: node_glue
         dispatcher.register((PROBE_KIND,), self.direct_paths)
         self._core = _Core(self, dispatcher)
         self.relays = RelayPoolDriver(

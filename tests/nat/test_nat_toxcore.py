@@ -48,10 +48,12 @@ def _profile() -> Profile:
 
 
 @asynccontextmanager
-async def _node(name: str, bsd: Bootstrapd, friends: tuple[bytes, ...]) -> AsyncIterator[Node]:
+async def _node(
+    name: str, bsd: Bootstrapd, friends: tuple[bytes, ...], *, udp: bool = True
+) -> AsyncIterator[Node]:
     port = PORTS.allocate_one()
     options = NodeOptions(
-        udp_enabled=True,
+        udp_enabled=udp,
         udp_host=LOCALHOST,
         ipv6=False,
         port_start=port,
@@ -88,6 +90,9 @@ async def test_nat_toxcore_friend_never_sees_the_extension(bootstrapd: Bootstrap
             assert node.direct_paths.stats.hellos_received == 0  # ... never answered
             assert node.direct_path_status(tox.public_key) is None  # no core, no 0xB8
             assert tox.events(FriendLosslessPacket) == []  # toxcore told its app nothing
+            # not one of ours: relayed idle periods keep decaying its rate (no flooding)
+            assert tox.public_key not in node.direct_paths.extension_peers
+            assert not node.netcrypto.sessions[tox.public_key].congestion.peer_is_ours
             assert node.is_online(tox.public_key)
             assert tox.friend_connection_status(number) is not Connection.NONE
     finally:
@@ -106,3 +111,24 @@ async def test_nat_toxcore_our_nodes_negotiate_and_go_direct(bootstrapd: Bootstr
                 )
         assert a.direct_paths.stats.hellos_received >= 1
         assert a.direct_paths.nat.name == "OPEN"  # no NAT on loopback
+        assert a.netcrypto.sessions[b.public_key].congestion.peer_is_ours
+
+
+async def test_nat_toxcore_our_nodes_know_each_other_with_udp_off(bootstrapd: Bootstrapd) -> None:
+    """UDP off (TCP relay only): the Hello is still exchanged, so each knows the other is one
+    of ours (its congestion control may keep an idle rate over the relay), but nothing is
+    probed."""
+    async with (
+        _node("a", bootstrapd, (), udp=False) as a,
+        _node("b", bootstrapd, (a.public_key,), udp=False) as b,
+    ):
+        a.add_friend_norequest(b.public_key)
+        with trio.fail_after(CONNECT_TIMEOUT_S):
+            for node, friend in ((a, b), (b, a)):
+                await node.wait_for(
+                    lambda n=node, f=friend: f.public_key in n.direct_paths.extension_peers
+                )
+        for node, friend in ((a, b), (b, a)):
+            assert node.netcrypto.sessions[friend.public_key].congestion.peer_is_ours
+            assert node.direct_paths.cores == {}
+            assert node.direct_path_status(friend.public_key) is None

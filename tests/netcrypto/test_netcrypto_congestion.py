@@ -88,3 +88,17 @@ def test_relayed_sessions_let_idle_rates_decay() -> None:
     interactive(cc, now, 5.0, 1)
     assert not cc.app_limited
     assert cc.btl_bw < 0.2 * estimate
+
+
+def test_relayed_sessions_with_our_own_peers_keep_the_estimate() -> None:
+    """A peer that sent our Hello reads whatever arrives: over a relay the rule is on again,
+    so its interactive round trips are not paced to a decayed rate."""
+    cc = Congestion(0.0)
+    cc.set_rate_cap(1000.0)
+    cc.peer_is_ours = True
+    now = bulk(cc, 0.0, 4.0, 20)
+    estimate = cc.btl_bw
+    now = interactive(cc, now, 5.0, 1)
+    assert cc.app_limited
+    assert cc.btl_bw >= estimate
+    assert cc.available(now + 0.001) >= 1

@@ -511,8 +511,7 @@ class NodeGlue:
             self._mark_confirmed(pk)
             path = self.friend_path(pk) or "tcp"
             log.info("friend %s online (%s)", pk.hex().upper()[:16], path)
-            if self.options.use_udp:
-                self.direct_paths.friend_online(pk, now)
+            self.direct_paths.friend_online(pk, now)  # Hello (probes only with UDP on)
             self._emit(FriendConnected(pk, path))
         elif isinstance(event, m.FriendOffline):
             self.direct_paths.friend_offline(pk)
@@ -532,6 +531,9 @@ class NodeGlue:
             self._emit(LosslessPacket(pk, event.data))
         elif isinstance(event, m.ExtensionLossless):
             self.direct_paths.on_extension(pk, event.data, now)
+            session = self.netcrypto.sessions.get(pk)
+            if session is not None and pk in self.direct_paths.extension_peers:
+                session.congestion.peer_is_ours = True
         elif isinstance(event, m.CustomLossy):
             self._emit(LossyPacket(pk, event.data))
         elif isinstance(event, m.FriendRelays):

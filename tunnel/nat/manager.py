@@ -100,9 +100,14 @@ def local_candidates(
 class DirectPaths:
     """Direct-path cores for every friend speaking the extension (module docstring)."""
 
-    def __init__(self, rng: Rng, now: float) -> None:
+    def __init__(self, rng: Rng, now: float, *, probing: bool = True) -> None:
         self._rng = rng
         self._now = now
+        self.probing = probing
+        """False (UDP off): Hellos are still exchanged, so :attr:`extension_peers` is known,
+        but no direct path is probed."""
+        self.extension_peers: set[bytes] = set()
+        """Online friends whose Hello arrived: ``tunnel`` nodes, not toxcore clients."""
         self.stats = DirectPathsStats()
         self.cores: dict[bytes, DirectPathCore] = {}
         self._by_token: dict[bytes, bytes] = {}
@@ -123,6 +128,7 @@ class DirectPaths:
     def friend_offline(self, public_key: bytes) -> None:
         """Forget the friend's core (a new one is negotiated when it is back)."""
         self._online.discard(public_key)
+        self.extension_peers.discard(public_key)
         core = self.cores.pop(public_key, None)
         if core is not None:
             self._by_token.pop(core.token, None)
@@ -139,7 +145,9 @@ class DirectPaths:
             return
         self.stats.hellos_received += 1
         if public_key in self._online:
-            self._core(public_key, now)
+            self.extension_peers.add(public_key)
+            if self.probing:
+                self._core(public_key, now)
 
     def on_friend_message(self, public_key: bytes, data: bytes, now: float) -> None:
         """A custom lossless ``0xB8`` packet from the friend."""

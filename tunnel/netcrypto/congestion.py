@@ -47,7 +47,9 @@ pacing rate is ``gain * btl_bw``.
   (:meth:`Congestion.note_starved`) and sent under ``APP_LIMITED_FRACTION`` of its budget
   measures the application, not the path: its sample may raise ``btl_bw`` but never lower
   it, and it does not count as a flat startup step. Over TCP relays the rate decays as
-  before (a burst at the relay cap after an idle period can flood a toxcore client).
+  before (a burst at the relay cap after an idle period can flood a toxcore client), unless
+  the peer is one of ours (:attr:`Congestion.peer_is_ours`, set when its extension Hello
+  arrives).
 * **Pacing**: a token bucket at the rate with a burst of ``BURST_S`` seconds of it.
 
 Fairness: two of our flows on one bottleneck converge to comparable shares (tested). A toxcore
@@ -131,6 +133,7 @@ class Congestion:
         "loss_events",
         "min_rtt",
         "mode",
+        "peer_is_ours",
         "queue_delay",
         "rate",
         "rate_cap",
@@ -170,6 +173,9 @@ class Congestion:
         self._starved = False
         self._step_rate = self.rate
         self.app_limited = False
+        self.peer_is_ours = False
+        """The peer sent our extension Hello (it is a ``tunnel`` node, not a toxcore client):
+        application-limited steps are recognised over TCP relays too (see ``_control``)."""
 
     @property
     def startup(self) -> bool:
@@ -296,12 +302,14 @@ class Congestion:
         # bandwidth estimate but never lower it (else an interactive session's rate decays
         # to its message rate, and then pacing delays every message and the next bulk
         # transfer starts from a crawl).
-        # Direct UDP paths only: over a TCP relay, keeping the rate up through idle periods
+        # Over a TCP relay only with a peer of ours: keeping the rate up through idle periods
         # lets the next burst go out at the relay cap at once, and a toxcore client flooded
         # by its relay can stop reading for good (toxcore-test-peers.md 5.2; seen in the
-        # full suite with 300 packets to a libtoxcore peer sharing our process).
+        # full suite with 300 packets to a libtoxcore peer sharing our process). Our peers
+        # read whatever arrives; without the rule their relayed round trips were paced to
+        # the decayed rate (7 ms through our relay instead of 1.5 ms).
         app_limited = (
-            self.delay_based
+            (self.delay_based or self.peer_is_ours)
             and self._starved
             and self._sent_in_interval < APP_LIMITED_FRACTION * self._step_rate * elapsed
         )
