@@ -233,3 +233,37 @@ async def test_dual_stack_bootstrapd_serves_ipv4_and_ipv6_nodes(tmp_path: Path) 
             nursery.cancel_scope.cancel()
     for driver in drivers:
         driver.bound.close()
+
+
+class _Queue(_Echo):
+    """A DatagramCore whose output the test queues directly."""
+
+
+async def test_flush_sends_runs_with_gso_as_ordinary_datagrams() -> None:
+    """The core's runs of equal-size datagrams to one address leave as one GSO send each; a
+    plain socket (no GRO, like toxcore's) still receives every datagram whole and in order."""
+    bound = await open_udp_socket("127.0.0.1", *PORTS.allocate(1) * 2, ipv6=False)
+    plain = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    other = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    (port,) = PORTS.allocate(1)
+    (other_port,) = PORTS.allocate(1)
+    await plain.bind(("127.0.0.1", port))
+    await other.bind(("127.0.0.1", other_port))
+    to_plain = [bytes([i]) * 1400 for i in range(80)] + [b"short tail"]
+    core = _Queue()
+    core.out = [(("127.0.0.1", port), d) for d in to_plain[:40]]
+    core.out.append((("127.0.0.1", other_port), b"elsewhere"))
+    core.out += [(("127.0.0.1", port), d) for d in to_plain[40:]]
+    driver = UdpDriver(core, bound)
+    with bound.sock, plain, other:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            driver.flush()
+            with trio.fail_after(TIMEOUT_S):
+                got = [await plain.recv(2048) for _ in to_plain]
+                assert await other.recv(2048) == b"elsewhere"
+            nursery.cancel_scope.cancel()
+    assert got == to_plain
+    assert driver.sent == len(to_plain) + 1
+    if driver.gso:  # the kernel took GSO: 40 | 1 | 40 + tail -> 64 + rest
+        assert 2 <= driver.gso_sends <= 4

@@ -51,6 +51,7 @@ GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
 GSO_MAX_SEGMENT_BYTES = 1472
 """Only datagrams that fit a 1500-byte IPv4 link unfragmented are sent with GSO."""
+_GSO_REFUSED_ERRNOS = (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 _CMSG_SPACE_BYTES = 64
 
 log = logging.getLogger(__name__)
@@ -247,26 +248,66 @@ class UdpDriver:
         self._wakeup.set()
 
     def flush(self) -> None:
-        """Send everything the core has queued, without blocking (no-op before :meth:`run`)."""
+        """Send everything the core has queued, without blocking (no-op before :meth:`run`).
+
+        Runs of datagrams to one address with one size (the last may be shorter: a bulk
+        transfer's data packets) go out as one UDP GSO ``sendmsg``: one system call for up
+        to ``GSO_MAX_SEGMENTS`` instead of one each (the sender of a forwarded stream spent a
+        fifth of its time in ``sendto``). The wire carries ordinary datagrams either way.
+        """
         sock = self._sock
         if sock is None:
             return
+        items = self.core.datagrams_to_send()
         pending = self._pending
-        pending.extend(self.core.datagrams_to_send())
+        if pending:
+            pending.extend(items)
+            items = list(pending)
+            pending.clear()
         wire_addr = self.bound.wire_addr
-        while pending:
-            addr, data = pending[0]
+        count = len(items)
+        i = 0
+        while i < count:
+            addr, data = items[i]
+            size = len(data)
+            j = i + 1
+            if self.gso and size <= GSO_MAX_SEGMENT_BYTES:
+                limit = min(count, i + GSO_MAX_SEGMENTS, i + GSO_MAX_BYTES // size)
+                while j < limit:
+                    next_addr, next_data = items[j]
+                    next_size = len(next_data)
+                    if next_addr != addr or next_size > size:
+                        break
+                    j += 1
+                    if next_size < size:
+                        break  # the last segment may be shorter
             try:
-                sock.sendto(data, wire_addr(addr))
+                if j - i == 1:
+                    sock.sendto(data, wire_addr(addr))
+                else:
+                    segments = [item[1] for item in items[i:j]]
+                    sock.sendmsg(
+                        segments,
+                        [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))],
+                        0,
+                        wire_addr(addr),
+                    )
             except BlockingIOError:
+                pending.extend(items[i:])
                 self._wakeup.set()  # the timer task waits until writable
                 return
             except OSError as exc:  # unreachable network, no IPv6 route...
-                self.send_errors += 1
+                if j - i > 1 and exc.errno in _GSO_REFUSED_ERRNOS:
+                    log.info("UDP GSO refused (%s): sending datagrams one by one", exc)
+                    self.gso = False
+                    continue  # the same run again, one by one
+                self.send_errors += j - i
                 log.debug("send to %s failed: %s", addr, exc)
             else:
-                self.sent += 1
-            pending.popleft()
+                self.sent += j - i
+                if j - i > 1:
+                    self.gso_sends += 1
+            i = j
 
     def send_now(self, addr: tuple[str, int], data: bytes) -> bool:
         """Send one datagram at once, from any thread (the VPN's TUN reader), bypassing the
@@ -313,7 +354,7 @@ class UdpDriver:
             except BlockingIOError:
                 self.send_errors += j - i
             except OSError as exc:
-                if exc.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                if exc.errno in _GSO_REFUSED_ERRNOS:
                     log.info("UDP GSO refused (%s): sending datagrams one by one", exc)
                     self.gso = False
                     continue  # the same run again, one by one
