@@ -191,11 +191,6 @@ def _start_own_tor(lab: TorLab, socks: int, control: int) -> TorProcess:
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent in the full suite (passes alone): recovery after the node's own Tor "
-    "restarts; not yet diagnosed, see issue 10 note",
-)
 async def test_tor_only_node_recovers_when_its_tor_comes_back(
     tor_lab: TorLab, tor_ports: PortPool, tmp_path: Path
 ) -> None:
