@@ -15,7 +15,7 @@ from tunnel.netcrypto.core import (
     NetCrypto,
     NetCryptoEvent,
 )
-from tunnel.netcrypto.session import SendQueueFull
+from tunnel.netcrypto.session import REPLAY_WINDOW_PKTS, SendQueueFull
 from tunnel.testing.rng import SeededRng
 from tunnel.testing.sim import LinkParams, SimNetwork
 from tunnel.wire.ip_port import Addr
@@ -433,3 +433,31 @@ def test_tail_probe_backs_off_on_a_dead_path_and_stops_when_acknowledged() -> No
     probes = session.counters["tail_probes"]
     net.run_for(3.0)
     assert session.counters["tail_probes"] == probes  # nothing in flight: no more probes
+
+
+def test_replay_window_edges() -> None:
+    """The replay check on its own: in order, a gap filled late, duplicates, the window's far
+    edge, and a jump past a whole window (the skipped slots must not look received)."""
+    net, a, b, a_real, _, b_real, b_dht = make_pair(7)
+    connect(net, a, b, b_real, b_dht)
+    session = b.nc.sessions[a_real.public_key]
+    base = session._replay_base + 10**6  # far past what the handshake used
+    check = session._replay_check
+    assert check(base)
+    assert check(base + 1)
+    assert check(base + 5)  # 2, 3, 4 missing
+    assert not check(base + 1)
+    assert check(base + 3)
+    assert not check(base + 3)
+    assert check(base + 2)
+    edge = base + 5 + REPLAY_WINDOW_PKTS
+    assert check(edge)
+    assert check(base + 6)  # 6 is still inside the window behind edge
+    before = session.counters["data_too_old"]
+    assert not check(base + 5)  # exactly one window behind: too old
+    assert session.counters["data_too_old"] == before + 1
+    far = edge + 3 * REPLAY_WINDOW_PKTS
+    assert check(far)
+    assert check(far - 1)  # skipped when jumping: not received yet
+    assert not check(far - 1)
+    assert check(far - REPLAY_WINDOW_PKTS + 1)

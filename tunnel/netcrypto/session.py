@@ -96,6 +96,7 @@ MAX_SEND_BUFFER_PKTS = PACKET_BUFFER_SIZE - 1
 MIN_SEND_QUEUE_PKTS = 128
 SEND_QUEUE_S = 0.25
 REPLAY_WINDOW_PKTS = 8192
+_REPLAY_SLOT_MASK = REPLAY_WINDOW_PKTS - 1  # a power of two
 MAX_REQUEST_HOLES = MAX_CRYPTO_DATA_SIZE_BYTES - 1
 LOSS_RECENT_S = 0.25
 TAIL_PROBE_MIN_S = 0.2
@@ -131,7 +132,9 @@ class Session:
         self._recv_nonce = 0
         self._replay_base = 0
         self._replay_top = -1
-        self._replay_bits = 0
+        self._replay_ring = bytearray(REPLAY_WINDOW_PKTS)
+        """Slot ``offset % REPLAY_WINDOW_PKTS`` is 1 once that packet arrived (a ring: one
+        byte written per packet, where a shifted window bit mask copied 1 KiB each time)."""
         self.state: State = Closed("not started")
         self.outbox: list[bytes] = []
         self._box: DataBox | None = None  # seals/opens data packets once the key is known
@@ -213,7 +216,7 @@ class Session:
         self._recv_nonce = int.from_bytes(peer.base_nonce, "big")
         self._replay_base = self._recv_nonce
         self._replay_top = -1
-        self._replay_bits = 0
+        self._replay_ring = bytearray(REPLAY_WINDOW_PKTS)
         key = shared_key(peer.session_pk, self.session_keys.secret_key)
         self._box = self._make_box(key)
         self.state = NotConfirmed(packet, tries, last_sent, key)
@@ -365,19 +368,25 @@ class Session:
 
     def _replay_check(self, nonce: int) -> bool:
         offset = (nonce - self._replay_base) % _NONCE_MOD
-        if offset > self._replay_top:
-            shift = offset - self._replay_top
-            self._replay_bits = ((self._replay_bits << shift) | 1) & ((1 << REPLAY_WINDOW_PKTS) - 1)
+        top = self._replay_top
+        ring = self._replay_ring
+        if offset > top:
+            if offset - top >= REPLAY_WINDOW_PKTS:
+                ring[:] = bytes(REPLAY_WINDOW_PKTS)
+            else:
+                for missing in range(top + 1, offset):  # usually none: packets come in order
+                    ring[missing & _REPLAY_SLOT_MASK] = 0
+            ring[offset & _REPLAY_SLOT_MASK] = 1
             self._replay_top = offset
             return True
-        back = self._replay_top - offset
-        if back >= REPLAY_WINDOW_PKTS:
+        if top - offset >= REPLAY_WINDOW_PKTS:
             self.counters["data_too_old"] += 1
             return False
-        if self._replay_bits >> back & 1:
+        slot = offset & _REPLAY_SLOT_MASK
+        if ring[slot]:
             self.counters["data_replayed"] += 1
             return False
-        self._replay_bits |= 1 << back
+        ring[slot] = 1
         return True
 
     def _handle_ack(self, wire_start: int, now: float) -> bool:
