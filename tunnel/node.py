@@ -234,6 +234,7 @@ class Node(NodeGlue):
         self._by_dht: dict[bytes, bytes] = {}  # DHT pk -> real pk
         self._pending_requests: dict[bytes, bytes] = {}  # real pk -> message
         self._friend_relays: dict[bytes, None] = {}
+        self._fast_lossless_ids: frozenset[int] = frozenset()
         self._cancel: trio.CancelScope | None = None
         self._running = False
         self._closing = False

@@ -114,3 +114,53 @@ async def test_two_tcp_only_nodes_befriend_through_the_relay(node_factory: Any) 
             event = await next_event(a_events, LosslessPacket)
             assert event.data == bytes([0xB0]) + i.to_bytes(2, "big")
         assert a.statistics().udp_datagrams_sent == 0
+
+
+async def test_fast_lossless_path_keeps_order_and_online_first(node_factory: Any) -> None:
+    """Packets with fast-path ids skip friend_connection, the messenger and the glue: they
+    still reach subscribers after the friend's FriendConnected, complete and in order, while
+    other ids and messages keep the normal path; enabling it on a live friend works too."""
+    async with node_factory("fa") as a, node_factory("fb") as b:
+        b.enable_fast_lossless(frozenset({0xA2}))  # before the friend is online
+        b_events = b.subscribe()
+        a.add_friend_norequest(b.public_key)
+        b.add_friend_norequest(a.public_key)
+        with trio.fail_after(FIND_TIMEOUT_S):
+            await a.wait_for(lambda: a.is_online(b.public_key))
+        session = b.netcrypto.sessions[a.public_key]
+        sink = session.lossless_sink
+        assert sink is not None
+        fast = 0
+
+        def counting(payload: bytes) -> bool:
+            nonlocal fast
+            taken = sink(payload)
+            fast += taken
+            return taken
+
+        session.lossless_sink = counting
+        for i in range(BULK_PACKETS):
+            await a.send_lossless(b.public_key, b"\xa2" + i.to_bytes(4, "big") + bytes(600))
+            if i % 10 == 0:
+                await a.send_lossless(b.public_key, b"\xa3" + i.to_bytes(4, "big"))
+        a.send_message(b.public_key, b"after")
+        seen: list[object] = []
+        with trio.fail_after(FIND_TIMEOUT_S):
+            async for event in b_events:
+                seen.append(event)
+                if isinstance(event, Message):
+                    break
+        online_at = next(i for i, e in enumerate(seen) if isinstance(e, FriendConnected))
+        fast_packets = [e for e in seen if isinstance(e, LosslessPacket) and e.data[0] == 0xA2]
+        slow_packets = [e for e in seen if isinstance(e, LosslessPacket) and e.data[0] == 0xA3]
+        assert all(seen.index(e) > online_at for e in fast_packets)
+        assert [int.from_bytes(e.data[1:5], "big") for e in fast_packets] == list(
+            range(BULK_PACKETS)
+        )
+        assert [int.from_bytes(e.data[1:5], "big") for e in slow_packets] == list(
+            range(0, BULK_PACKETS, 10)
+        )
+        assert fast == BULK_PACKETS  # every 0xA2 took the fast path, no 0xA3 did
+        # enabling later installs on the sessions of friends already online
+        a.enable_fast_lossless(frozenset({0xA3}))
+        assert a.netcrypto.sessions[b.public_key].lossless_sink is not None

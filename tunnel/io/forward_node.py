@@ -4,7 +4,8 @@ Maps node events to transport events (``FriendConnected`` -> ``FriendOnline``, c
 and lossy packets -> ``PacketReceived``, ``FriendRequest`` -> ``FriendRequestReceived``) and
 the send side to the node's non-blocking calls: ``free_slots`` is the node's send capacity,
 ``wait_send_space`` waits on the node's change notifications. Friends already online when the
-transport is created are reported first, so a driver started late misses nothing.
+transport is created are reported first, so a driver started late misses nothing. Tunnel
+frames (lossless 0xA2) come on the node's fast path (:meth:`Node.enable_fast_lossless`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tunnel.node_types import (
     NodeEvent,
 )
 from tunnel.toxid import ToxId
+from tunnel.wire.tuntox import TUNTOX_PACKET_ID
 
 
 class NodeTransport:
@@ -40,6 +42,7 @@ class NodeTransport:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._events = node.subscribe()
+        node.enable_fast_lossless(frozenset({TUNTOX_PACKET_ID}))  # tunnel frames skip the glue
         self._initial: deque[TransportEvent] = deque(
             FriendOnline(pk, node.friend_path(pk) or "")
             for pk in node.friends()

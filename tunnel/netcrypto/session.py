@@ -141,10 +141,13 @@ class Session:
         self._receive_max = MAX_CRYPTO_DATA_SIZE_BYTES
         self._receive_packet_max = data_packet_bytes(MAX_CRYPTO_DATA_SIZE_BYTES)
         self.max_lossy_payload = MAX_CRYPTO_DATA_SIZE_BYTES
+        """Largest lossy ``[id][data]`` :meth:`send_lossy` takes (see :meth:`set_lossy_limits`)."""
         self.lossy_sink: Callable[[bytes], bool] | None = None
         """Fast path for lossy packets: called with each ``[id][data]`` instead of queueing a
         :class:`Lossy` event; returning False queues the event after all."""
-        """Largest lossy ``[id][data]`` :meth:`send_lossy` takes (see :meth:`set_lossy_limits`)."""
+        self.lossless_sink: Callable[[bytes], bool] | None = None
+        """Fast path for lossless packets, called in order with each delivered ``[id][data]``
+        instead of queueing a :class:`Lossless` event; returning False queues the event."""
         self.events: list[SessionEvent] = []
         self.counters: Counter[str] = Counter()
         self.congestion = Congestion(now)
@@ -487,7 +490,9 @@ class Session:
 
     def _deliver(self, payload: bytes) -> None:
         self.delivered_lossless += 1
-        self.events.append(Lossless(payload))
+        sink = self.lossless_sink
+        if sink is None or not sink(payload):
+            self.events.append(Lossless(payload))
 
     # ------------------------------------------------------------------ commands
 
