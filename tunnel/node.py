@@ -550,6 +550,22 @@ class Node(NodeGlue):
             self._kick()
         return True
 
+    def try_send_lossless_many(
+        self, public_key: bytes, packets: list[bytes], *, flush: bool = True
+    ) -> int:
+        """Queue custom lossless packets in order while there is room; how many were queued
+        (one pass through the layers for a burst; see :meth:`try_send_lossless`).
+
+        Raises:
+            NotConnected: the friend is not online.  ValueError: bad packet id or size.
+        """
+        queued = self.messenger.send_custom_lossless_many(
+            self._number(public_key), packets, trio.current_time()
+        )
+        if flush and queued:
+            self._kick()
+        return queued
+
     async def send_lossless(self, public_key: bytes, data: bytes) -> None:
         """Send a custom lossless packet ``[160..191][data]``, waiting while the queue is full.
 

@@ -461,3 +461,18 @@ def test_replay_window_edges() -> None:
     assert check(far - 1)  # skipped when jumping: not received yet
     assert not check(far - 1)
     assert check(far - REPLAY_WINDOW_PKTS + 1)
+
+
+def test_send_lossless_many_queues_what_fits_in_order() -> None:
+    net, a, b, _a_real, _, b_real, b_dht = make_pair(8)
+    connect(net, a, b, b_real, b_dht)
+    peer = b_real.public_key
+    room = a.nc.send_capacity(peer)
+    batch = payloads(room + 50)
+    assert a.nc.send_lossless_many(peer, batch, net.now) == room  # the rest: no room now
+    assert net.run_until(lambda: len(b.received) == room, timeout=10)
+    assert b.received == batch[:room]
+    with pytest.raises(ValueError, match="lossless payload"):
+        a.nc.send_lossless_many(peer, [b"\xa0ok", b"\x05bad id", b"\xa0never"], net.now)
+    assert net.run_until(lambda: len(b.received) == room + 1, timeout=5)
+    assert b.received[-1] == b"\xa0ok"

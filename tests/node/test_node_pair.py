@@ -127,6 +127,7 @@ async def test_fast_lossless_path_keeps_order_and_online_first(node_factory: Any
         b.add_friend_norequest(a.public_key)
         with trio.fail_after(FIND_TIMEOUT_S):
             await a.wait_for(lambda: a.is_online(b.public_key))
+            await b.wait_for(lambda: b.is_online(a.public_key))
         session = b.netcrypto.sessions[a.public_key]
         sink = session.lossless_sink
         assert sink is not None

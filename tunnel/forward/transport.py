@@ -110,6 +110,11 @@ class FriendTransport(Protocol):
         """
         ...
 
+    def send_lossless_many(self, public_key: bytes, packets: list[bytes]) -> int:
+        """Queue custom lossless packets in order while there is room (like
+        :meth:`send_lossless` for each, in one pass); returns how many were queued."""
+        ...
+
     def send_lossy(self, public_key: bytes, data: bytes) -> None:
         """Send one custom lossy packet (silently dropped if offline)."""
         ...

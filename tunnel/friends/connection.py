@@ -203,6 +203,14 @@ class FriendConnections:
         number = self.netcrypto.send_lossless(real_pk, payload, now, congestion_control=congestion)
         return number
 
+    def send_many(self, real_pk: bytes, payloads: list[bytes], now: float) -> int:
+        """Queue congestion-controlled lossless packets while there is room; how many.
+
+        Raises:
+            NotConnected: the friend is not connected.  ValueError: a bad payload.
+        """
+        return self.netcrypto.send_lossless_many(real_pk, payloads, now)
+
     def send_lossy(self, real_pk: bytes, payload: bytes, now: float) -> None:
         """Send a lossy packet to a connected friend (raises :class:`NotConnected`)."""
         self.netcrypto.send_lossy(real_pk, payload, now)

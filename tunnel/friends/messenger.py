@@ -326,6 +326,24 @@ class Messenger:
         self.connections.send(record.real_pk, data, now, congestion=True)
         record.counters["custom_lossless_sent"] += 1
 
+    def send_custom_lossless_many(self, friend: int, packets: list[bytes], now: float) -> int:
+        """Queue custom lossless packets in order while there is room; how many were queued.
+
+        Raises:
+            NotConnected: the friend is not online.
+            ValueError: a bad id or size (the packets before it may be queued).
+        """
+        for data in packets:
+            if not (
+                1 <= len(data) <= MAX_CUSTOM_PACKET_SIZE_BYTES
+                and CUSTOM_LOSSLESS_FIRST <= data[0] <= CUSTOM_LOSSLESS_LAST
+            ):
+                raise ValueError("custom lossless packets are [160..191][data], <= 1373 bytes")
+        record = self._online(friend)
+        queued = self.connections.send_many(record.real_pk, packets, now)
+        record.counters["custom_lossless_sent"] += queued
+        return queued
+
     def send_custom_lossy(self, friend: int, data: bytes, now: float) -> None:
         """Send ``[200..254][data]`` (at most 1373 bytes) once, unreliably.
 

@@ -191,10 +191,16 @@ class MuxDriver:
             try:
                 event: TransportEvent | None = await transport.next_event()
                 # A burst of packets is fed to the mux before anyone else runs: one kick,
-                # one sender round and one joined local write for all of it.
+                # one sender round and one joined local write for all of it (and one clock
+                # reading: the burst arrived at once).
+                receive_packet = self.mux.receive_packet
+                now = self.now()
                 handled = 0
                 while event is not None:
-                    self.handle_transport_event(event)
+                    if type(event) is PacketReceived:
+                        receive_packet(event.public_key, event.data, now)
+                    else:
+                        self.handle_transport_event(event)
                     handled += 1
                     if handled >= RECEIVE_BURST_EVENTS:
                         break
@@ -251,22 +257,20 @@ class MuxDriver:
             return
         refused = False
         stash = self._stash.get(friend)
-        while stash:
-            if not transport.send_lossless(friend, stash[0]):
-                refused = True
-                break
-            stash.popleft()
+        if stash:
+            for _ in range(transport.send_lossless_many(friend, list(stash))):
+                stash.popleft()
+            refused = bool(stash)
         if not refused:
             self._stash.pop(friend, None)
             slots = transport.free_slots(friend)
             if slots > 0:
                 packets = mux.packets_to_send(friend, slots)
-                for i, packet in enumerate(packets):
-                    if not transport.send_lossless(friend, packet):
-                        self.count("lossless_send_refused")
-                        self._stash[friend] = deque(packets[i:])
-                        refused = True
-                        break
+                sent = transport.send_lossless_many(friend, packets) if packets else 0
+                if sent < len(packets):
+                    self.count("lossless_send_refused")
+                    self._stash[friend] = deque(packets[sent:])
+                    refused = True
         for packet in mux.lossy_packets_to_send(friend):
             transport.send_lossy(friend, packet)
         transport.flush()

@@ -77,6 +77,8 @@ class NodeTransport:
                 return None
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 raise TransportClosed("node stopped") from None
+            if type(event) is LosslessPacket:  # the data path: skip the match
+                return PacketReceived(event.public_key, event.data)
             converted = _convert(event)
             if converted is not None:
                 return converted
@@ -111,6 +113,12 @@ class NodeTransport:
             return self.node.try_send_lossless(public_key, data, flush=False)
         except (NotConnected, KeyError, ValueError):
             return False
+
+    def send_lossless_many(self, public_key: bytes, packets: list[bytes]) -> int:
+        try:
+            return self.node.try_send_lossless_many(public_key, packets, flush=False)
+        except (NotConnected, KeyError, ValueError):
+            return 0
 
     def send_lossy(self, public_key: bytes, data: bytes) -> None:
         try:

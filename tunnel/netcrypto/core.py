@@ -210,6 +210,14 @@ class NetCrypto:
         self._flush(session, now)
         return number
 
+    def send_lossless_many(self, peer_pk: bytes, payloads: list[bytes], now: float) -> int:
+        """Queue lossless packets while there is room; see :meth:`Session.send_lossless_many`."""
+        session = self._established(peer_pk)
+        try:
+            return session.send_lossless_many(payloads, now)
+        finally:
+            self._flush(session, now)
+
     def send_lossy(self, peer_pk: bytes, payload: bytes, now: float) -> None:
         """Send a lossy packet; see :meth:`Session.send_lossy`."""
         session = self._established(peer_pk)

@@ -526,6 +526,35 @@ class Session:
         self._pump(now)
         return number
 
+    def send_lossless_many(self, payloads: list[bytes], now: float) -> int:
+        """Queue payloads in order while there is room (congestion-controlled), with one
+        transmit round at the end; returns how many were queued (the rest: no room).
+
+        Raises:
+            NotConnected: not established.
+            ValueError: a bad id or size (nothing after it is queued).
+        """
+        if not isinstance(self.state, Established):
+            raise NotConnected("session not established")
+        room = self.send_capacity()
+        queued = 0
+        send = self._send
+        try:
+            for payload in payloads:
+                if queued >= room:
+                    break
+                if not 1 <= len(payload) <= MAX_CRYPTO_DATA_SIZE_BYTES or not (
+                    PACKET_ID_LOSSLESS_START <= payload[0] <= PACKET_ID_LOSSLESS_END
+                ):
+                    raise ValueError("lossless payload must be [16..191][data], <= 1373 bytes")
+                send[self.send_end] = _Sent(payload)
+                self.send_end += 1
+                queued += 1
+        finally:
+            if queued:
+                self._pump(now)
+        return queued
+
     def set_lossy_limits(self, *, receive_bytes: int, send_bytes: int) -> None:
         """Payload limits beyond toxcore's 1373 bytes, for two of our own peers only.
 

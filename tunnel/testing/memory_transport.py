@@ -236,6 +236,14 @@ class MemoryTransport:
         self._network.endpoint(public_key).push(_Lossless(PacketReceived(self._public_key, data)))
         return True
 
+    def send_lossless_many(self, public_key: bytes, packets: list[bytes]) -> int:
+        sent = 0
+        for data in packets:
+            if not self.send_lossless(public_key, data):
+                break
+            sent += 1
+        return sent
+
     def send_lossy(self, public_key: bytes, data: bytes) -> None:
         if self.is_online(public_key):
             self.lossy_sent += 1
