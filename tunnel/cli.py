@@ -31,8 +31,9 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, with one sub-parser per available command."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser, with one sub-parser per available command (``only``: just that
+    command's, so running it does not import every other command's modules first)."""
     parser = argparse.ArgumentParser(
         prog="tunnel",
         description="P2P tunnels and a mesh VPN over the Tox network.",
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tunnel {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         try:
             module = importlib.import_module(f"tunnel.commands.{module_name}")
         except ModuleNotFoundError as exc:
@@ -54,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    first = arguments[0] if arguments else None
+    parser = build_parser(first if first in COMMANDS else None)
+    args = parser.parse_args(arguments)
     run = getattr(args, "_run", None)
     if run is None:
         parser.print_help()
