@@ -26,6 +26,7 @@ import trio
 
 from tunnel.crypto import KeyPair, Rng
 from tunnel.io.proxy import ProxyConfig, open_tcp_stream
+from tunnel.io.quickack import quick_ack
 from tunnel.onion.relay import OnionRelay, TcpClientSource
 from tunnel.tcp_relay.client import TCP_CONNECTION_TIMEOUT_S
 from tunnel.tcp_relay.connections import PoolEvent, RelayInfo, RelayPool
@@ -140,6 +141,7 @@ class TcpRelayServer:
     async def _handle(self, stream: trio.abc.Stream) -> None:
         if self.tune_accepted is not None and isinstance(stream, trio.SocketStream):
             self.tune_accepted(stream)
+        stream = quick_ack(stream)  # small frames from Nagle senders (Tor): no 40 ms waits
         handle = self.core.accept(trio.current_time())
         conn = _ServerConn(stream, _Waker(), trio.CancelScope())
         self._conns[handle] = conn
@@ -426,7 +428,7 @@ class RelayPoolDriver:
             self.pool.connection_failed(pk, trio.current_time(), str(exc))
             self.wake()
             return
-        conn = _ClientConn(stream, _Waker(), trio.CancelScope())
+        conn = _ClientConn(quick_ack(stream), _Waker(), trio.CancelScope())
         self._conns[pk] = conn
         self.pool.connection_made(pk, trio.current_time())
         self.wake()

@@ -30,6 +30,7 @@ import trio
 import trio.testing
 
 from tunnel.errors import BadPacket
+from tunnel.io.quickack import QuickAckStream
 from tunnel.io.tcp_relay import TcpRelayServer, serve_tcp_relay
 from tunnel.netcrypto.session import NotConnected
 from tunnel.node import Node
@@ -56,16 +57,16 @@ REPUBLISH_RETRY_S = 2.0
 """Pause between attempts to publish the onion service again after Tor went away."""
 
 
-def tune_tor_stream(stream: trio.SocketStream) -> trio.SocketStream:
+def tune_tor_stream(stream: trio.SocketStream) -> QuickAckStream:
     """Small send buffers on a relay stream to or from Tor: Tor reads only as fast as its
     circuit window allows, so a default (megabytes on loopback) buffer would hold many seconds
     of data ahead of the relay's pings and pongs, and the other end would drop the connection
     on its 10 s ping timeout. Small buffers leave the queue in the relay outbox, where control
-    packets go first."""
+    packets go first. Reads are acknowledged at once (:mod:`tunnel.io.quickack`)."""
     stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TOR_SEND_BUFFER_BYTES)
     if hasattr(socket, "TCP_NOTSENT_LOWAT"):
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, TOR_NOTSENT_LOWAT_BYTES)
-    return stream
+    return QuickAckStream(stream)
 
 
 class FriendOnions:
