@@ -15,7 +15,8 @@ from tunnel.netcrypto.core import (
     NetCrypto,
     NetCryptoEvent,
 )
-from tunnel.netcrypto.session import REPLAY_WINDOW_PKTS, SendQueueFull
+from tunnel.netcrypto.replay import REPLAY_WINDOW_PKTS
+from tunnel.netcrypto.session import SendQueueFull
 from tunnel.testing.rng import SeededRng
 from tunnel.testing.sim import LinkParams, SimNetwork
 from tunnel.wire.ip_port import Addr

@@ -13,8 +13,8 @@ Theory of operation::
   dies. Established connections have no timeout here (friend_connection's ALIVE does that).
 * Data packets use ``sent_nonce`` (incremented per packet of any kind) and the receive nonce is
   rebuilt from the 2-byte tail (``DATA_NUM_THRESHOLD`` rule). On top of toxcore we keep a
-  replay window over reconstructed nonces, so a replayed or very old packet is dropped and
-  counted instead of being delivered twice.
+  replay window over reconstructed nonces (:mod:`tunnel.netcrypto.replay`), so a replayed or
+  very old packet is dropped and counted instead of being delivered twice.
 * Lossless packets get 32-bit packet numbers; internally they are unbounded ints (the wire
   carries ``n mod 2**32``). The send array holds ``[send_start, send_end)``: packets below
   ``_next_new`` have been transmitted at least once; resends come from ``_resend``. The peer
@@ -49,6 +49,7 @@ from tunnel.netcrypto.congestion import Congestion
 from tunnel.netcrypto.cookies import Identity
 from tunnel.netcrypto.lossy_sealer import NONCE_MOD as _NONCE_MOD
 from tunnel.netcrypto.lossy_sealer import LossySealer
+from tunnel.netcrypto.replay import Replay, ReplayWindow
 from tunnel.netcrypto.session_types import (
     Closed,
     CookieRequesting,
@@ -95,8 +96,6 @@ DATA_NUM_THRESHOLD = 21845
 MAX_SEND_BUFFER_PKTS = PACKET_BUFFER_SIZE - 1
 MIN_SEND_QUEUE_PKTS = 128
 SEND_QUEUE_S = 0.25
-REPLAY_WINDOW_PKTS = 8192
-_REPLAY_SLOT_MASK = REPLAY_WINDOW_PKTS - 1  # a power of two
 MAX_REQUEST_HOLES = MAX_CRYPTO_DATA_SIZE_BYTES - 1
 LOSS_RECENT_S = 0.25
 TAIL_PROBE_MIN_S = 0.2
@@ -131,10 +130,7 @@ class Session:
         self._nonce_counter = itertools.count()
         self._recv_nonce = 0
         self._replay_base = 0
-        self._replay_top = -1
-        self._replay_ring = bytearray(REPLAY_WINDOW_PKTS)
-        """Slot ``offset % REPLAY_WINDOW_PKTS`` is 1 once that packet arrived (a ring: one
-        byte written per packet, where a shifted window bit mask copied 1 KiB each time)."""
+        self._replay = ReplayWindow()
         self.state: State = Closed("not started")
         self.outbox: list[bytes] = []
         self._box: DataBox | None = None  # seals/opens data packets once the key is known
@@ -218,8 +214,7 @@ class Session:
     ) -> None:
         self._recv_nonce = int.from_bytes(peer.base_nonce, "big")
         self._replay_base = self._recv_nonce
-        self._replay_top = -1
-        self._replay_ring = bytearray(REPLAY_WINDOW_PKTS)
+        self._replay = ReplayWindow()
         key = shared_key(peer.session_pk, self.session_keys.secret_key)
         self._box = self._make_box(key)
         self.state = NotConfirmed(packet, tries, last_sent, key)
@@ -370,27 +365,11 @@ class Session:
         return True
 
     def _replay_check(self, nonce: int) -> bool:
-        offset = (nonce - self._replay_base) % _NONCE_MOD
-        top = self._replay_top
-        ring = self._replay_ring
-        if offset > top:
-            if offset - top >= REPLAY_WINDOW_PKTS:
-                ring[:] = bytes(REPLAY_WINDOW_PKTS)
-            else:
-                for missing in range(top + 1, offset):  # usually none: packets come in order
-                    ring[missing & _REPLAY_SLOT_MASK] = 0
-            ring[offset & _REPLAY_SLOT_MASK] = 1
-            self._replay_top = offset
+        seen = self._replay.check((nonce - self._replay_base) % _NONCE_MOD)
+        if seen is Replay.NEW:
             return True
-        if top - offset >= REPLAY_WINDOW_PKTS:
-            self.counters["data_too_old"] += 1
-            return False
-        slot = offset & _REPLAY_SLOT_MASK
-        if ring[slot]:
-            self.counters["data_replayed"] += 1
-            return False
-        ring[slot] = 1
-        return True
+        self.counters["data_too_old" if seen is Replay.TOO_OLD else "data_replayed"] += 1
+        return False
 
     def _handle_ack(self, wire_start: int, now: float) -> bool:
         ahead = (wire_start - self.send_start) & _U32
