@@ -12,6 +12,11 @@ Each stream has one reader task and one writer task. The writer sleeps until the
 output for it (a one-slot "wake" channel), so control frames queued while a large write is in
 progress go out right after it, in nonce order. A stream the core closes is closed here and
 nothing else: other clients are unaffected. ``now`` is always ``trio.current_time()``.
+
+Client writes are paced (:class:`WriteBudget`, a token bucket per relay connection, and
+``TCP_NOTSENT_LOWAT`` on plain sockets): tox-bootstrapd's relay reads slowly (it polls every
+30 ms) and, fed with large writes, its receive window can stay shut with a frame half read, which
+stalls the connection for good. Small writes spread in time keep it reading.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +48,18 @@ from tunnel.wire.ip_port import Addr, IPPort
 READ_CHUNK_BYTES = 16 * 1024
 WRITE_CHUNK_BYTES = 64 * 1024
 SERVER_GRACE_S = 1.0
+CLIENT_WRITE_RATE_BYTES_S = 5.5e6
+"""Refill rate of a relay client connection's :class:`WriteBudget` (~44 Mbit/s)."""
+CLIENT_WRITE_BURST_BYTES = 16 * 1024
+"""Most a relay client connection writes at once after being idle."""
+CLIENT_WRITE_QUANTUM_BYTES = 4 * 1024
+"""A paced client writer waits for this much budget before its next write (at most the burst),
+so writes are a few KiB each, spread in time, rather than one frame per timer wake-up."""
+CLIENT_NOTSENT_LOWAT_BYTES = 8 * 1024
+"""``TCP_NOTSENT_LOWAT`` on plain relay client sockets: the socket is writable only while less
+than this is queued unsent, so data waits in our outbox (behind control frames) instead of in
+the kernel."""
+_TCP_NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)
 
 log = logging.getLogger(__name__)
 
@@ -286,11 +304,67 @@ class TcpOnionBridge:
 # =============================================================================== client
 
 
+class WriteBudget:
+    """A token bucket pacing the writes of one relay connection (sans-IO: callers pass ``now``).
+
+    The bucket refills at ``rate_bytes_s`` up to ``burst_bytes``. :meth:`spend` may take it into
+    debt (a frame is never split, and never waits for more budget than the bucket can hold);
+    :meth:`wait_s` says how long until the next write may go.
+    """
+
+    def __init__(
+        self,
+        now: float,
+        rate_bytes_s: float = CLIENT_WRITE_RATE_BYTES_S,
+        burst_bytes: int = CLIENT_WRITE_BURST_BYTES,
+    ) -> None:
+        if rate_bytes_s <= 0 or burst_bytes <= 0:
+            raise ValueError("a write budget needs a positive rate and burst")
+        self.rate_bytes_s = rate_bytes_s
+        self.burst_bytes = burst_bytes
+        self._tokens = float(burst_bytes)
+        self._updated = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._updated:
+            self._tokens = min(
+                float(self.burst_bytes), self._tokens + (now - self._updated) * self.rate_bytes_s
+            )
+            self._updated = now
+
+    def available(self, now: float) -> int:
+        """Whole bytes that may be written now (0 while in debt)."""
+        self._refill(now)
+        return max(0, int(self._tokens))
+
+    def wait_s(self, now: float, want_bytes: int = 1) -> float:
+        """Seconds until ``want_bytes`` (capped at the burst) may be written; 0: now."""
+        self._refill(now)
+        missing = min(want_bytes, self.burst_bytes) - self._tokens
+        return max(0.0, missing / self.rate_bytes_s)
+
+    def spend(self, nbytes: int, now: float) -> None:
+        """Account for ``nbytes`` written (the balance may go negative)."""
+        self._refill(now)
+        self._tokens -= nbytes
+
+
+def _set_notsent_lowat(stream: trio.abc.Stream, nbytes: int) -> None:
+    """``TCP_NOTSENT_LOWAT`` on a plain TCP socket stream, where the platform has it."""
+    if _TCP_NOTSENT_LOWAT is None or not isinstance(stream, trio.SocketStream):
+        return
+    try:
+        stream.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, nbytes)
+    except OSError as exc:
+        log.debug("relay: TCP_NOTSENT_LOWAT not set: %s", exc)
+
+
 @dataclass(slots=True)
 class _ClientConn:
     stream: trio.abc.Stream
     waker: _Waker
     scope: trio.CancelScope
+    budget: WriteBudget
 
 
 class RelayPoolDriver:
@@ -428,7 +502,11 @@ class RelayPoolDriver:
             self.pool.connection_failed(pk, trio.current_time(), str(exc))
             self.wake()
             return
-        conn = _ClientConn(quick_ack(stream), _Waker(), trio.CancelScope())
+        if self.opener is None and self.proxy is None:
+            _set_notsent_lowat(stream, CLIENT_NOTSENT_LOWAT_BYTES)
+        conn = _ClientConn(
+            quick_ack(stream), _Waker(), trio.CancelScope(), WriteBudget(trio.current_time())
+        )
         self._conns[pk] = conn
         self.pool.connection_made(pk, trio.current_time())
         self.wake()
@@ -458,9 +536,25 @@ class RelayPoolDriver:
             self._waker.wake()
 
     async def _writer(self, pk: bytes, conn: _ClientConn) -> None:
+        budget = conn.budget
         while True:
             await conn.waker.wait()
-            while data := self.pool.data_to_send(pk, WRITE_CHUNK_BYTES):
+            while True:
+                # pace first, then take frames: whatever was queued meanwhile (control frames
+                # first) goes out in this write
+                wait_s = budget.wait_s(trio.current_time(), CLIENT_WRITE_QUANTUM_BYTES)
+                if wait_s > 0:
+                    await trio.sleep(wait_s)
+                try:
+                    await conn.stream.wait_send_all_might_not_block()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    conn.scope.cancel()
+                    return
+                now = trio.current_time()
+                data = self.pool.data_to_send(pk, max(1, budget.available(now)))
+                if not data:
+                    break
+                budget.spend(len(data), now)
                 try:
                     await conn.stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
