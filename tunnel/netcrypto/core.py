@@ -54,15 +54,15 @@ from tunnel.wire.netcrypto import (
 UDP_DIRECT_TIMEOUT_S = 8.0
 UDP_SMALL_PROBE_INTERVAL_S = 4.0
 UDP_SMALL_PROBE_MAX_BYTES = 96
-TCP_MAX_RATE_PKT_S = 1000.0
-"""Rate cap while a session runs over TCP relays. Above ~3000 packets/s tox-bootstrapd's relay
-deadlocks on the sender's connection: it reads a frame only once it is whole and polls every
-30 ms, Linux frees coalesced receive memory only when the buffer is fully read, so a
-half-received frame pins the 128 KiB buffer, the window closes and the frame never completes
-(seen with ss: zero-window probes, the relay socket's memory full with 1370 bytes unread).
-1000 (~40 KiB per relay tick) keeps far from it; the real fix is a per-relay-connection write
-budget in the relay writer. Toxcore clients flooded by a relay also stall
-(toxcore-test-peers.md 5.2)."""
+TCP_MAX_RATE_PKT_S = 3500.0
+"""Rate cap while a session runs over TCP relays. tox-bootstrapd's relay reads a frame only once
+it is whole and polls every 30 ms; Linux frees coalesced receive memory only when the buffer is
+fully read, so with large bursty writes a half-received frame could pin its receive buffer, the
+window closed and the frame never completed (zero-window probes; was seen above ~3000
+packets/s, when this cap was 1000). The relay client's writes are now paced per connection
+(``tunnel.io.tcp_relay.WriteBudget``, ``TCP_NOTSENT_LOWAT``), which keeps the relay reading, so
+the cap only bounds the congestion controller (~38 Mbit/s of 1.4 KB packets). Toxcore clients
+flooded by a relay also stall (toxcore-test-peers.md 5.2)."""
 
 
 # ----------------------------------------------------------------------------- events
