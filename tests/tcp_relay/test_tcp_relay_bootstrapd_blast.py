@@ -21,8 +21,6 @@ from tunnel.tcp_relay.connections import PeerData, PeerOnline, PoolEvent, RelayC
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.ports import PortPool
 
-pytestmark = pytest.mark.toxcore
-
 BLAST_PORTS = (43700, 43799)
 FRAME_BYTES = 1400
 BLAST_BYTES = 20_000_000
@@ -76,6 +74,7 @@ def test_write_budget_refills_caps_and_goes_into_debt() -> None:
         WriteBudget(0.0, rate_bytes_s=0.0)
 
 
+@pytest.mark.toxcore
 async def test_blast_through_tox_bootstrapd_relay_arrives_whole_and_in_order(
     bsd_relay: Bootstrapd,
 ) -> None:
