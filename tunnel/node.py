@@ -90,9 +90,11 @@ from tunnel.wire.savedata import (
 __all__ = ["Node", "NodeOptions"]
 
 NETCRYPTO_PACKET_KINDS = (COOKIE_REQUEST_KIND, COOKIE_RESPONSE_KIND, HANDSHAKE_KIND, DATA_KIND)
-SAVED_NODES = 8
 SHUTDOWN_FLUSH_S = 0.05
 """How long :meth:`Node.aclose` lets the UDP and relay drivers send the kill packets."""
+SHUTDOWN_RELAY_DRAIN_S = 1.0
+"""At most this long more for relay streams that still have queued output (kill packets)."""
+SAVED_NODES = 8
 """DHT nodes and TCP relays kept in the profile (toxcore saves up to 8 of each kind too)."""
 
 log = logging.getLogger("tunnel.node")
@@ -340,12 +342,16 @@ class Node(NodeGlue):
             number = self.messenger.friend_number(pk)
             if number is not None:
                 self.messenger.delete_friend(number, now)
-        for pk in list(self.netcrypto.sessions):
+        sessions = list(self.netcrypto.sessions)
+        for pk in sessions:
             self.netcrypto.kill(pk, now)
         self._process(now)
+        log.debug("shutting down: %d session(s) killed", len(sessions))
         with trio.move_on_after(timeout_s):
             if self.udp is not None or self.relays.pool.connected_relays():
                 await trio.sleep(SHUTDOWN_FLUSH_S)  # let the drivers send the kill packets
+            # a relay stream under load may need longer: its writer is paced
+            await self.relays.drain(SHUTDOWN_RELAY_DRAIN_S)
         self._remember_network()
         self._save()
         if self._cancel is not None:

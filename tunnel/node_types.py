@@ -47,9 +47,10 @@ class FriendConnected:
 
 @dataclass(frozen=True, slots=True)
 class FriendDisconnected:
-    """A friend went offline."""
+    """A friend went offline (``reason``: why its session ended, for the logs)."""
 
     public_key: bytes
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -317,3 +317,34 @@ def test_changed_dht_key_from_discovery_reconnects() -> None:
     assert net.run_until(lambda: a.of(FriendOffline), timeout=2)
     a.m.connections.set_dht_pk(b_real, b.m.netcrypto.ident.dht.public_key, net.now)
     assert net.run_until(lambda: len(a.of(FriendOnline)) == 2, timeout=15)
+
+
+def test_connection_up_over_a_relay_is_stamped_with_the_packets_time() -> None:
+    """A session that comes up on a relayed packet (``receive_tcp``) starts its ALIVE timeout at
+    that packet's time. It used to take friend_connection's own last time, 0 before its first
+    timer: the next timer then killed the fresh connection as timed out (the peer saw it flap
+    online-offline-online; a CI failure and a relay test showed it)."""
+    rng = SeededRng(11)
+    ka, kad = KeyPair.generate(rng.fork("ar")), KeyPair.generate(rng.fork("ad"))
+    kb, kbd = KeyPair.generate(rng.fork("br")), KeyPair.generate(rng.fork("bd"))
+    a = Node(Messenger(NetCrypto(ka, kad, rng.fork("a")), name=b"alice"))
+    b = Node(Messenger(NetCrypto(kb, kbd, rng.fork("b")), name=b"bob"))
+    b.m.netcrypto.tcp_enabled = True  # b reaches a over "relays" only
+    b_addr: Addr = ("11.0.0.2", PORT)
+    t = 5000.0
+    a.m.add_friend_norequest(kb.public_key, t)
+    fb = b.m.add_friend_norequest(ka.public_key, t, dht_pk=kad.public_key)
+    for _ in range(200):  # b's timers never run: everything it does is packet-driven
+        t += 0.01
+        for packet in b.m.netcrypto.tcp_packets_to_send():
+            a.receive(packet.data, b_addr, t)
+        a.handle_timer(t)
+        for _addr, data in a.m.datagrams_to_send():
+            b.m.receive_tcp(data, kad.public_key, None, t)
+            b.log.extend(b.m.events())
+        if b.of(FriendOnline) and a.of(FriendOnline):
+            break
+    assert b.m.friend_state(fb) is FriendState.ONLINE
+    b.handle_timer(t + 1.0)
+    assert b.m.connections.counters["alive_timeouts"] == 0
+    assert b.m.friend_state(fb) is FriendState.ONLINE

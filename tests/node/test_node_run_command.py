@@ -32,7 +32,7 @@ def _config(tmp_path: Path, port: int, bsd: Bootstrapd) -> Path:
         f"""role: node
 profile: profile.tox
 control_socket: control.sock
-log_level: info
+log_level: debug
 udp:
   enabled: true
   ipv6: false
@@ -90,6 +90,13 @@ def test_tunnel_run_befriended_by_toxcore_and_stops_on_sigterm(
             5,
             "friend offline after SIGTERM",
         )
+    except Exception as exc:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        # the node's own account of what happened (a rare CI failure left no trace of it)
+        exc.add_note("tunnel run log:\n" + log_path.read_text(errors="replace")[-6000:])
+        raise
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -275,3 +275,35 @@ async def test_serve_reports_bind_failure(relay_ports: PortPool) -> None:
         with pytest.raises(OSError):
             await start_relay(nursery, port)
         nursery.cancel_scope.cancel()
+
+
+async def test_drain_waits_until_queued_frames_are_written(relay_ports: PortPool) -> None:
+    """What ``drain`` returns from has left: a paced burst queued at once all arrives although
+    the sender's relay streams are cancelled right after (the node's shutdown kill packets)."""
+    port = relay_ports.allocate_one()
+    count = 300  # ~420 KB: many times the write budget's burst, so the writer is still pacing
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, port)
+        a, b = await start_pool(nursery), await start_pool(nursery)
+        await link(a, b, relay, port)
+        b_pk = b.pool.self_keys.public_key
+        sent = 0
+        with trio.fail_after(TIMEOUT_S):
+            while sent < count:
+                if a.send_to_peer(b_pk, b"\x1b" + sent.to_bytes(2, "big") + bytes(1397)):
+                    sent += 1
+                else:  # outbox full: let the writer take some
+                    await trio.sleep(0.001)
+        assert a.output_pending()
+        await a.drain(TIMEOUT_S)
+        assert not a.output_pending()
+        for pk in [r.public_key for r in a.pool.connected_relays()]:
+            a.remove_relay(pk)  # closes a's stream at once
+        got = []
+        with trio.fail_after(TIMEOUT_S):
+            while len(got) < count:
+                ev = await wait_event(b, lambda e: isinstance(e, PeerData))
+                assert isinstance(ev, PeerData)
+                got.append(int.from_bytes(ev.data[1:3], "big"))
+        assert got == list(range(count))
+        nursery.cancel_scope.cancel()

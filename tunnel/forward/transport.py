@@ -37,9 +37,10 @@ class FriendOnline:
 
 @dataclass(frozen=True, slots=True)
 class FriendOffline:
-    """The friend connection to ``public_key`` went down."""
+    """The friend connection to ``public_key`` went down (``reason``: for the logs)."""
 
     public_key: bytes
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -323,7 +323,11 @@ class FriendConnections:
             self.counters["control_send_failed"] += 1
 
     def _drain(self, now: float) -> None:
-        self._now = max(self._now, now)
+        # events() drains without a clock of its own: the session may have come up on a packet
+        # net_crypto got straight from a driver (relay), so take net_crypto's time too. (A stale
+        # time here once stamped a fresh connection's last ALIVE at 0 and the next timer
+        # killed it as timed out.)
+        self._now = max(self._now, now, self.netcrypto.last_now)
         now = self._now
         for event in self.netcrypto.events():
             if isinstance(event, ConnectionUp):

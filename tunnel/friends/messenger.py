@@ -101,9 +101,10 @@ class FriendOnline:
 
 @dataclass(frozen=True, slots=True)
 class FriendOffline:
-    """The friend went offline."""
+    """The friend went offline (``reason``: why its session ended, for the logs)."""
 
     friend: int
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,7 +464,7 @@ class Messenger:
     # ------------------------------------------------------------------ processing
 
     def _process(self, now: float) -> None:
-        self._now = max(self._now, now)
+        self._now = max(self._now, now, self.connections.netcrypto.last_now)
         now = self._now
         for event in self.connections.events():
             record = self._by_pk.get(event.peer_pk)
@@ -475,7 +476,7 @@ class Messenger:
                 record.receipts.clear()
                 if record.state is FriendState.ONLINE:
                     record.state = FriendState.CONFIRMED
-                    self._events.append(FriendOffline(record.number))
+                    self._events.append(FriendOffline(record.number, event.reason))
             elif isinstance(event, FriendLossless):
                 self._handle_lossless(record, event.payload, now)
             elif isinstance(event, FriendLossy):
@@ -522,7 +523,7 @@ class Messenger:
             if packet_id == PACKET_ID_OFFLINE:
                 if len(payload) == 1:
                     record.state = FriendState.CONFIRMED
-                    self._events.append(FriendOffline(record.number))
+                    self._events.append(FriendOffline(record.number, "the friend sent OFFLINE"))
             elif packet_id == PACKET_ID_NICKNAME:
                 record.name = decode_text_untrusted(payload)
             elif packet_id == PACKET_ID_STATUSMESSAGE:

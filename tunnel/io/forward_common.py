@@ -219,8 +219,8 @@ class MuxDriver:
                 self.online.add(friend)
                 self.mux.friend_online(friend, now)
                 self._online_changed()
-            case FriendOffline(friend):
-                log.info("friend %s offline", friend.hex()[:16])
+            case FriendOffline(friend, reason):
+                log.info("friend %s offline (%s)", friend.hex()[:16], reason or "?")
                 self.online.discard(friend)
                 self._stash.pop(friend, None)
                 self.mux.friend_offline(friend, now)

@@ -143,8 +143,8 @@ def _convert(event: NodeEvent) -> TransportEvent | None:
             return PacketReceived(pk, data)
         case FriendConnected(pk, path):
             return FriendOnline(pk, path)
-        case FriendDisconnected(pk):
-            return FriendOffline(pk)
+        case FriendDisconnected(pk, reason):
+            return FriendOffline(pk, reason)
         case FriendRequest(pk, message):
             return FriendRequestReceived(pk, message)
         case _:

@@ -553,8 +553,8 @@ class NodeGlue:
             self.onion.set_friend_online(pk, False)
             self._touch_friend(pk)
             self._save()
-            log.info("friend %s offline", pk.hex().upper()[:16])
-            self._emit(FriendDisconnected(pk))
+            log.info("friend %s offline (%s)", pk.hex().upper()[:16], event.reason or "?")
+            self._emit(FriendDisconnected(pk, event.reason))
         elif isinstance(event, m.MessageReceived):
             self._emit(Message(pk, event.text, event.action))
         elif isinstance(event, m.ReadReceipt):

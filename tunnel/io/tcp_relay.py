@@ -48,6 +48,8 @@ from tunnel.wire.ip_port import Addr, IPPort
 READ_CHUNK_BYTES = 16 * 1024
 WRITE_CHUNK_BYTES = 64 * 1024
 SERVER_GRACE_S = 1.0
+DRAIN_POLL_S = 0.005
+"""How often :meth:`RelayPoolDriver.drain` looks whether the relay streams are written out."""
 CLIENT_WRITE_RATE_BYTES_S = 5.5e6
 """Refill rate of a relay client connection's :class:`WriteBudget` (~44 Mbit/s)."""
 CLIENT_WRITE_BURST_BYTES = 16 * 1024
@@ -365,6 +367,7 @@ class _ClientConn:
     waker: _Waker
     scope: trio.CancelScope
     budget: WriteBudget
+    writing: bool = False
 
 
 class RelayPoolDriver:
@@ -445,6 +448,18 @@ class RelayPoolDriver:
         """Make the driver look at the pool now (after calling pool methods directly)."""
         self._flush()
         self._waker.wake()
+
+    def output_pending(self) -> bool:
+        """True while a connected relay stream still has queued output or a write under way."""
+        return any(conn.writing or self.pool.wants_write(pk) for pk, conn in self._conns.items())
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait until every connected relay stream has written what is queued for it (at most
+        ``timeout_s``): at shutdown, the friends' kill packets must leave before the streams
+        close."""
+        with trio.move_on_after(timeout_s):
+            while self.output_pending():  # noqa: ASYNC110 (shutdown only: polling is enough)
+                await trio.sleep(DRAIN_POLL_S)
 
     # ------------------------------------------------------------------ running
 
@@ -555,8 +570,11 @@ class RelayPoolDriver:
                 if not data:
                     break
                 budget.spend(len(data), now)
+                conn.writing = True
                 try:
                     await conn.stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     conn.scope.cancel()
                     return
+                finally:
+                    conn.writing = False

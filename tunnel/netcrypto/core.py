@@ -54,15 +54,16 @@ from tunnel.wire.netcrypto import (
 UDP_DIRECT_TIMEOUT_S = 8.0
 UDP_SMALL_PROBE_INTERVAL_S = 4.0
 UDP_SMALL_PROBE_MAX_BYTES = 96
-TCP_MAX_RATE_PKT_S = 3500.0
+TCP_MAX_RATE_PKT_S = 1000.0
 """Rate cap while a session runs over TCP relays. tox-bootstrapd's relay reads a frame only once
 it is whole and polls every 30 ms; Linux frees coalesced receive memory only when the buffer is
-fully read, so with large bursty writes a half-received frame could pin its receive buffer, the
-window closed and the frame never completed (zero-window probes; was seen above ~3000
-packets/s, when this cap was 1000). The relay client's writes are now paced per connection
-(``tunnel.io.tcp_relay.WriteBudget``, ``TCP_NOTSENT_LOWAT``), which keeps the relay reading, so
-the cap only bounds the congestion controller (~38 Mbit/s of 1.4 KB packets). Toxcore clients
-flooded by a relay also stall (toxcore-test-peers.md 5.2)."""
+fully read, so a half-received frame can pin its receive buffer, the window closes and the frame
+never completes (zero-window probes, the relay socket's memory full with ~1.3 KB unread). The
+relay client's writes are paced (``tunnel.io.tcp_relay.WriteBudget``, ``TCP_NOTSENT_LOWAT``),
+which let two of our clients blast ~30 Mbit/s through it on loopback, but with a NAT router in
+between (tests/forward test_10) 3500 still stalled a 1 MB echo in 3 of 6 runs; 1000 (~1.4 MB/s,
+~40 KiB per relay tick) passed 6 of 6. Toxcore clients flooded by a relay also stall
+(toxcore-test-peers.md 5.2)."""
 
 
 # ----------------------------------------------------------------------------- events
@@ -150,6 +151,12 @@ class NetCrypto:
         self.tcp_enabled = False
         """True when a TCP relay layer is attached: peers are then also tried via TCP."""
         self._now = 0.0
+
+    @property
+    def last_now(self) -> float:
+        """The latest ``now`` given with a packet or timer: the time of pending :meth:`events`
+        (callers draining them without a clock of their own use it)."""
+        return self._now
 
     # ------------------------------------------------------------------ commands
 
@@ -276,12 +283,12 @@ class NetCrypto:
 
     def receive(self, data: bytes, addr: Addr, now: float) -> None:
         """A UDP datagram from ``addr``."""
-        self._now = now
+        self._now = max(self._now, now)
         self._receive(data, now, addr=addr)
 
     def receive_tcp(self, data: bytes, sender_dht_pk: bytes, via: object, now: float) -> None:
         """A net_crypto packet that came through a TCP relay from ``sender_dht_pk``."""
-        self._now = now
+        self._now = max(self._now, now)
         self._receive(data, now, tcp=(sender_dht_pk, via))
 
     def datagrams_to_send(self) -> list[tuple[Addr, bytes]]:
@@ -310,7 +317,7 @@ class NetCrypto:
 
     def handle_timer(self, now: float) -> None:
         """Run every session's timers."""
-        self._now = now
+        self._now = max(self._now, now)
         for session in list(self.sessions.values()):
             deadline = session.next_deadline()
             if deadline is not None and deadline <= now:

@@ -390,6 +390,11 @@ class RelayPool:
             return b""
         return relay.conn.data_to_send(max_bytes)
 
+    def wants_write(self, relay_public_key: bytes) -> bool:
+        """True while this relay's stream has output queued (:meth:`data_to_send` not empty)."""
+        relay = self._relays.get(relay_public_key)
+        return relay is not None and relay.conn is not None and relay.conn.wants_write()
+
     def pop_writable(self) -> list[bytes]:
         """Relays with new output since the last call."""
         out = list(self._writable)
