@@ -21,6 +21,16 @@ tuntox uses 162) with id 0xB0 (176) and a type byte::
                     flags u8 (bit 0: IPv4 pinned, bit 1: IPv6 pinned, others 0) |
                     pinned IPv4 4 | pinned IPv6 16 (all zero when not pinned)
 
+Path MTU probes (between two of our own members that agreed on IP packets larger than 1372
+bytes, :mod:`tunnel.vpn.pmtu`) travel in **lossy** custom packets with id 0xE6 (230), so they
+take the same path, and are exactly as large, as the data packets they stand for::
+
+    [0xE6][type 1 PROBE][nonce u32][size u16][zero padding]   total size + 1 bytes: as large
+                                                              as [0xE4][size-byte IP packet]
+    [0xE6][type 2 ACK][nonce u32][size u16]                   8 bytes: the probe's nonce, size
+
+A PROBE's ``size`` is 7..65535 and must equal its length minus one; its padding must be zero.
+
 A HELLO with neither pool comes from a joining member that has not learned the network's
 parameters yet. Absent pools and unpinned addresses must be all-zero bytes and unknown flag
 bits zero, so ``encode(decode(b)) == b`` for every accepted ``b``. Integers are big-endian.
@@ -48,6 +58,8 @@ VPN_DATA_PACKET_ID = 0xE4
 """Lossy custom packet id of IP data packets (228; custom lossy range 200-254)."""
 VPN_CONTROL_PACKET_ID = 0xB0
 """Lossless custom packet id of membership messages (176; custom lossless range 160-191)."""
+VPN_PROBE_PACKET_ID = 0xE6
+"""Lossy custom packet id of path MTU probes and their acks (230)."""
 MAX_CUSTOM_PACKET_SIZE_BYTES = 1373
 MAX_IP_PACKET_BYTES = MAX_CUSTOM_PACKET_SIZE_BYTES - 1  # 1372
 
@@ -282,6 +294,77 @@ class Revoke:
 
 
 ControlMessage = Hello | Members | Revoke
+
+PROBE = 1
+PROBE_ACK = 2
+_PROBE_HEADER = struct.Struct(">BBIH")  # id, type, nonce, size
+PROBE_HEADER_BYTES = _PROBE_HEADER.size  # 8
+MIN_PROBE_SIZE_BYTES = PROBE_HEADER_BYTES - 1  # 7: the size counts everything after the id
+MAX_PROBE_SIZE_BYTES = 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A path MTU probe standing for a ``size``-byte IP packet: ``size + 1`` bytes in all."""
+
+    nonce: int
+    size: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.nonce <= 0xFFFFFFFF:
+            raise ValueError("nonce must fit in u32")
+        if not MIN_PROBE_SIZE_BYTES <= self.size <= MAX_PROBE_SIZE_BYTES:
+            raise ValueError(f"probe size must be {MIN_PROBE_SIZE_BYTES}..{MAX_PROBE_SIZE_BYTES}")
+
+    def encode(self) -> bytes:
+        """The whole lossy packet, id byte included (``size + 1`` bytes)."""
+        header = _PROBE_HEADER.pack(VPN_PROBE_PACKET_ID, PROBE, self.nonce, self.size)
+        return header + bytes(self.size + 1 - PROBE_HEADER_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAck:
+    """The answer to a :class:`Probe`: its nonce and size (8 bytes, whatever the size)."""
+
+    nonce: int
+    size: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.nonce <= 0xFFFFFFFF:
+            raise ValueError("nonce must fit in u32")
+        if not MIN_PROBE_SIZE_BYTES <= self.size <= MAX_PROBE_SIZE_BYTES:
+            raise ValueError(f"probe size must be {MIN_PROBE_SIZE_BYTES}..{MAX_PROBE_SIZE_BYTES}")
+
+    def encode(self) -> bytes:
+        """The whole lossy packet, id byte included."""
+        return _PROBE_HEADER.pack(VPN_PROBE_PACKET_ID, PROBE_ACK, self.nonce, self.size)
+
+
+def decode_probe_untrusted(data: bytes | memoryview) -> Probe | ProbeAck:
+    """A probe or probe ack from a member (whole lossy packet, id byte included).
+
+    Raises:
+        BadPacket: wrong id, unknown type, a length that does not match, non-zero padding.
+    """
+    if len(data) < PROBE_HEADER_BYTES:
+        raise BadPacket("probe packet truncated")
+    packet_id, kind, nonce, size = _PROBE_HEADER.unpack_from(data)
+    if packet_id != VPN_PROBE_PACKET_ID:
+        raise BadPacket("not a VPN probe packet")
+    if size < MIN_PROBE_SIZE_BYTES:
+        raise BadPacket(f"probe size {size} < {MIN_PROBE_SIZE_BYTES}")
+    if kind == PROBE_ACK:
+        if len(data) != PROBE_HEADER_BYTES:
+            raise BadPacket("probe ack with trailing bytes")
+        return ProbeAck(nonce, size)
+    if kind != PROBE:
+        raise BadPacket(f"unknown VPN probe type {kind}")
+    if len(data) != size + 1:
+        raise BadPacket(f"probe of size {size} is {len(data)} bytes long")
+    padding = memoryview(data)[PROBE_HEADER_BYTES:]
+    if padding.nbytes and (padding[0] != 0 or padding[1:] != padding[:-1]):
+        raise BadPacket("probe padding is not zero")
+    return Probe(nonce, size)
 
 
 def decode_control_untrusted(data: bytes) -> ControlMessage:
