@@ -166,9 +166,16 @@ def test_binary_search_finds_a_size_between_base_and_limit() -> None:
     assert 1440 - prober.cap < timing.search_step
     assert prober.statistics().fallbacks == 0
     assert path.sent[0].size == LIMIT  # the whole limit first
+    # a later search (the path may heal) never lowers the cap it proved
+    assert prober.statistics().fallbacks == 0
+    # the path heals: the next search finds the whole limit
+    path.mtu = LIMIT
+    path.run_until(200.0 + timing.retry_interval_s + 1.0)
+    assert prober.cap == LIMIT
     # afterwards only the cap in use is re-probed
-    reprobes = [p.size for p in path.sent[-3:]]
-    assert reprobes == [prober.cap] * 3
+    sent = len(path.sent)
+    path.run_until(path.now + 3 * timing.reprobe_interval_s)
+    assert [p.size for p in path.sent[sent:]] == [LIMIT] * 3
 
 
 def test_binary_search_on_a_path_that_carries_nothing_more() -> None:

@@ -22,7 +22,8 @@ sessions of verified members hand their lossy 0xE4 packets to a sink here (no no
 checked by ``engine.inbound`` (member, source address, size), collected per received batch
 and written to the TUN device (on the Trio thread for a few packets while the writer thread
 sleeps, else on the writer thread). Larger IP packets than toxcore's 1372 bytes are used
-with members whose HELLO announced a larger MTU, over direct UDP only (:meth:`_agree_large`).
+with members whose HELLO announced a larger MTU, over direct UDP only and once a probe of
+that size made it over the path (:mod:`tunnel.io.vpn_large`, :mod:`tunnel.vpn.pmtu`).
 Every packet that does not make it is counted (:meth:`VpnNode.statistics`).
 """
 
@@ -40,10 +41,10 @@ from pathlib import Path
 
 import trio
 
-from tunnel.crypto.databox import MAX_DATA_PAYLOAD_BYTES
 from tunnel.errors import ConfigError
 from tunnel.io.tun import PacketSlot, TunDevice, TunError, TunPump
 from tunnel.io.vpn_datapath import MAX_PENDING_BATCHES, TunWriter
+from tunnel.io.vpn_large import LargePackets
 from tunnel.netcrypto.session import LossySealer, NotConnected, Session
 from tunnel.node import Node, NodeClosed
 from tunnel.node_types import (
@@ -74,7 +75,12 @@ from tunnel.vpn.membership import (
     network_id,
 )
 from tunnel.vpn.state import VpnState
-from tunnel.wire.vpn import MAX_IP_PACKET_BYTES, VPN_CONTROL_PACKET_ID, VPN_DATA_PACKET_ID
+from tunnel.wire.vpn import (
+    MAX_IP_PACKET_BYTES,
+    VPN_CONTROL_PACKET_ID,
+    VPN_DATA_PACKET_ID,
+    VPN_PROBE_PACKET_ID,
+)
 
 MAX_CUSTOM_LOSSY_BYTES = MAX_IP_PACKET_BYTES + 1
 """toxcore's limit for one lossy packet (id byte + IP packet)."""
@@ -88,10 +94,8 @@ REMOVE_FLUSH_TIMEOUT_S = 3.0
 REMOVE_GRACE_S = 1.0
 """A revoked friend is removed this long after its REVOKE was queued (so it gets it)."""
 STATE_FILE_MODE = 0o600
-MAX_LARGE_IP_PACKET_BYTES = MAX_DATA_PAYLOAD_BYTES - 1
-"""The largest IP packet one lossy data packet carries between two of our own peers."""
 PATH_CHECK_INTERVAL_S = 1.0
-"""How often members with a large packet limit are checked for a direct UDP path."""
+"""How often members with a large packet limit are checked for a (new) direct UDP path."""
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +181,7 @@ class VpnNode:
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
         self._configured: list[str] = []
-        self._large: dict[bytes, int] = {}  # online members we agreed large packets with
+        self.large = LargePackets(node, self.engine, config.mtu)
         self._fast: dict[bytes, tuple[LossySealer, tuple[str, int]]] = {}
         self._sinks: dict[bytes, Session] = {}  # sessions whose lossy packets come to us
         self._inbound: list[memoryview] = []
@@ -222,6 +226,7 @@ class VpnNode:
                 nursery.start_soon(self._timer_loop)
                 nursery.start_soon(self._path_loop)
                 nursery.start_soon(self._inbound_loop)
+                nursery.start_soon(self.large.run)
                 task_status.started()
                 await self._event_loop()
                 nursery.cancel_scope.cancel()
@@ -247,7 +252,7 @@ class VpnNode:
         now = trio.current_time()
         for pk in self.node.friends():  # friends that came online before we subscribed
             if self.node.is_online(pk):
-                self._prepare_session(pk)
+                self.large.prepare_session(pk)
                 self.membership.friend_online(pk, now)
         for pk, message in self.node.pending_friend_requests().items():
             self.membership.handle_friend_request(pk, message)
@@ -275,6 +280,12 @@ class VpnNode:
         """One node event; True if the control plane must run its actions."""
         membership = self.membership
         if isinstance(event, LossyPacket):
+            if (
+                event.data[:1] == bytes([VPN_PROBE_PACKET_ID])
+                and event.public_key in membership.verified_peers()
+            ):  # members only
+                self.large.handle_packet(event.public_key, event.data)
+                return False
             packet = self.engine.inbound(event.public_key, event.data)
             if packet is None:
                 self.counters["in_dropped"] += 1
@@ -288,11 +299,11 @@ class VpnNode:
             self.counters["lossless_other"] += 1
             return False
         if isinstance(event, FriendConnected):
-            self._prepare_session(event.public_key)
+            self.large.prepare_session(event.public_key)
             membership.friend_online(event.public_key, trio.current_time())
             return True
         if isinstance(event, FriendDisconnected):
-            self._large.pop(event.public_key, None)
+            self.large.forget(event.public_key)
             membership.friend_offline(event.public_key)
             return True
         if isinstance(event, FriendRequest):
@@ -328,10 +339,10 @@ class VpnNode:
                     event.public_key.hex().upper()[:16],
                     event.max_ip_packet,
                 )
-                self._agree_large(event.public_key, event.max_ip_packet)
+                self.large.agree(event.public_key, event.max_ip_packet)
             elif isinstance(event, PeerDown):
                 log.info("member %s down", event.public_key.hex().upper()[:16])
-                self._large.pop(event.public_key, None)
+                self.large.forget(event.public_key)
             elif isinstance(event, PeerRejected):
                 log.warning(
                     "friend %s refused: %s", event.public_key.hex().upper()[:16], event.reason
@@ -461,53 +472,11 @@ class VpnNode:
 
     # ================================================================== large packets
 
-    def _prepare_session(self, public_key: bytes) -> None:
-        """Before our HELLO goes out (it announces ``config.mtu``): accept data packets that
-        large from this friend. Only raises what we accept; we send more only once the
-        member's HELLO proved it is one of ours and announced its limit (toxcore peers never
-        send a HELLO, so they never get a packet over 1373 bytes)."""
-        if self.config.mtu <= MAX_IP_PACKET_BYTES:
-            return
-        session = self.node.netcrypto.sessions.get(public_key)
-        if session is not None:
-            session.set_lossy_limits(
-                receive_bytes=min(self.config.mtu, MAX_LARGE_IP_PACKET_BYTES) + 1,
-                send_bytes=session.max_lossy_payload,
-            )
-
-    def _agree_large(self, public_key: bytes, limit: int) -> None:
-        """A member's HELLO verified: ``limit`` is min(its MTU, ours)."""
-        if limit <= MAX_IP_PACKET_BYTES:
-            return
-        limit = min(limit, MAX_LARGE_IP_PACKET_BYTES)
-        session = self.node.netcrypto.sessions.get(public_key)
-        if session is None:
-            return
-        session.set_lossy_limits(
-            receive_bytes=min(self.config.mtu, MAX_LARGE_IP_PACKET_BYTES) + 1,
-            send_bytes=limit + 1,
-        )
-        self._large[public_key] = limit
-        self._check_paths()
-
-    def _check_paths(self) -> None:
-        """Large packets only over direct UDP (TCP relays take toxcore-sized packets only):
-        cap the route while a member is relayed; the kernel learns it from ICMP replies."""
-        now = trio.current_time()
-        netcrypto = self.node.netcrypto
-        for public_key, limit in list(self._large.items()):
-            direct = netcrypto.is_direct(public_key, now)
-            cap = limit if direct else MAX_IP_PACKET_BYTES
-            negotiated = self.engine.negotiated_limit(public_key)
-            self.engine.set_path_cap(
-                public_key, None if negotiated is not None and cap >= negotiated else cap
-            )
-
     async def _path_loop(self) -> None:
         while True:
             await trio.sleep(PATH_CHECK_INTERVAL_S)
-            if self._large:
-                self._check_paths()
+            if self.large.probers:
+                self.large.check_paths()
             self._refresh_fast()
 
     def _refresh_fast(self) -> None:
@@ -569,6 +538,9 @@ class VpnNode:
 
         def sink(payload: bytes) -> bool:
             if payload[0] != VPN_DATA_PACKET_ID:
+                if payload[0] == VPN_PROBE_PACKET_ID:
+                    self.large.handle_packet(public_key, payload)
+                    return True
                 return False
             packet = inbound(public_key, payload)
             if packet is None:
@@ -660,7 +632,7 @@ class VpnNode:
         sent = dropped_path = 0
         for public_key, data in packets:
             if len(data) > MAX_CUSTOM_LOSSY_BYTES and not netcrypto.is_direct(public_key, now):
-                dropped_path += 1  # relayed now: _check_paths caps the route
+                dropped_path += 1  # relayed now: check_paths caps the route
                 continue
             try:
                 netcrypto.send_lossy(public_key, data, now)
@@ -668,7 +640,7 @@ class VpnNode:
                 continue
             sent += 1
         if dropped_path:
-            self._check_paths()
+            self.large.check_paths()
         if sent:
             self.node.flush()
         self.counters["out_packets"] += sent
@@ -705,6 +677,8 @@ class VpnNode:
                     "self": key == m.own_key,
                     "connected": key in verified,
                     "path": self.node.friend_path(key),
+                    "packet_limit": self.engine.negotiated_limit(key),
+                    "path_cap": self.large.path_cap(key),
                     "ipv4": None
                     if addresses is None or addresses.ipv4 is None
                     else str(addresses.ipv4),
@@ -737,6 +711,7 @@ class VpnNode:
             "membership": _asdict(m.statistics()),
             "router": _asdict(self.engine.router.statistics()),
             "inbound_wrong_id": self.engine.inbound_wrong_id,
+            "pmtu": self.large.statistics(),
             "pump": None if pump is None else _asdict(pump),
             "tun_writer": None
             if self._writer is None

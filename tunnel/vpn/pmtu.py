@@ -26,10 +26,12 @@ the proven cap and the failed size (each ack raises the cap and tries halfway up
 failure halfway down), until less than ``search_step`` bytes are left: a path that drops
 fragments but has a link MTU above toxcore's still gets a cap above ``base``. Afterwards the
 cap in use is **re-probed** every ``reprobe_interval_s``; a failed re-probe drops the cap to
-``base`` at once (and searches again). A search that proved nothing above ``base`` is
-retried ``retry_interval_s`` later. A new path (:meth:`PathProber.path_changed`: direct UDP
-appeared, changed address, or went away) drops the cap to ``base`` and searches at once.
-While there is no direct path nothing is sent (the caller caps the route at ``base``).
+``base`` at once (and searches again). A search that ended below the limit is started
+again ``retry_interval_s`` later (from the limit down; meanwhile the cap it proved stays in
+use, and its failed rounds do not lower it), so a path that heals gets the whole limit.
+A new path (:meth:`PathProber.path_changed`: direct UDP appeared, changed address, or went
+away) drops the cap to ``base`` and searches at once. While there is no direct path nothing
+is sent (the caller caps the route at ``base``).
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ class PathProber:
         self._next: float | None = None  # next probe, round timeout or next round
         self._verify = False  # the next rounds re-check the cap in use (no search)
         self._high = limit  # search: the largest size still worth trying
+        self._search_at: float | None = None  # verify mode below the limit: search again then
         self.probes_sent = 0
         self.probes_acked = 0
         self.probes_lost = 0
@@ -132,9 +135,10 @@ class PathProber:
         self._end_round()
         raised = size > self.cap
         self.cap = size
-        if self._verify or not self._search_left():
-            self._verify = True
+        if self._verify:
             self._next = now + self.timing.reprobe_interval_s
+        elif not self._search_left():
+            self._search_over(now)
         else:
             self._next = now  # binary search: the next size up at once
         return raised
@@ -149,6 +153,8 @@ class PathProber:
             if self._next is None or now < self._next:
                 return []
         if self._size is None:
+            if self._verify and self._search_at is not None and now >= self._search_at:
+                self._start_search()  # below the limit: look for more now and then
             self._size = self._round_size()
         elif self._sent:
             self.probes_lost += 1  # the previous probe of this round went unanswered
@@ -192,6 +198,15 @@ class PathProber:
         self._end_round()
         self._verify = False
         self._high = self.limit
+        self._search_at = None
+
+    def _search_over(self, now: float) -> None:
+        """Keep the cap the search proved: re-probe it, and search again later if it is
+        below the limit (the path may have healed)."""
+        self._verify = True
+        self._next = now + self.timing.reprobe_interval_s
+        if self.cap < self.limit:
+            self._search_at = now + self.timing.retry_interval_s
 
     def _end_round(self) -> None:
         self._outstanding.clear()
@@ -224,14 +239,14 @@ class PathProber:
             # a re-probe of the cap in use failed: the path no longer carries it
             self._fall_back()
             self._verify = False
+            self._search_at = None
         self._high = size - 1
         if self.timing.search and self._search_left():
             self._next = now  # the next smaller size at once
             return
         # search over: keep what it proved (base if nothing), check it or retry later
         if self.cap > self.base:
-            self._verify = True
-            self._next = now + self.timing.reprobe_interval_s
+            self._search_over(now)
         else:
             self._high = self.limit
             self._next = now + self.timing.retry_interval_s
