@@ -1,7 +1,9 @@
 """Harness for the ``tunnel vpn`` end-to-end tests: real ``tunnel vpn`` processes in NetLab
 hosts, a real tox-bootstrapd on the lab's internet, status read through the Unix sockets.
 
-Ports: 52000-52999 (this test area's range). VPN pools: 10.123.0.0/24 and fd7e:57::/64.
+Ports: 52000-52999 (this test area's range); :func:`vpn_lab` takes another base port for
+tests that have their own range (bootstrapd UDP/TCP on it and the next, members from +10).
+VPN pools: 10.123.0.0/24 and fd7e:57::/64.
 """
 
 from __future__ import annotations
@@ -79,13 +81,19 @@ class Member:
 class VpnLab:
     """A NetLab with a bootstrap host and ``tunnel vpn`` members behind NATs."""
 
-    def __init__(self, lab: NetLab, workdir: Path, bootstrapd: Bootstrapd) -> None:
+    def __init__(
+        self,
+        lab: NetLab,
+        workdir: Path,
+        bootstrapd: Bootstrapd,
+        first_member_port: int = FIRST_MEMBER_PORT,
+    ) -> None:
         self.lab = lab
         self.workdir = workdir
         self.bootstrapd = bootstrapd
         self.secret = secrets.token_hex(32)
         self.members: dict[str, Member] = {}
-        self._next_port = FIRST_MEMBER_PORT
+        self._next_port = first_member_port
 
     @staticmethod
     def lab_python() -> str:
@@ -240,18 +248,18 @@ class VpnLab:
 
 
 @contextlib.contextmanager
-def vpn_lab(workdir: Path) -> Iterator[VpnLab]:
+def vpn_lab(workdir: Path, base_port: int = BOOTSTRAPD_UDP_PORT) -> Iterator[VpnLab]:
     """A lab with tox-bootstrapd (DHT + TCP relay) on a public host ``srv``."""
     with NetLab() as lab:
         srv = lab.add_public_host("srv")
         with Bootstrapd(
             workdir / "bootstrapd",
-            BOOTSTRAPD_UDP_PORT,
-            (BOOTSTRAPD_TCP_PORT,),
+            base_port,
+            (base_port + BOOTSTRAPD_TCP_PORT - BOOTSTRAPD_UDP_PORT,),
             netns=srv.netns,
             host=srv.address,
         ) as bsd:
-            vlab = VpnLab(lab, workdir, bsd)
+            vlab = VpnLab(lab, workdir, bsd, base_port + FIRST_MEMBER_PORT - BOOTSTRAPD_UDP_PORT)
             try:
                 yield vlab
             finally:
