@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tunnel.crypto.databox import MAX_DATA_PAYLOAD_BYTES
 from tunnel.errors import ConfigError
 from tunnel.toxid import ToxId
-from tunnel.vpn.config import Invite, load_vpn_config, parse_vpn_config
+from tunnel.vpn.config import DEFAULT_MTU_BYTES, Invite, load_vpn_config, parse_vpn_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "vpn" / "network.yaml"
 SECRET_HEX = "ab" * 32
@@ -22,7 +23,7 @@ def test_example_parses_and_comments_every_key() -> None:
     assert cfg.params is not None
     assert cfg.params.name == "office"
     assert cfg.params.ipv4_pool == ipaddress.IPv4Network("10.77.0.0/16")
-    assert cfg.mtu == 1372
+    assert cfg.mtu == 9000 == DEFAULT_MTU_BYTES
     assert cfg.members[0].ipv4 == ipaddress.IPv4Address("10.77.0.1")
     assert cfg.members[0].tox_id is not None
     assert cfg.members[1].tox_id is None
@@ -42,6 +43,10 @@ def test_minimal_new_network_defaults() -> None:
     assert cfg.join is None
     assert cfg.user is None
     assert cfg.members == ()
+    # large by default (safe: probed per path, tunnel/io/vpn_large.py), 1372 to turn it off
+    assert cfg.mtu == DEFAULT_MTU_BYTES == min(9000, MAX_DATA_PAYLOAD_BYTES - 1)
+    small = parse_vpn_config({"secret": SECRET_HEX, "ipv4_pool": "10.1.0.0/16", "mtu": 1372})
+    assert small.mtu == 1372
 
 
 def test_invite_round_trip_and_join_by_invite() -> None:

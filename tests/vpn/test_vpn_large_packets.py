@@ -1,7 +1,7 @@
 """Large IP packets between two of our own members (issue 9 data path, data-path.md).
 
 Three ``tunnel vpn`` members behind NATs over real Tox: a and b configure ``mtu: 9000``, c
-keeps the default (1372, toxcore's lossy packet size). Their HELLOs announce the limits, so
+sets 1372 (toxcore's lossy packet size, large packets off). Their HELLOs announce the limits, so
 a and b agree on 9000-byte IP packets (one net_crypto data packet each, IP-fragmented on the
 wire) while everything to and from c stays within toxcore's 1400-byte packets: a packet too big
 for c gets an ICMP "fragmentation needed" (DF set) or is split by the VPN (DF clear).
@@ -25,6 +25,7 @@ pytestmark = [
 
 MESH_TIMEOUT_S = 90.0
 LARGE_MTU = 9000
+SMALL_MTU = 1372
 
 
 def _ping(vlab: VpnLab, source: object, target: str, *args: str) -> tuple[int, str]:
@@ -46,7 +47,9 @@ def test_large_packets_only_between_members_that_agree(tmp_path: Path) -> None:
         b = vlab.add_member(
             "b", lab.add_nat_host("b"), {"invite": vlab.invite(a), "mtu": LARGE_MTU}
         )
-        c = vlab.add_member("c", lab.add_nat_host("c"), {"invite": vlab.invite(a)})
+        c = vlab.add_member(
+            "c", lab.add_nat_host("c"), {"invite": vlab.invite(a), "mtu": SMALL_MTU}
+        )
         for member in (a, b, c):
             vlab.start(member)
         keys = {m.name: vlab.key(m) for m in (a, b, c)}

@@ -9,6 +9,10 @@ and address pools, says how this machine's TUN device looks, and optionally list
 An **invite** is one line a member hands to a new machine: ``tunnel-vpn:<Tox ID>:<secret>``
 (76 + 64 hex characters). With it (key ``invite``) a network file needs nothing else: pools
 and name are learned from the first member met (:mod:`tunnel.vpn.membership`).
+
+The default TUN MTU is large (:data:`DEFAULT_MTU_BYTES`, 9000): safe because large packets
+go to a member only after a probe of that size crossed the direct path to it
+(:mod:`tunnel.io.vpn_large`); toxcore peers never announce an MTU and only ever get 1372.
 """
 
 from __future__ import annotations
@@ -20,16 +24,21 @@ from pathlib import Path
 
 from tunnel.config import read_yaml_file
 from tunnel.config_toolkit import Missing, Section, check_friend_key, check_str
+from tunnel.crypto.databox import MAX_DATA_PAYLOAD_BYTES
 from tunnel.errors import ConfigError
 from tunnel.toxid import ToxId, ToxIdError
 from tunnel.vpn.addressing import IPV6_MAX_PREFIX_LEN, IPV6_ULA
 from tunnel.vpn.membership import SECRET_SIZE_BYTES, NetworkParams
-from tunnel.wire.vpn import MAX_IP_PACKET_BYTES, MAX_NAME_BYTES, MemberRecord
+from tunnel.wire.vpn import MAX_NAME_BYTES, MemberRecord
 
 INVITE_PREFIX = "tunnel-vpn:"
 DEFAULT_INTERFACE = "tunnel0"
 MIN_MTU_BYTES = 576
 MAX_MTU_BYTES = 65535
+DEFAULT_MTU_BYTES = min(9000, MAX_DATA_PAYLOAD_BYTES - 1)
+"""The TUN MTU unless configured: large packets between our own members (two that both
+announce more than 1372 bytes use the smaller MTU), but only over a direct UDP path that a
+probe of that size crossed (:mod:`tunnel.vpn.pmtu`), else 1372 (toxcore peers: always)."""
 MAX_IFNAME_LENGTH = 15
 
 
@@ -82,6 +91,8 @@ class VpnConfig:
     join: ToxId | None
     interface: str
     mtu: int
+    """TUN MTU and the largest IP packet we announce (default :data:`DEFAULT_MTU_BYTES`;
+    more than 1372 only with members that announce it too, over probed direct UDP paths)."""
     user: str | None
     ipv4: ipaddress.IPv4Address | None
     ipv6: ipaddress.IPv6Address | None
@@ -235,7 +246,7 @@ def parse_vpn_config(mapping: object, base_dir: Path | None = None) -> VpnConfig
     interface = top.get_str("interface", DEFAULT_INTERFACE, allow_empty=False)
     if len(interface) > MAX_IFNAME_LENGTH or "/" in interface or " " in interface:
         raise ConfigError(f"interface: 1-{MAX_IFNAME_LENGTH} characters, no '/' or space")
-    mtu = top.get_int("mtu", MAX_IP_PACKET_BYTES, min_value=MIN_MTU_BYTES, max_value=MAX_MTU_BYTES)
+    mtu = top.get_int("mtu", DEFAULT_MTU_BYTES, min_value=MIN_MTU_BYTES, max_value=MAX_MTU_BYTES)
     user_value = top.raw("user")
     user = (
         None
