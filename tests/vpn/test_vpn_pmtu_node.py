@@ -1,0 +1,134 @@
+"""Path MTU probing through ``VpnNode`` over real Tox, without root (issue 9).
+
+Two in-process Nodes on loopback via a real tox-bootstrapd, each running the VPN control
+plane only (no TUN: probes and acks arrive as node events, not through the session sinks),
+both with ``mtu: 9000``. Once the HELLOs agreed on 9000 and the friends reach each other
+by direct UDP, each side's 9000-byte probe is answered and the route's cap rises from 1372
+to 9000; the statistics show it.
+
+Ports 52760-52799 (this file's share of 52700-52799).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from tunnel.config import BootstrapNode
+from tunnel.io.node_runner import load_or_create_profile
+from tunnel.io.vpn_node import VpnNode, build_membership, load_state
+from tunnel.node import Node
+from tunnel.node_types import NodeOptions
+from tunnel.testing.bootstrapd import Bootstrapd
+from tunnel.testing.ports import PortPool
+from tunnel.vpn.config import parse_vpn_config
+from tunnel.wire.vpn import MAX_IP_PACKET_BYTES
+
+pytestmark = [pytest.mark.toxcore, pytest.mark.slow]
+
+PORTS = (52760, 52799)
+LARGE_MTU = 9000
+CONNECT_TIMEOUT_S = 60.0
+PROBE_TIMEOUT_S = 20.0
+
+
+@pytest.fixture(scope="module")
+def port_pool() -> PortPool:
+    return PortPool(*PORTS)
+
+
+@pytest.fixture(scope="module")
+def bootstrapd(
+    port_pool: PortPool, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Bootstrapd]:
+    udp_port, tcp_port = port_pool.allocate(2)
+    with Bootstrapd(tmp_path_factory.mktemp("bootstrapd"), udp_port, (tcp_port,)) as bsd:
+        yield bsd
+
+
+def _member(vpn: VpnNode, key: bytes) -> dict[str, object]:
+    members = vpn.statistics()["members"]
+    assert isinstance(members, list)
+    [entry] = [m for m in members if m["public_key"] == key.hex().upper()]
+    assert isinstance(entry, dict)
+    return entry
+
+
+def _pmtu(vpn: VpnNode) -> dict[str, object]:
+    pmtu = vpn.statistics()["pmtu"]
+    assert isinstance(pmtu, dict)
+    return pmtu
+
+
+async def test_probe_raises_the_cap_between_two_members(
+    tmp_path: Path, port_pool: PortPool, bootstrapd: Bootstrapd
+) -> None:
+    secret = secrets.token_hex(32)
+    profiles = [load_or_create_profile(tmp_path / f"{n}.tox") for n in ("a", "b")]
+    config_a = parse_vpn_config({"secret": secret, "ipv4_pool": "10.125.0.0/24", "mtu": LARGE_MTU})
+    config_b = parse_vpn_config(
+        {"invite": f"tunnel-vpn:{profiles[0].tox_id}:{secret}", "mtu": LARGE_MTU}
+    )
+    bootstrap = (
+        BootstrapNode(
+            bootstrapd.host, bootstrapd.udp_port, bootstrapd.public_key, tuple(bootstrapd.tcp_ports)
+        ),
+    )
+
+    def options() -> NodeOptions:
+        port = port_pool.allocate_one()
+        return NodeOptions(
+            udp_host="127.0.0.1",
+            ipv6=False,
+            port_start=port,
+            port_end=port,
+            hole_punching=False,
+            bootstrap=bootstrap,
+        )
+
+    node_a = Node(profiles[0], options())
+    node_b = Node(profiles[1], options())
+    vpns = [
+        VpnNode(node, config, build_membership(config, node.tox_id, load_state(None, config)), None)
+        for node, config in ((node_a, config_a), (node_b, config_b))
+    ]
+    vpn_a, vpn_b = vpns
+    async with trio.open_nursery() as nursery:
+        for node in (node_a, node_b):
+            await nursery.start(node.run)
+        for vpn in vpns:
+            await nursery.start(vpn.run)
+        with trio.fail_after(CONNECT_TIMEOUT_S):
+            await node_a.wait_for(
+                lambda: (
+                    node_b.public_key in vpn_a.membership.verified_peers()
+                    and node_a.public_key in vpn_b.membership.verified_peers()
+                )
+            )
+        # agreed on 9000, but capped until the path is proven
+        for vpn, peer in ((vpn_a, node_b), (vpn_b, node_a)):
+            entry = _member(vpn, peer.public_key)
+            assert entry["packet_limit"] == LARGE_MTU
+            assert entry["path_cap"] in (MAX_IP_PACKET_BYTES, LARGE_MTU)
+        with trio.fail_after(PROBE_TIMEOUT_S):
+            for vpn, node, peer in ((vpn_a, node_a, node_b), (vpn_b, node_b, node_a)):
+                await node.wait_for(
+                    lambda v=vpn, p=peer: _member(v, p.public_key)["path_cap"] == LARGE_MTU
+                )
+        for vpn, peer in ((vpn_a, node_b), (vpn_b, node_a)):
+            pmtu = _pmtu(vpn)
+            assert int(str(pmtu["probes_sent"])) >= 1
+            assert int(str(pmtu["probes_acked"])) >= 1
+            assert int(str(pmtu["probes_answered"])) >= 1
+            assert pmtu["probe_bad"] == 0
+            members = pmtu["members"]
+            assert isinstance(members, dict)
+            state = members[peer.public_key.hex().upper()]
+            assert state["cap"] == state["limit"] == LARGE_MTU
+            assert state["direct"] is True
+            assert vpn.engine.negotiated_limit(peer.public_key) == LARGE_MTU
+        nursery.cancel_scope.cancel()
