@@ -204,9 +204,10 @@ class LargePackets:
             with trio.move_on_at(deadline):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
-            self._service()
+            self.service()
 
-    def _service(self) -> None:
+    def service(self) -> None:
+        """Send the probe answers waiting and every probe due now (:meth:`run` calls it)."""
         now = self._now()
         netcrypto = self.node.netcrypto
         sent = False
