@@ -18,7 +18,8 @@ session's atomic counter) and sends each batch with UDP GSO (``UdpDriver.send_ba
 the Trio thread republishes that member snapshot on every control-plane change and every
 ``PATH_CHECK_INTERVAL_S``. Packets to relayed members go to the Trio thread in batches (one
 ``run_sync_soon``), straight to net_crypto, with one node glue round per batch. Inbound, the
-sessions of verified members hand their lossy 0xE4 packets to a sink here (no node events):
+sessions of verified members hand their lossy 0xE4 packets (and 0xE6 path MTU probes, to
+:class:`~tunnel.io.vpn_large.LargePackets`) to a sink here (no node events):
 checked by ``engine.inbound`` (member, source address, size), collected per received batch
 and written to the TUN device (on the Trio thread for a few packets while the writer thread
 sleeps, else on the writer thread). Larger IP packets than toxcore's 1372 bytes are used

@@ -1,4 +1,4 @@
-"""VPN wire formats (issue 9): IP data packets and the mesh membership messages.
+"""VPN wire formats (issue 9): IP data packets, the mesh membership messages, path MTU probes.
 
 Data: every IP packet travels alone in one toxcore **lossy** custom packet (ids 200-254;
 tuntox uses 226 for UDP, toxvpn 200 with a 4-byte ``tun_pi`` in front, so we take 228)::
