@@ -17,6 +17,7 @@ Ports 52700-52799 (bootstrapd 52700/52701, members from 52710, TCP test port 527
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def _allow_fragments(vlab: VpnLab, host: Host) -> None:
 def _fragments_dropped(vlab: VpnLab, host: Host) -> int:
     assert host.router is not None
     out = vlab.lab.exec(host.router.netns, ["nft", "list", "table", "netdev", FRAG_TABLE])
-    return sum(int(n) for n in out.split("counter packets ")[1:] for n in [n.split()[0]])
+    return sum(int(n) for n in re.findall(r"counter packets (\d+)", out))
 
 
 def _pmtu(member: Member, peer_key: str) -> dict[str, object]:
