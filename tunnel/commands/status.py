@@ -96,6 +96,10 @@ def format_vpn(vpn: dict[str, object]) -> list[str]:
             continue
         state = f"connected via {member.get('path')}" if member.get("connected") else "offline"
         where = " ".join(str(member[k]) for k in ("ipv4", "ipv6") if member.get(k))
+        cap, limit = member.get("path_cap"), member.get("packet_limit")
+        if member.get("connected") and cap is not None:
+            probed = "" if cap == limit else f" (agreed {limit}, path probed to {cap})"
+            state += f", IP packets up to {cap} bytes{probed}"
         lines.append(f"  member {str(member.get('public_key'))[:16]}... {where} {state}")
     revoked = vpn.get("revoked")
     if isinstance(revoked, list) and revoked:
