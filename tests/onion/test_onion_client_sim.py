@@ -480,3 +480,20 @@ def test_fast_start_with_a_bootstrap_node() -> None:
     assert took <= 2
     took = _run_until(net, nodes, lambda: alice.learned(bob) or bob.learned(alice), 30)
     assert took <= 5
+
+
+def test_accepted_request_uses_the_dht_key_its_sender_announced_with_it() -> None:
+    """A friend request comes with the sender's DHT-PK announcement, which arrives while the
+    sender is not a friend yet: kept (authenticated, bounded, 60 s), it gives an accepted
+    request its sender's DHT key at once rather than at the sender's next announcement (30 s;
+    toxcore drops it and waits)."""
+    net, nodes = _network(12, seed=21)
+    alice, bob = nodes[0], nodes[1]
+    alice.client.send_friend_request(bob.client.tox_id, b"hi bob")
+    _run_until(
+        net, nodes, lambda: any(isinstance(e, FriendRequestReceived) for e in bob.events), 60.0
+    )
+    _run_until(net, nodes, lambda: bob.client.stats.dropped_not_friend >= 1, 30.0)
+    assert not bob.learned(alice)
+    bob.client.accept_friend_request(alice.real.public_key)
+    assert _run_until(net, nodes, lambda: bob.learned(alice), 30.0) <= 1.0

@@ -131,6 +131,11 @@ short ticks bring the first announcement (and friend search) from ~3 s to under 
 UDP_ONION_SILENT_S = ONION_PATH_TIMEOUT_S
 """UDP-first paths unanswered this long while TCP relays are up: new paths start at a relay."""
 UDP_ONION_RETRY_S = 30
+STRANGER_DHTPK_KEEP_S = 60.0
+"""A DHT-PK announcement from someone who is not a friend yet is kept this long (toxcore drops
+it): a friend request comes together with one, so a request accepted meanwhile has its sender's
+DHT key at once instead of after a search for it (an extension of ours, nothing on the wire)."""
+MAX_STRANGER_DHTPKS = 16
 """While UDP is silent, one new path in this interval still starts at a UDP node (a probe)."""
 ONION_CLIENT_PACKET_KINDS = frozenset({PACKET_ANNOUNCE_RESPONSE, PACKET_ONION_DATA_RESPONSE})
 
@@ -201,6 +206,8 @@ class OnionClient:
         self._tcp_out: list[tuple[Hashable, bytes]] = []
         self._dht_out: list[tuple[bytes, bytes]] = []
         self._events: deque[OnionEvent] = deque()
+        self._stranger_dhtpks: dict[bytes, tuple[float, DhtPkPayload]] = {}
+        self._adopted_dhtpks: dict[bytes, tuple[float, DhtPkPayload]] = {}
 
     # ======================================================================================
     # DatagramCore
@@ -288,12 +295,16 @@ class OnionClient:
                 raise ValueError("unusable public key") from exc
             friend = OnionFriend(public_key, KeyPair.generate(self._rng))
             self.friends[public_key] = friend
+            kept = self._stranger_dhtpks.pop(public_key, None)
+            if kept is not None:
+                self._adopted_dhtpks[public_key] = kept  # used at the next tick (has the time)
             self._next_tick = NEVER  # search at once (the next timer call ticks)
         return friend
 
     def remove_friend(self, public_key: bytes) -> None:
         """Stop searching for a friend and sending it anything."""
         self.friends.pop(public_key, None)
+        self._adopted_dhtpks.pop(public_key, None)
         self.requests.stop(public_key)
         self.requests.forget_received(public_key)
 
@@ -395,7 +406,7 @@ class OnionClient:
         if payload.dht_public_key != source_dht_public_key:
             self.stats.dropped_malformed += 1
             return
-        self._handle_dhtpk(packet.sender_public_key, payload)
+        self._handle_dhtpk(packet.sender_public_key, payload, now)
 
     # ======================================================================================
     # Receiving
@@ -406,7 +417,7 @@ class OnionClient:
             if data and data[0] == PACKET_ANNOUNCE_RESPONSE:
                 self._handle_announce_response(data, source_is_lan, now)
             elif data and data[0] == PACKET_ONION_DATA_RESPONSE:
-                self._handle_data_response(data)
+                self._handle_data_response(data, now)
             else:
                 raise BadPacket("not an onion client packet")
         except DecryptError:
@@ -463,7 +474,7 @@ class OnionClient:
         self._ping_nodes(friend, payload.nodes, source_is_lan, now)
         self._last_packet_recv = now
 
-    def _handle_data_response(self, data: bytes) -> None:
+    def _handle_data_response(self, data: bytes, now: float) -> None:
         response = DataResponse.decode(data)
         sender, plain = open_data_response(
             response, self.data_keys.secret_key, self.real_keys.secret_key
@@ -471,14 +482,19 @@ class OnionClient:
         payload = decode_onion_data_payload_untrusted(plain)
         self.stats.data_packets_received += 1
         if isinstance(payload, DhtPkPayload):
-            self._handle_dhtpk(sender, payload)
+            self._handle_dhtpk(sender, payload, now)
         else:
             self._handle_friend_request(sender, payload)
 
-    def _handle_dhtpk(self, sender: bytes, payload: DhtPkPayload) -> None:
+    def _handle_dhtpk(self, sender: bytes, payload: DhtPkPayload, now: float) -> None:
         friend = self.friends.get(sender)
         if friend is None:
             self.stats.dropped_not_friend += 1
+            strangers = self._stranger_dhtpks
+            strangers.pop(sender, None)
+            strangers[sender] = (now, payload)  # the sender is authenticated (its real key)
+            while len(strangers) > MAX_STRANGER_DHTPKS:
+                del strangers[next(iter(strangers))]
             return
         if payload.no_replay <= friend.last_no_replay:
             self.stats.dropped_replay += 1
@@ -611,6 +627,10 @@ class OnionClient:
     # ======================================================================================
 
     def _tick(self, now: float) -> None:
+        for public_key, (at, payload) in self._adopted_dhtpks.items():
+            if public_key in self.friends and now - at <= STRANGER_DHTPK_KEEP_S:
+                self._handle_dhtpk(public_key, payload, now)
+        self._adopted_dhtpks.clear()
         for key in [k for k, s in self._sendbacks.items() if s.expires < now]:
             del self._sendbacks[key]
         # Fast start (deviation from toxcore, which waits ONION_CONNECTION_SECONDS after the
