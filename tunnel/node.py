@@ -335,6 +335,7 @@ class Node(NodeGlue):
         for pk in self.friends():
             if self.is_online(pk):
                 self._touch_friend(pk)
+        sessions = len(self.netcrypto.sessions)
         # Forget every friend in the messenger (the profile keeps them): that kills each
         # session with a kill packet AND stops friend_connection from reconnecting in the
         # moments before we stop, which would leave the friend with a dead session.
@@ -342,11 +343,10 @@ class Node(NodeGlue):
             number = self.messenger.friend_number(pk)
             if number is not None:
                 self.messenger.delete_friend(number, now)
-        sessions = list(self.netcrypto.sessions)
-        for pk in sessions:
+        for pk in list(self.netcrypto.sessions):
             self.netcrypto.kill(pk, now)
         self._process(now)
-        log.debug("shutting down: %d session(s) killed", len(sessions))
+        log.debug("shutting down: %d session(s) killed", sessions)
         with trio.move_on_after(timeout_s):
             if self.udp is not None or self.relays.pool.connected_relays():
                 await trio.sleep(SHUTDOWN_FLUSH_S)  # let the drivers send the kill packets

@@ -464,6 +464,10 @@ class OnionClient:
         else:
             if payload.is_stored >= 2:
                 raise BadPacket("is_stored 2 in a friend search")
+            if payload.is_stored and not any(n.is_stored for n in friend.nodes):
+                # the friend's first announcement found: a pending friend request and our
+                # DHT-PK go out now rather than at the next once-a-second tick
+                self._next_tick = min(self._next_tick, now)
             entered = add_to_list(
                 friend.nodes, MAX_ONION_CLIENTS, friend.public_key,
                 sendback.node, payload.is_stored, payload.ping_id_or_data_public_key,
