@@ -179,6 +179,26 @@ def test_kill_reaches_peer() -> None:
     assert a.downs() == ["closed locally"]
 
 
+def test_kill_goes_by_udp_and_by_the_relays_both() -> None:
+    """On a direct UDP path with relays attached, data goes by UDP only, but the kill goes both
+    ways: a toxcore peer drops UDP data from an address it has not taken for the connection
+    (a CI run lost a shutdown kill that way)."""
+    net, a, b, _, _, b_real, b_dht = make_pair(7)
+    a.nc.tcp_enabled = True
+    connect(net, a, b, b_real, b_dht)
+    net.run_for(0.5)
+    assert a.nc.is_direct(b_real.public_key, net.now)
+    a.nc.tcp_packets_to_send()
+    a.nc.send_lossless(b_real.public_key, b"\xa0data", net.now)
+    assert a.nc.tcp_packets_to_send() == []  # direct: data by UDP only
+    udp_before = len(a.nc.datagrams_to_send())
+    a.nc.kill(b_real.public_key, net.now)
+    relayed = a.nc.tcp_packets_to_send()
+    assert [p.dht_pk for p in relayed] == [b_dht.public_key]
+    assert len(a.nc.datagrams_to_send()) == 1
+    assert udp_before >= 1
+
+
 def test_handshake_timeout_when_peer_silent() -> None:
     net, a, _b, _, _, b_real, b_dht = make_pair(6)
     net.block("11.0.0.2")

@@ -461,8 +461,11 @@ class NetCrypto:
             direct = now - path.last_udp_recv < UDP_DIRECT_TIMEOUT_S
             via_tcp = not direct and (path.tcp or self.tcp_enabled)
             session.congestion.set_rate_cap(TCP_MAX_RATE_PKT_S if via_tcp else MAX_RATE_PKT_S)
-            for packet in session.outbox:
-                self._route(session, path, packet, direct, now)
+            if session.closed:
+                self._route_everywhere(session, path)  # the kill packet
+            else:
+                for packet in session.outbox:
+                    self._route(session, path, packet, direct, now)
             session.outbox.clear()
         if session.events:
             for event in session.events:
@@ -480,6 +483,16 @@ class NetCrypto:
             gone = self._paths.pop(peer, None)
             if gone is not None and gone.udp_addr is not None:
                 self._by_addr.pop(gone.udp_addr, None)
+
+    def _route_everywhere(self, session: Session, path: _Path) -> None:
+        """A closing session's last packets (its kill) go by UDP and by the relays both: a peer
+        that has not taken our UDP address for this session yet (toxcore drops data packets
+        from an address it does not know for the connection) still gets the kill at once."""
+        for packet in session.outbox:
+            if path.udp_addr is not None:
+                self._udp_out.append((path.udp_addr, packet))
+            if path.tcp or self.tcp_enabled:
+                self._tcp_out.append(TcpPacket(session.peer_dht_pk, packet))
 
     def _route(
         self, session: Session, path: _Path, packet: bytes, direct: bool, now: float
