@@ -98,6 +98,27 @@ def test_outbound_too_big_gives_icmp_or_fragments() -> None:
     assert stats.out_fragmented == 1
 
 
+def test_quiet_route_drops_too_big_without_icmp() -> None:
+    """A cap that only waits for a path probe's answer: too-big packets are dropped and
+    counted, with no ICMP reply (the kernel would keep the smaller MTU for 10 minutes);
+    packets without DF are still fragmented."""
+    r = VpnRouter(ME, tun_mtu=9000)
+    r.update(assignment(), (ALICE, BOB), {ALICE: 1372, BOB: 1372}, frozenset({ALICE}))
+    for dst in ("10.9.0.2", "10.9.0.3"):
+        df = ipv4_packet("10.9.0.1", dst, payload=b"x" * 3000, flags=0x4000)
+        assert r.route_outbound(df, len(df)) is None
+    (reply,) = r.take_local_replies()  # for BOB only
+    assert reply[16:20] == ipaddress.IPv4Address("10.9.0.1").packed
+    v6 = ipv6_packet("fd00::1", "fd00::2", payload=b"y" * 3000)
+    assert r.route_outbound(v6, len(v6)) is None
+    assert r.take_local_replies() == []
+    no_df = ipv4_packet("10.9.0.1", "10.9.0.2", payload=b"x" * 3000, flags=0)
+    assert r.route_outbound(no_df, len(no_df)) is not None
+    assert len(r.take_fragments()) == 3
+    stats = r.statistics()
+    assert (stats.out_too_big_quiet, stats.out_too_big, stats.out_fragmented) == (2, 1, 1)
+
+
 def test_inbound_anti_spoofing_and_destination() -> None:
     r = router(online=(ALICE, BOB))
     good = ipv4_packet("10.9.0.2", "10.9.0.1")

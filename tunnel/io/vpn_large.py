@@ -154,7 +154,9 @@ class LargePackets:
             cap = prober.cap if direct else MAX_IP_PACKET_BYTES
             negotiated = engine.negotiated_limit(public_key)
             engine.set_path_cap(
-                public_key, None if negotiated is not None and cap >= negotiated else cap
+                public_key,
+                None if negotiated is not None and cap >= negotiated else cap,
+                quiet=direct and prober.proving,
             )
 
     def path_cap(self, public_key: bytes) -> int | None:
@@ -221,11 +223,11 @@ class LargePackets:
             sent = True
         caps_changed = False
         for public_key, prober in self.probers.items():
-            cap = prober.cap
+            cap, proving = prober.cap, prober.proving
             self._count(prober, -1)
             probes = prober.poll(now)
             self._count(prober, 1)
-            caps_changed = caps_changed or prober.cap != cap
+            caps_changed = caps_changed or prober.cap != cap or prober.proving != proving
             if prober.cap < cap:
                 log.warning(
                     "member %s: probes of %d bytes unanswered; back to %d-byte IP packets",

@@ -79,6 +79,7 @@ class VpnEngine:
         )
         self._extra: list[tuple[bytes, bytes]] = []
         self._path_caps: dict[bytes, int] = {}
+        self._quiet_caps: set[bytes] = set()
         self.inbound_wrong_id = 0
         self._assignment: Assignment | None = None
 
@@ -95,12 +96,14 @@ class VpnEngine:
             elif isinstance(event, PeerDown):
                 self._online.pop(event.public_key, None)
                 self._path_caps.pop(event.public_key, None)
+                self._quiet_caps.discard(event.public_key)
                 dirty = True
             elif isinstance(event, MembersChanged | ParamsLearned):
                 dirty = True
             elif isinstance(event, RemovedFromNetwork):
                 self._online.clear()
                 self._path_caps.clear()
+                self._quiet_caps.clear()
                 dirty = True
         if not dirty:
             return events
@@ -117,21 +120,29 @@ class VpnEngine:
         assert self._assignment is not None
         caps = self._path_caps
         limits = {k: min(v, caps.get(k, v)) for k, v in self._online.items()}
-        self.router.update(self._assignment, self._online, limits)
+        self.router.update(self._assignment, self._online, limits, frozenset(self._quiet_caps))
 
     def negotiated_limit(self, public_key: bytes) -> int | None:
         """The IP packet limit agreed with an online member (its HELLO and our MTU)."""
         return self._online.get(public_key)
 
-    def set_path_cap(self, public_key: bytes, limit: int | None) -> None:
+    def set_path_cap(self, public_key: bytes, limit: int | None, *, quiet: bool = False) -> None:
         """Cap a member's packet limit below the agreed one while its path cannot carry more
         (e.g. a TCP relay instead of direct UDP); None lifts the cap. Republishes routes, so
-        the kernel learns the smaller limit from ICMP "too big" replies."""
+        the kernel learns the smaller limit from ICMP "too big" replies; ``quiet``: the cap
+        only waits for a path probe's answer, so too-big packets are dropped without a reply
+        (the kernel would keep the smaller MTU for up to 10 minutes)."""
+        was_quiet = public_key in self._quiet_caps
+        if quiet and limit is not None:
+            self._quiet_caps.add(public_key)
+        else:
+            self._quiet_caps.discard(public_key)
         if limit is None:
             changed = self._path_caps.pop(public_key, None) is not None
         else:
             changed = self._path_caps.get(public_key) != limit
             self._path_caps[public_key] = limit
+        changed = changed or was_quiet != (public_key in self._quiet_caps)
         if changed and self._assignment is not None:
             self._publish()
 

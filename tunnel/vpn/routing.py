@@ -48,6 +48,9 @@ class Route:
 
     public_key: bytes
     packet_limit_bytes: int
+    quiet_too_big: bool = False
+    """Drop a too-big packet without an ICMP "too big" reply: the limit is a path-MTU probe's
+    temporary one, and the kernel would keep the smaller MTU for up to 10 minutes."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class RouterStats:
     out_multicast: int = 0
     out_offline: int = 0
     out_too_big: int = 0
+    out_too_big_quiet: int = 0
     in_accepted: int = 0
     in_malformed: int = 0
     in_unknown_member: int = 0
@@ -91,6 +95,7 @@ class VpnRouter:
         self.out_multicast = 0
         self.out_offline = 0
         self.out_too_big = 0
+        self.out_too_big_quiet = 0
         self.in_accepted = 0
         self.in_malformed = 0
         self.in_unknown_member = 0
@@ -105,8 +110,10 @@ class VpnRouter:
         assignment: Assignment,
         online: Iterable[bytes],
         packet_limits: dict[bytes, int] | None = None,
+        quiet: frozenset[bytes] = frozenset(),
     ) -> None:
-        """Publish a new table: everyone's addresses, who is online, per-member limits."""
+        """Publish a new table: everyone's addresses, who is online, per-member limits
+        (``quiet``: members whose limit is a probe's temporary one, see Route)."""
         limits = packet_limits or {}
         online_set = frozenset(online)
         routes: dict[bytes, Route] = {}
@@ -121,7 +128,8 @@ class VpnRouter:
             sources[key] = addresses
             known.update(addresses)
             if key in online_set:
-                route = Route(key, limits.get(key, DEFAULT_MEMBER_PACKET_LIMIT_BYTES))
+                limit = limits.get(key, DEFAULT_MEMBER_PACKET_LIMIT_BYTES)
+                route = Route(key, limit, key in quiet)
                 for address in addresses:
                     routes[address] = route
         self._routes, self._known, self._sources, self._own = routes, frozenset(known), sources, own
@@ -163,6 +171,9 @@ class VpnRouter:
                 self.fragments.extend(pieces)
                 self.out_fragmented += 1
                 return route
+            if route.quiet_too_big:
+                self.out_too_big_quiet += 1  # the sender retries; the probe ends in an RTT
+                return None
             reply = too_big_reply(packet, length, version, route.packet_limit_bytes)
             if reply is not None:
                 self.local_replies.append(reply)
