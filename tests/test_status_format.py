@@ -45,6 +45,14 @@ def test_members_show_path_and_probed_packet_size() -> None:
                 "path_cap": None,
             },
             {
+                "public_key": "EE" * 32,
+                "ipv4": "10.77.0.6",
+                "connected": True,
+                "path": "tcp",
+                "packet_limit": 9000,
+                "path_cap": 1372,
+            },
+            {
                 "public_key": "DD" * 32,
                 "ipv4": "10.77.0.5",
                 "connected": False,
@@ -61,5 +69,9 @@ def test_members_show_path_and_probed_packet_size() -> None:
         " (agreed 9000, path probed to 1372)"
     )
     assert lines[3] == f"  member {'CC' * 8}... 10.77.0.4 connected via tcp"
-    assert lines[4] == f"  member {'DD' * 8}... 10.77.0.5 offline"
+    assert lines[4] == (
+        f"  member {'EE' * 8}... 10.77.0.6 connected via tcp, IP packets up to 1372 bytes"
+        " (agreed 9000: larger ones only on a direct UDP path)"
+    )
+    assert lines[5] == f"  member {'DD' * 8}... 10.77.0.5 offline"
     assert lines[-1] == "  packets dropped_offline 2"

@@ -260,6 +260,7 @@ async def test_tor_only_node_recovers_when_its_tor_comes_back(
                 await _until(lambda: ta.onions is not None and ta.onions.publications == 2)
                 print(f"onion service republished {trio.current_time() - t0:.1f} s after restart")
                 await a.wait_for(lambda: a.is_online(b.public_key))
+                await b.wait_for(lambda: b.is_online(a.public_key))  # each side has its view
                 events = a.subscribe()
                 b.send_message(a.public_key, b"after the outage")
                 async for event in events:

@@ -65,14 +65,25 @@ def _two_members(tmp_path: Path, nobody_dir: Path) -> None:
         assert isinstance(counters, dict)
         assert counters["out_packets"] > 0
         assert counters["in_packets"] > 0
-        # `tunnel status` shows the VPN: addresses, the member and how it is reached
-        out = subprocess.run(
-            [sys.executable, "-m", "tunnel", "status", str(a.status)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
+
+        # `tunnel status` shows the VPN: addresses, the member and how it is reached (the
+        # pings above may have gone through the relay while hole punching was under way)
+        def status_text() -> str:
+            return subprocess.run(
+                [sys.executable, "-m", "tunnel", "status", str(a.status)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout
+
+        vlab.wait_until(
+            "a's status shows b on a direct path",
+            lambda: "connected via udp" in status_text(),
+            MESH_TIMEOUT_S,
+            1.0,
+        )
+        out = status_text()
         assert vlab.address(a, 4) in out
         assert f"member {vlab.key(b)[:16]}... {vlab.address(b, 4)}" in out
         assert "connected via udp" in out

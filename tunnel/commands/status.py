@@ -98,7 +98,12 @@ def format_vpn(vpn: dict[str, object]) -> list[str]:
         where = " ".join(str(member[k]) for k in ("ipv4", "ipv6") if member.get(k))
         cap, limit = member.get("path_cap"), member.get("packet_limit")
         if member.get("connected") and cap is not None:
-            probed = "" if cap == limit else f" (agreed {limit}, path probed to {cap})"
+            if cap == limit:
+                probed = ""
+            elif member.get("path") == "udp":
+                probed = f" (agreed {limit}, path probed to {cap})"
+            else:
+                probed = f" (agreed {limit}: larger ones only on a direct UDP path)"
             state += f", IP packets up to {cap} bytes{probed}"
         lines.append(f"  member {str(member.get('public_key'))[:16]}... {where} {state}")
     revoked = vpn.get("revoked")
