@@ -464,7 +464,7 @@ class Messenger:
     # ------------------------------------------------------------------ processing
 
     def _process(self, now: float) -> None:
-        self._now = max(self._now, now, self.connections.netcrypto.last_now)
+        self._now = max(self._now, now, self.netcrypto.last_now)
         now = self._now
         for event in self.connections.events():
             record = self._by_pk.get(event.peer_pk)

@@ -42,6 +42,15 @@ MAX_LARGE_IP_PACKET_BYTES = MAX_DATA_PAYLOAD_BYTES - 1
 MAX_PENDING_ACKS = 64
 """Probe answers waiting to go out at most (probes come one a second per member)."""
 
+_PROBER_TOTALS = {
+    "probes_sent": "probes_sent",
+    "probes_acked": "probes_acked",
+    "probes_lost": "probes_lost",
+    "probe_rounds_failed": "rounds_failed",
+    "probe_fallbacks": "fallbacks",
+}
+"""Statistics totals summed over the probers: name -> PathProber attribute."""
+
 log = logging.getLogger(__name__)
 
 
@@ -67,16 +76,9 @@ class LargePackets:
         self._paths: dict[bytes, tuple[bool, Addr | None]] = {}  # last (direct, UDP address)
         self._acks: list[tuple[bytes, ProbeAck]] = []
         self._wakeup = trio.Event()
-        self.counters: dict[str, int] = {
-            "probes_sent": 0,
-            "probes_acked": 0,
-            "probes_lost": 0,
-            "probe_rounds_failed": 0,
-            "probe_fallbacks": 0,
-            "probes_answered": 0,
-            "probes_unsent": 0,
-            "probe_bad": 0,
-        }
+        self.counters: dict[str, int] = {"probes_answered": 0, "probes_unsent": 0, "probe_bad": 0}
+        self._retired: dict[str, int] = dict.fromkeys(_PROBER_TOTALS, 0)
+        """Counts of probers already gone (members offline or re-agreed), kept in the totals."""
 
     # -- agreement ---------------------------------------------------------------------------
 
@@ -109,6 +111,7 @@ class LargePackets:
         )
         if self.limits.get(public_key) != limit:
             self.limits[public_key] = limit
+            self._retire(self.probers.get(public_key))
             self.probers[public_key] = PathProber(limit, timing=self.timing)
             self._paths.pop(public_key, None)
         self.check_paths()
@@ -117,7 +120,7 @@ class LargePackets:
         """The member went offline (or no longer agrees): no more large packets to it."""
         self.limits.pop(public_key, None)
         self._paths.pop(public_key, None)
-        self.probers.pop(public_key, None)  # its counts stay in the totals
+        self._retire(self.probers.pop(public_key, None))
 
     # -- path caps ---------------------------------------------------------------------------
 
@@ -139,9 +142,7 @@ class LargePackets:
                         MAX_IP_PACKET_BYTES,
                     )
                 self._paths[public_key] = path
-                self._count(prober, -1)
                 prober.path_changed(now, direct)
-                self._count(prober, 1)
                 changed = True
         self._apply_caps()
         if changed:
@@ -184,9 +185,7 @@ class LargePackets:
         prober = self.probers.get(public_key)
         if prober is None:
             return
-        self._count(prober, -1)
         raised = prober.handle_ack(message, self._now())
-        self._count(prober, 1)
         if raised:
             log.info(
                 "member %s: path carries %d-byte IP packets",
@@ -224,9 +223,7 @@ class LargePackets:
         caps_changed = False
         for public_key, prober in self.probers.items():
             cap, proving = prober.cap, prober.proving
-            self._count(prober, -1)
             probes = prober.poll(now)
-            self._count(prober, 1)
             caps_changed = caps_changed or prober.cap != cap or prober.proving != proving
             if prober.cap < cap:
                 log.warning(
@@ -253,14 +250,11 @@ class LargePackets:
 
     # -- statistics --------------------------------------------------------------------------
 
-    def _count(self, prober: PathProber, sign: int) -> None:
-        """Keep the totals over all probers, past ones included (subtract, act, add)."""
-        counters = self.counters
-        counters["probes_sent"] += sign * prober.probes_sent
-        counters["probes_acked"] += sign * prober.probes_acked
-        counters["probes_lost"] += sign * prober.probes_lost
-        counters["probe_rounds_failed"] += sign * prober.rounds_failed
-        counters["probe_fallbacks"] += sign * prober.fallbacks
+    def _retire(self, prober: PathProber | None) -> None:
+        """A prober goes away: its counts stay in the totals."""
+        if prober is not None:
+            for name, attribute in _PROBER_TOTALS.items():
+                self._retired[name] += getattr(prober, attribute)
 
     def statistics(self) -> dict[str, object]:
         """Totals and, per member with a large limit, its prober's state."""
@@ -270,4 +264,9 @@ class LargePackets:
                 **asdict(prober.statistics()),
                 "path_cap": self.path_cap(public_key),
             }
-        return {**self.counters, "members": members}
+        totals = {
+            name: self._retired[name]
+            + sum(getattr(prober, attribute) for prober in self.probers.values())
+            for name, attribute in _PROBER_TOTALS.items()
+        }
+        return {**totals, **self.counters, "members": members}

@@ -303,6 +303,13 @@ MIN_PROBE_SIZE_BYTES = PROBE_HEADER_BYTES - 1  # 7: the size counts everything a
 MAX_PROBE_SIZE_BYTES = 0xFFFF
 
 
+def _check_probe_fields(nonce: int, size: int) -> None:
+    if not 0 <= nonce <= 0xFFFFFFFF:
+        raise ValueError("nonce must fit in u32")
+    if not MIN_PROBE_SIZE_BYTES <= size <= MAX_PROBE_SIZE_BYTES:
+        raise ValueError(f"probe size must be {MIN_PROBE_SIZE_BYTES}..{MAX_PROBE_SIZE_BYTES}")
+
+
 @dataclass(frozen=True, slots=True)
 class Probe:
     """A path MTU probe standing for a ``size``-byte IP packet: ``size + 1`` bytes in all."""
@@ -311,10 +318,7 @@ class Probe:
     size: int
 
     def __post_init__(self) -> None:
-        if not 0 <= self.nonce <= 0xFFFFFFFF:
-            raise ValueError("nonce must fit in u32")
-        if not MIN_PROBE_SIZE_BYTES <= self.size <= MAX_PROBE_SIZE_BYTES:
-            raise ValueError(f"probe size must be {MIN_PROBE_SIZE_BYTES}..{MAX_PROBE_SIZE_BYTES}")
+        _check_probe_fields(self.nonce, self.size)
 
     def encode(self) -> bytes:
         """The whole lossy packet, id byte included (``size + 1`` bytes)."""
@@ -330,10 +334,7 @@ class ProbeAck:
     size: int
 
     def __post_init__(self) -> None:
-        if not 0 <= self.nonce <= 0xFFFFFFFF:
-            raise ValueError("nonce must fit in u32")
-        if not MIN_PROBE_SIZE_BYTES <= self.size <= MAX_PROBE_SIZE_BYTES:
-            raise ValueError(f"probe size must be {MIN_PROBE_SIZE_BYTES}..{MAX_PROBE_SIZE_BYTES}")
+        _check_probe_fields(self.nonce, self.size)
 
     def encode(self) -> bytes:
         """The whole lossy packet, id byte included."""
