@@ -24,7 +24,11 @@ copying. The interface the node uses:
   headroom. Exceptions from the callback are counted and logged, never kill the thread;
 * ``write_packets(packets)`` writes IP packets (any buffers) into the device from any
   thread; it never blocks (the fd is non-blocking), and a packet the kernel refuses is
-  dropped and counted.
+  dropped and counted;
+* ``add_reader(fd, callback)`` has the pump thread also wait for ``fd`` and call
+  ``callback()`` when it is readable (the VPN reads the node's UDP socket there: a packet
+  from a member goes into the TUN device and the answer the kernel puts out comes back on
+  the same thread, with no thread wake-up in between).
 
 The control plane stays on Trio; only the per-packet path lives on these threads.
 """
@@ -203,6 +207,7 @@ class TunPump:
         self._on_packets = on_packets
         self._slots = [PacketSlot(capacity, headroom) for _ in range(batch_size)]
         self._wake_r, self._wake_w = os.pipe()
+        self._readers: dict[int, Callable[[], None]] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.failure: OSError | None = None
@@ -222,6 +227,14 @@ class TunPump:
             target=self._read_loop, name=f"tun-pump-{self.device.name}", daemon=True
         )
         self._thread.start()
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        """Also wait for ``fd`` on the pump thread; ``callback()`` runs there when it is
+        readable (it must read until empty: the wait is level-triggered). Any time, once."""
+        self._readers[fd] = callback
+        if self._thread is not None and not self._stopping:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"r")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the reader thread and wait for it (idempotent); the device stays open."""
@@ -258,20 +271,47 @@ class TunPump:
         self.stop()
 
     def _read_loop(self) -> None:
-        fd = self.device.fileno()
         poller = select.poll()
-        poller.register(fd, select.POLLIN)
+        poller.register(self.device.fileno(), select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
-        slots = self._slots
-        while not self._stopping:
+        readers = self._readers
+        polled: set[int] = set()
+        while not self._stopping and self.failure is None:
+            for extra in readers.keys() - polled:
+                poller.register(extra, select.POLLIN)
+                polled.add(extra)
             try:
                 ready = poller.poll()
             except InterruptedError:  # pragma: no cover - PEP 475 retries for us
                 continue
-            if any(ready_fd == self._wake_r for ready_fd, _ in ready):
-                return
+            tun_ready = False
+            for ready_fd, _ in ready:
+                if ready_fd == self._wake_r:  # stop (the loop ends) or a new reader
+                    with contextlib.suppress(OSError):
+                        os.read(self._wake_r, 64)
+                elif ready_fd in readers:
+                    try:
+                        readers[ready_fd]()
+                    except Exception:
+                        self.callback_errors += 1
+                        log.exception("pump reader callback failed")
+                else:
+                    tun_ready = True
+            if tun_ready and not self._stopping:
+                self.read_now()
+
+    def read_now(self) -> None:
+        """Pump thread only: read what the device has and hand it to the callback.
+
+        The first packet goes to the callback alone, before the device is read again: a
+        lone packet (a ping, a request, its answer) goes out without waiting for the read
+        that finds the device empty. Then the rest, up to ``batch_size``.
+        """
+        fd = self.device.fileno()
+        slots = self._slots
+        for limit in (1, len(slots)):
             count = 0
-            for slot in slots:
+            for slot in slots[:limit]:
                 try:
                     slot.length = os.readv(fd, [slot._read_view])
                 except BlockingIOError:
@@ -285,7 +325,7 @@ class TunPump:
                     break
                 count += 1
             if count == 0:
-                continue
+                return
             self.read_packets += count
             self.read_batches += 1
             try:
@@ -293,6 +333,8 @@ class TunPump:
             except Exception:
                 self.callback_errors += 1
                 log.exception("TUN packet callback failed")
+            if count < limit:
+                return
 
     def write_packets(self, packets: Iterable[Buffer]) -> int:
         """Write IP packets into the device; returns how many the kernel took."""

@@ -241,6 +241,11 @@ class UdpDriver:
         """Use UDP GSO in :meth:`send_batch_now` (turned off for good on the first refusal)."""
         self.gso_sends = 0
         self.gro_receives = 0
+        self._buffer = bytearray(MAX_UDP_PACKET_SIZE_BYTES)
+        self._view = memoryview(self._buffer)
+        self._buffers = [self._buffer]
+        self._handed_over = False
+        self._resume = trio.Event()
 
     def kick(self) -> None:
         """Call after giving the core a command: flush its output and re-read its deadline."""
@@ -394,42 +399,86 @@ class UdpDriver:
             normal = cache[key] = normalise_addr((host, 0))[0]
         return (normal, int(str(port)))
 
+    def read_available(self, limit: int = RECEIVE_BATCH_DATAGRAMS) -> list[tuple[bytes, Addr]]:
+        """Read up to ``limit`` waiting datagrams without blocking, from any thread (only one
+        thread reads at a time: Trio's reader, or the thread :meth:`hand_over_receive` gave
+        the socket to). Runs coalesced by UDP GRO come back as separate datagrams."""
+        sock = self._sock
+        if sock is None:
+            return []
+        items: list[tuple[bytes, Addr]] = []
+        source = self._source
+        buffer = self._buffer
+        view = self._view
+        gro = self.bound.gro
+        for _ in range(limit):
+            segment = 0
+            try:
+                if gro:
+                    size, ancillary, _flags, raw = sock.recvmsg_into(
+                        self._buffers, _CMSG_SPACE_BYTES
+                    )
+                    for level, kind, value in ancillary:
+                        if level == SOL_UDP and kind == UDP_GRO:
+                            segment = int.from_bytes(value, sys.byteorder)
+                else:
+                    size, raw = sock.recvfrom_into(buffer)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # ICMP errors surface here on Linux
+                log.debug("recvfrom: %s", exc)
+                continue
+            addr = source(raw)
+            if 0 < segment < size:  # several datagrams coalesced by GRO
+                self.gro_receives += 1
+                for start in range(0, size, segment):
+                    items.append((bytes(view[start : min(size, start + segment)]), addr))
+                continue
+            items.append((bytes(view[:size]), addr))
+        return items
+
+    @property
+    def running(self) -> bool:
+        """:meth:`run` has its socket (reads and sends work)."""
+        return self._sock is not None
+
+    def hand_over_receive(self) -> None:
+        """Trio thread: stop reading the socket; another thread reads it from now on (with
+        :meth:`read_available`) and passes what is not its own to :meth:`receive_batch`."""
+        self._handed_over = True
+
+    def take_back_receive(self) -> None:
+        """Trio thread: read the socket here again (undoes :meth:`hand_over_receive`)."""
+        self._handed_over = False
+        self._resume.set()
+
+    def receive_batch(self, items: list[tuple[bytes, Addr]]) -> None:
+        """Trio thread: feed datagrams read elsewhere to the core, as one receive batch."""
+        if not items:
+            return
+        core = self.core
+        now = trio.current_time()
+        for data, addr in items:
+            core.receive(data, addr, now)
+        self.received += len(items)
+        if self.after_batch is not None:
+            self.after_batch()
+        self.flush()
+        self._wakeup.set()  # the deadline may have moved
+
     async def _receive_loop(self, sock: _socket.socket) -> None:
         core = self.core
-        source = self._source
-        buffer = bytearray(MAX_UDP_PACKET_SIZE_BYTES)
-        view = memoryview(buffer)
-        receive_into = sock.recvfrom_into
-        receive_msg = sock.recvmsg_into
-        buffers = [buffer]
-        gro = self.bound.gro
         while True:
+            if self._handed_over:
+                await self._resume.wait()
+                self._resume = trio.Event()
+                continue
             await trio.lowlevel.wait_readable(sock)
             now = trio.current_time()
-            for _ in range(RECEIVE_BATCH_DATAGRAMS):
-                segment = 0
-                try:
-                    if gro:
-                        size, ancillary, _flags, raw = receive_msg(buffers, _CMSG_SPACE_BYTES)
-                        for level, kind, value in ancillary:
-                            if level == SOL_UDP and kind == UDP_GRO:
-                                segment = int.from_bytes(value, sys.byteorder)
-                    else:
-                        size, raw = receive_into(buffer)
-                except BlockingIOError:
-                    break
-                except OSError as exc:  # ICMP errors surface here on Linux
-                    log.debug("recvfrom: %s", exc)
-                    continue
-                addr = source(raw)
-                if 0 < segment < size:  # several datagrams coalesced by GRO
-                    self.gro_receives += 1
-                    for start in range(0, size, segment):
-                        self.received += 1
-                        core.receive(bytes(view[start : min(size, start + segment)]), addr, now)
-                    continue
-                self.received += 1
-                core.receive(bytes(view[:size]), addr, now)
+            items = self.read_available()
+            for data, addr in items:
+                core.receive(data, addr, now)
+            self.received += len(items)
             if self.after_batch is not None:
                 self.after_batch()
             self.flush()

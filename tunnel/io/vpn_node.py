@@ -44,7 +44,13 @@ import trio
 
 from tunnel.errors import ConfigError
 from tunnel.io.tun import PacketSlot, TunDevice, TunError, TunPump
-from tunnel.io.vpn_datapath import MAX_PENDING_BATCHES, TunWriter
+from tunnel.io.vpn_datapath import (
+    INLINE_WRITE_MAX_PACKETS,
+    MAX_PENDING_BATCHES,
+    Route,
+    TunWriter,
+    UdpReceiver,
+)
 from tunnel.io.vpn_large import LargePackets
 from tunnel.netcrypto.session import LossySealer, NotConnected, Session
 from tunnel.node import Node, NodeClosed
@@ -76,6 +82,7 @@ from tunnel.vpn.membership import (
     network_id,
 )
 from tunnel.vpn.state import VpnState
+from tunnel.wire.ip_port import Addr
 from tunnel.wire.vpn import (
     MAX_IP_PACKET_BYTES,
     VPN_CONTROL_PACKET_ID,
@@ -88,9 +95,6 @@ MAX_CUSTOM_LOSSY_BYTES = MAX_IP_PACKET_BYTES + 1
 MAX_CONTROL_QUEUE = 4096
 """Control packets queued for one friend at most (a friend that never drains is cut off)."""
 INBOUND_BATCH = 256
-INLINE_WRITE_MAX_PACKETS = 4
-"""Inbound batches this small go into the TUN device from the Trio thread when the writer
-thread is idle (no wake-up: lower latency); larger ones overlap on the writer thread."""
 REMOVE_FLUSH_TIMEOUT_S = 3.0
 REMOVE_GRACE_S = 1.0
 """A revoked friend is removed this long after its REVOKE was queued (so it gets it)."""
@@ -172,6 +176,7 @@ class VpnNode:
         self._events = node.subscribe()
         self.pump: TunPump | None = None
         self._writer: TunWriter | None = None
+        self._receiver: UdpReceiver | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._batches: deque[list[tuple[bytes, bytes]]] = deque()
         self._scheduled = False
@@ -184,6 +189,7 @@ class VpnNode:
         self._configured: list[str] = []
         self.large = LargePackets(node, self.engine, config.mtu)
         self._fast: dict[bytes, tuple[LossySealer, tuple[str, int]]] = {}
+        self._rx_lock = threading.Lock()  # net_crypto receive state, Trio vs TUN thread
         self._sinks: dict[bytes, Session] = {}  # sessions whose lossy packets come to us
         self._inbound: list[memoryview] = []
         self._inbound_ready = trio.Event()
@@ -222,6 +228,10 @@ class VpnNode:
                     self.pump = TunPump(self.tun, self._on_tun_packets)
                     self._writer = TunWriter(self.pump)
                     self._writer.start()
+                    if self.node.udp is not None:
+                        self._receiver = UdpReceiver(
+                            self.node.udp, self.pump, self._writer, self.engine.inbound
+                        )
                     self.pump.start()
                     nursery.start_soon(self._watch_pump, self.pump)
                 nursery.start_soon(self._timer_loop)
@@ -236,6 +246,8 @@ class VpnNode:
                 session.lossy_sink = None
             if self.pump is not None:
                 self.pump.stop()
+            if self._receiver is not None:
+                self._receiver.detach()
             if self._writer is not None:
                 self._writer.stop()
             self._save_state()
@@ -490,6 +502,8 @@ class VpnNode:
         netcrypto = self.node.netcrypto
         old = self._fast
         fast: dict[bytes, tuple[LossySealer, tuple[str, int]]] = {}
+        receiver = self._receiver
+        routes: dict[Addr, Route] = {}
         for public_key in self.membership.verified_peers():
             session = netcrypto.sessions.get(public_key)
             addr = netcrypto.udp_addr(public_key)
@@ -513,7 +527,18 @@ class VpnNode:
                     continue
                 sealer = maybe
             fast[public_key] = (sealer, udp.bound.wire_addr(addr))
+            if receiver is not None:
+                route = receiver.routes.get(addr)
+                if route is None or route[1].session is not session:
+                    session.rx_lock = self._rx_lock  # before its packets are opened elsewhere
+                    opener = netcrypto.lossy_opener(public_key, VPN_DATA_PACKET_ID)
+                    route = None if opener is None else (public_key, opener)
+                if route is not None:
+                    routes[addr] = route
         self._fast = fast
+        if receiver is not None and receiver.attach():
+            receiver.sync_clock()
+            receiver.routes = routes
         self._refresh_sinks()
 
     def _refresh_sinks(self) -> None:
@@ -694,6 +719,11 @@ class VpnNode:
         # out_packets: every packet sent, out_fast: those the TUN thread sent itself (two
         # counters because each is written by one thread only)
         counters["out_packets"] += counters["out_fast"]
+        if self._receiver is not None:  # written by the TUN thread only
+            fast_in = self._receiver.counters
+            counters["in_packets"] += fast_in["in_fast"]
+            counters["in_dropped"] += fast_in["in_fast_dropped"]
+            counters.update(fast_in)
         return {
             "network": None if params is None else params.name,
             "network_id": m.network_id.hex(),

@@ -27,6 +27,7 @@ from tunnel.crypto import KeyPair, Rng, decrypt_untrusted, encrypt, random_nonce
 from tunnel.errors import BadPacket
 from tunnel.netcrypto.congestion import MAX_RATE_PKT_S
 from tunnel.netcrypto.cookies import Identity
+from tunnel.netcrypto.lossy_opener import LossyOpener
 from tunnel.netcrypto.session import (
     Lossless,
     Lossy,
@@ -193,6 +194,15 @@ class NetCrypto:
         self._by_addr[addr] = peer_pk
         if direct:
             path.last_udp_recv = now
+
+    def lossy_opener(self, peer_pk: bytes, packet_id: int) -> LossyOpener | None:
+        """A :class:`LossyOpener` for the peer's lossy ``packet_id`` packets that marks the
+        peer's UDP path alive as :meth:`receive` would; None unless established."""
+        session = self.sessions.get(peer_pk)
+        path = self._paths.get(peer_pk)
+        if session is None or path is None:
+            return None
+        return session.lossy_opener(path, packet_id)
 
     def udp_path_lost(self, peer_pk: bytes) -> None:
         """The caller's own liveness check (issue 11's keepalives) says direct UDP to the peer

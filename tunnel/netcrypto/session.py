@@ -30,6 +30,7 @@ Bad input (undecryptable, malformed, out of window, replayed) is dropped and cou
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import Counter
 from collections.abc import Callable
@@ -47,10 +48,12 @@ from tunnel.crypto.databox import MIN_DATA_PACKET_BYTES, DataBox, data_packet_by
 from tunnel.errors import BadPacket, DecryptError
 from tunnel.netcrypto.congestion import Congestion
 from tunnel.netcrypto.cookies import Identity
+from tunnel.netcrypto.lossy_opener import LossyOpener, UdpSeen
 from tunnel.netcrypto.lossy_sealer import NONCE_MOD as _NONCE_MOD
 from tunnel.netcrypto.lossy_sealer import LossySealer
 from tunnel.netcrypto.replay import Replay, ReplayWindow
 from tunnel.netcrypto.session_types import (
+    PACKET_BUFFER_SIZE,
     Closed,
     CookieRequesting,
     Established,
@@ -91,7 +94,6 @@ MAX_NUM_SENDPACKET_TRIES = 8
 REQUEST_MAX_INTERVAL_S = 1.0
 REQUEST_FAST_INTERVAL_S = 0.02
 REQUEST_HOLE_DELAY_S = 0.005
-PACKET_BUFFER_SIZE = 32768
 DATA_NUM_THRESHOLD = 21845
 MAX_SEND_BUFFER_PKTS = PACKET_BUFFER_SIZE - 1
 MIN_SEND_QUEUE_PKTS = 128
@@ -131,6 +133,9 @@ class Session:
         self._recv_nonce = 0
         self._replay_base = 0
         self._replay = ReplayWindow()
+        self.rx_lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        """Held around the nonce rebuild's state and the replay window; a data path that opens
+        packets on another thread (:class:`LossyOpener`) puts a real lock here first."""
         self.state: State = Closed("not started")
         self.outbox: list[bytes] = []
         self._box: DataBox | None = None  # seals/opens data packets once the key is known
@@ -332,10 +337,9 @@ class Session:
         except BadPacket:
             self.counters["data_bad_plain"] += 1
             return False
-        if not self._replay_check(nonce):
-            return False
-        if diff > 2 * DATA_NUM_THRESHOLD:
-            self._recv_nonce = (self._recv_nonce + DATA_NUM_THRESHOLD) % _NONCE_MOD
+        with self.rx_lock:
+            if not self.accept_nonce(nonce, diff):
+                return False
         self.received_packets += 1
         self.received_bytes += len(data)
         pid = payload[0]
@@ -363,6 +367,30 @@ class Session:
         else:
             self.counters["data_invalid_id"] += 1
         return True
+
+    def accept_nonce(self, nonce: int, diff: int) -> bool:
+        """Record an opened packet's ``nonce`` (``diff`` ahead of the base): False for a
+        replay (counted); moves the base as toxcore does. Callers hold :attr:`rx_lock`."""
+        if not self._replay_check(nonce):
+            return False
+        if diff > 2 * DATA_NUM_THRESHOLD:
+            self._recv_nonce = (self._recv_nonce + DATA_NUM_THRESHOLD) % _NONCE_MOD
+        return True
+
+    @property
+    def recv_nonce(self) -> int:
+        """The base the low two bytes of a received nonce are rebuilt from."""
+        return self._recv_nonce
+
+    @property
+    def receive_payload_max(self) -> int:
+        """The largest data packet payload accepted from the peer."""
+        return self._receive_max
+
+    @property
+    def receive_packet_max(self) -> int:
+        """The largest data packet accepted from the peer, in bytes on the wire."""
+        return self._receive_packet_max
 
     def _replay_check(self, nonce: int) -> bool:
         seen = self._replay.check((nonce - self._replay_base) % _NONCE_MOD)
@@ -562,6 +590,13 @@ class Session:
         if not isinstance(state, Established):
             return None
         return LossySealer(self, state.data_key)
+
+    def lossy_opener(self, path: UdpSeen, packet_id: int) -> LossyOpener | None:
+        """A :class:`LossyOpener` for lossy ``packet_id`` packets, or None unless established."""
+        state = self.state
+        if not isinstance(state, Established):
+            return None
+        return LossyOpener(self, state.data_key, path, packet_id)
 
     def send_lossy(self, payload: bytes, now: float) -> None:
         """Send ``[id][data]`` (id 192..254) once, unreliably, bypassing congestion control.

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PACKET_BUFFER_SIZE = 32768
+"""Packets a session's send and receive windows hold (toxcore CRYPTO_PACKET_BUFFER_SIZE)."""
+
 
 class SendQueueFull(Exception):
     """The lossless send queue is full; wait for :meth:`Session.send_capacity` to rise."""
