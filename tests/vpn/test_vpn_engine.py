@@ -104,3 +104,55 @@ def test_engine_before_parameters_are_known() -> None:
     assert engine.refresh() == []
     assert engine.own_interfaces() == []
     assert engine.refresh() == []
+
+
+def test_split_for_a_capped_path_reassembled_and_checked_like_a_whole_packet() -> None:
+    """Two members that agreed on 9000 while a's path to b is capped at 1372: a's 8000-byte
+    packet goes as VPN fragments (no ICMP), b joins them and checks the source like any
+    packet; a forged fragment set from a's key with c's address is dropped as spoofed."""
+    tox, nodes = build_mesh(3, seed=24, collect_events=False)
+    for node in nodes:
+        node.max_ip_packet = 9000
+    for node in nodes[1:]:  # HELLOs again, announcing 9000
+        tox.go_down(node.own_key)
+        tox.pump()
+        tox.come_up(node.own_key)
+        tox.pump()
+    a, b, _c = (VpnEngine(node, tun_mtu=9000) for node in nodes)
+    a.refresh()
+    b.refresh()
+    key_a, key_b = nodes[0].own_key, nodes[1].own_key
+    assert a.negotiated_limit(key_b) == b.negotiated_limit(key_a) == 9000
+    a.set_path_cap(key_b, 1372)
+    own = [ipaddress.IPv4Interface(i).ip for e in (a, b) for i in e.own_interfaces()[:1]]
+    c_ip = b.assignment().members[nodes[2].own_key].ipv4
+    big = ipv4_packet(str(own[0]), str(own[1]), payload=b"s" * 7980, flags=0x4000)
+    buffer = bytearray(HEADROOM + len(big))
+    buffer[HEADROOM:] = big
+    assert a.outbound(buffer, HEADROOM, len(big)) is None
+    assert a.take_local_replies() == []
+    extra = a.take_extra_packets()
+    assert len(extra) == 6
+    assert {key for key, _ in extra} == {key_b}
+    results = [b.inbound_fragment(key_a, data, 0.0) for _, data in extra]
+    assert results[:-1] == [None] * 5
+    assert results[-1] is not None
+    assert bytes(results[-1]) == big
+    # the same from a's key but with c's source address: reassembled, then refused
+    spoofed = ipv4_packet(str(c_ip), str(own[1]), payload=b"s" * 7980, flags=0x4000)
+    buffer[HEADROOM:] = spoofed
+    a.outbound(buffer, HEADROOM, len(spoofed))
+    assert [b.inbound_fragment(key_a, data, 0.0) for _, data in a.take_extra_packets()] == [
+        None
+    ] * 6
+    assert b.router.statistics().in_spoofed == 1
+    assert b.reassembler.statistics().in_reassembled == 2
+    assert a.router.statistics().out_split == 2
+    # a packet routed whole whose path turned relayed later: split by the control plane
+    pieces = a.split(bytes([VPN_DATA_PACKET_ID]) + big)
+    assert b.inbound_fragment(key_a, pieces[-1], 1.0) is None
+    assert [b.inbound_fragment(key_a, p, 1.0) for p in pieces[:-2]] == [None] * 4
+    whole = b.inbound_fragment(key_a, pieces[-2], 1.0)
+    assert whole is not None
+    assert bytes(whole) == big
+    assert a.router.statistics().out_split_late == 1

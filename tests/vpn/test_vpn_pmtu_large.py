@@ -63,14 +63,12 @@ class FakeNode:
 class FakeEngine:
     limits: dict[bytes, int] = field(default_factory=dict)
     caps: dict[bytes, int | None] = field(default_factory=dict)
-    quiet: dict[bytes, bool] = field(default_factory=dict)
 
     def negotiated_limit(self, public_key: bytes) -> int | None:
         return self.limits.get(public_key)
 
-    def set_path_cap(self, public_key: bytes, limit: int | None, *, quiet: bool = False) -> None:
+    def set_path_cap(self, public_key: bytes, limit: int | None) -> None:
         self.caps[public_key] = limit
-        self.quiet[public_key] = quiet
 
 
 class Lab:
@@ -120,7 +118,6 @@ def test_capped_until_acked_then_path_change_starts_over() -> None:
     lab.large.agree(PEER, LIMIT)  # relayed: capped, nothing sent
     assert lab.node.netcrypto.sessions[PEER].max_lossy_payload == LIMIT + 1
     assert lab.engine.caps[PEER] == MAX_IP_PACKET_BYTES
-    assert not lab.engine.quiet[PEER]  # relayed: the kernel must learn the cap (ICMP)
     lab.large.service()
     assert lab.probes() == []
     # a direct path: probed at once, still capped
@@ -130,7 +127,6 @@ def test_capped_until_acked_then_path_change_starts_over() -> None:
     [probe] = lab.probes()
     assert probe.size == LIMIT
     assert lab.engine.caps[PEER] == MAX_IP_PACKET_BYTES
-    assert lab.engine.quiet[PEER]  # only waiting for the answer: no ICMP meanwhile
     # the member answers a probe of ours: cap lifted (None: the agreed limit applies)
     lab.large.handle_packet(PEER, ProbeAck(probe.nonce, probe.size).encode())
     assert lab.engine.caps[PEER] is None
@@ -183,7 +179,6 @@ def test_failed_probes_keep_the_cap_and_fall_back_after_a_failed_reprobe() -> No
         lab.large.service()
     assert len(lab.probes()) == timing.attempts  # all lost
     assert lab.engine.caps[PEER] == MAX_IP_PACKET_BYTES
-    assert not lab.engine.quiet[PEER]  # the path cannot: ICMP tells the kernel from now on
     assert lab.large.statistics()["probe_rounds_failed"] == 1
     # the retry is answered
     lab.now += timing.retry_interval_s

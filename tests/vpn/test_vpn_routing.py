@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from tunnel.vpn.addressing import AddressPlan, Assignment, MemberPins
 from tunnel.vpn.ip import check_packet
 from tunnel.vpn.routing import DEFAULT_MEMBER_PACKET_LIMIT_BYTES, Route, VpnRouter
+from tunnel.wire.vpn import VPN_DATA_PACKET_ID
+from tunnel.wire.vpn_fragment import decode_fragment_untrusted
 
 from .test_vpn_ip import ipv4_packet, ipv6_packet
 
@@ -86,7 +88,7 @@ def test_outbound_too_big_gives_icmp_or_fragments() -> None:
     assert route.public_key == ALICE
     fragments = r.take_fragments()
     assert len(fragments) == 2
-    assert all(len(f) <= 600 for f in fragments)
+    assert all(len(f) <= 1 + 600 and f[0] == VPN_DATA_PACKET_ID for f in fragments)
     assert r.fragments == []
 
     v6 = ipv6_packet("fd00::1", "fd00::2", payload=b"y" * 1000)
@@ -98,25 +100,44 @@ def test_outbound_too_big_gives_icmp_or_fragments() -> None:
     assert stats.out_fragmented == 1
 
 
-def test_quiet_route_drops_too_big_without_icmp() -> None:
-    """A cap that only waits for a path probe's answer: too-big packets are dropped and
-    counted, with no ICMP reply (the kernel would keep the smaller MTU for 10 minutes);
-    packets without DF are still fragmented."""
+def test_members_that_agreed_get_vpn_fragments_instead_of_icmp() -> None:
+    """ALICE agreed on 9000 but its path is capped at 1372 (relayed or not probed yet): a
+    packet up to 9000 bytes is split into VPN fragments, never answered with ICMP (the
+    kernel would keep 1372 for 10 minutes); only one above 9000 gets ICMP, telling 9000.
+    BOB did not agree (1372): ICMP as before."""
     r = VpnRouter(ME, tun_mtu=9000)
-    r.update(assignment(), (ALICE, BOB), {ALICE: 1372, BOB: 1372}, frozenset({ALICE}))
-    for dst in ("10.9.0.2", "10.9.0.3"):
-        df = ipv4_packet("10.9.0.1", dst, payload=b"x" * 3000, flags=0x4000)
-        assert r.route_outbound(df, len(df)) is None
-    (reply,) = r.take_local_replies()  # for BOB only
-    assert reply[16:20] == ipaddress.IPv4Address("10.9.0.1").packed
-    v6 = ipv6_packet("fd00::1", "fd00::2", payload=b"y" * 3000)
-    assert r.route_outbound(v6, len(v6)) is None
-    assert r.take_local_replies() == []
-    no_df = ipv4_packet("10.9.0.1", "10.9.0.2", payload=b"x" * 3000, flags=0)
-    assert r.route_outbound(no_df, len(no_df)) is not None
-    assert len(r.take_fragments()) == 3
+    r.update(assignment(), (ALICE, BOB), {ALICE: 1372, BOB: 1372}, {ALICE: 9000, BOB: 1372})
+    for packet in (
+        ipv4_packet("10.9.0.1", "10.9.0.2", payload=b"x" * 3000, flags=0x4000),
+        ipv6_packet("fd00::1", "fd00::2", payload=b"y" * 8000),
+    ):
+        route = r.route_outbound(packet, len(packet))
+        assert route == Route(ALICE, 1372, 9000)
+        pieces = [decode_fragment_untrusted(f) for f in r.take_fragments()]
+        assert len({f.number for f in pieces}) == 1
+        assert b"".join(bytes(f.data) for f in pieces) == packet
+        assert r.take_local_replies() == []
+    # above the agreed limit: ICMP with the agreed limit, or IP fragments (no DF)
+    huge = ipv4_packet("10.9.0.1", "10.9.0.2", payload=b"x" * 9000, flags=0x4000)
+    assert r.route_outbound(huge, len(huge)) is None
+    (reply,) = r.take_local_replies()
+    assert int.from_bytes(reply[26:28], "big") == 9000  # next-hop MTU
+    huge_no_df = ipv4_packet("10.9.0.1", "10.9.0.2", payload=b"x" * 9000, flags=0)
+    assert r.route_outbound(huge_no_df, len(huge_no_df)) is not None
+    ip_fragments = r.take_fragments()
+    assert all(f[0] == VPN_DATA_PACKET_ID and len(f) <= 1373 for f in ip_fragments)
+    # BOB did not agree: ICMP with its 1372
+    df = ipv4_packet("10.9.0.1", "10.9.0.3", payload=b"x" * 3000, flags=0x4000)
+    assert r.route_outbound(df, len(df)) is None
+    (reply,) = r.take_local_replies()
+    assert int.from_bytes(reply[26:28], "big") == 1372
+    # ALICE's path proven: the cap lifted, no splitting
+    r.update(assignment(), (ALICE,), {ALICE: 9000}, {ALICE: 9000})
+    big = ipv4_packet("10.9.0.1", "10.9.0.2", payload=b"x" * 8000, flags=0x4000)
+    assert r.route_outbound(big, len(big)) == Route(ALICE, 9000)
+    assert r.fragments == []
     stats = r.statistics()
-    assert (stats.out_too_big_quiet, stats.out_too_big, stats.out_fragmented) == (2, 1, 1)
+    assert (stats.out_split, stats.out_too_big, stats.out_fragmented) == (2, 2, 1)
 
 
 def test_inbound_anti_spoofing_and_destination() -> None:

@@ -8,11 +8,14 @@ Part of :class:`tunnel.io.vpn_node.VpnNode`'s control plane (Trio thread only):
   never send a HELLO, so they never get a lossy packet over 1373 bytes.
 * **path caps**: large packets only over direct UDP (TCP relays take toxcore-sized packets
   only), and only once the path has been **probed** (:mod:`tunnel.vpn.pmtu`): a member's route
-  is capped at 1372 (``engine.set_path_cap``; the kernel learns the smaller MTU from the ICMP
-  "too big" replies of :mod:`tunnel.vpn.routing`) until a probe as large as the agreed limit,
+  is capped at 1372 (``engine.set_path_cap``) until a probe as large as the agreed limit,
   sent over the same direct path, was acknowledged, so a path that drops IP fragments never
   black-holes large packets. A new direct path (address change, relayed and back) starts
-  over at 1372; a failed periodic re-probe falls back to 1372 at once.
+  over at 1372; a failed periodic re-probe falls back to 1372 at once. Meanwhile packets
+  above the cap (up to the agreed limit) are split into toxcore-sized VPN fragments
+  (:mod:`tunnel.vpn.routing`, :mod:`tunnel.vpn.fragments`), never answered with ICMP "too
+  big": the kernel keeps the agreed MTU, and gets whole large packets again once the path
+  is proven.
 * **probes**: lossy 0xE6 packets (:class:`tunnel.wire.vpn.Probe`, exactly as large as a data
   packet of that size); every member answers probes with a small :class:`ProbeAck`. The
   sessions' lossy sink hands them to :meth:`LargePackets.handle_packet`; answers and probes go
@@ -155,9 +158,7 @@ class LargePackets:
             cap = prober.cap if direct else MAX_IP_PACKET_BYTES
             negotiated = engine.negotiated_limit(public_key)
             engine.set_path_cap(
-                public_key,
-                None if negotiated is not None and cap >= negotiated else cap,
-                quiet=direct and prober.proving,
+                public_key, None if negotiated is not None and cap >= negotiated else cap
             )
 
     def path_cap(self, public_key: bytes) -> int | None:
@@ -222,9 +223,9 @@ class LargePackets:
             sent = True
         caps_changed = False
         for public_key, prober in self.probers.items():
-            cap, proving = prober.cap, prober.proving
+            cap = prober.cap
             probes = prober.poll(now)
-            caps_changed = caps_changed or prober.cap != cap or prober.proving != proving
+            caps_changed = caps_changed or prober.cap != cap
             if prober.cap < cap:
                 log.warning(
                     "member %s: probes of %d bytes unanswered; back to %d-byte IP packets",

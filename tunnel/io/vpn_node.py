@@ -24,8 +24,9 @@ checked by ``engine.inbound`` (member, source address, size), collected per rece
 and written to the TUN device (on the Trio thread for a few packets while the writer thread
 sleeps, else on the writer thread). Larger IP packets than toxcore's 1372 bytes are used
 with members whose HELLO announced a larger MTU, over direct UDP only and once a probe of
-that size made it over the path (:mod:`tunnel.io.vpn_large`, :mod:`tunnel.vpn.pmtu`).
-Every packet that does not make it is counted (:meth:`VpnNode.statistics`).
+that size made it over the path (:mod:`tunnel.io.vpn_large`, :mod:`tunnel.vpn.pmtu`); until
+then they go as toxcore-sized 0xE8 fragments (:mod:`tunnel.vpn.fragments`). Every packet
+that does not make it is counted (:meth:`VpnNode.statistics`).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ from tunnel.wire.vpn import (
     VPN_DATA_PACKET_ID,
     VPN_PROBE_PACKET_ID,
 )
+from tunnel.wire.vpn_fragment import VPN_FRAGMENT_PACKET_ID
 
 MAX_CUSTOM_LOSSY_BYTES = MAX_IP_PACKET_BYTES + 1
 """toxcore's limit for one lossy packet (id byte + IP packet)."""
@@ -298,6 +300,13 @@ class VpnNode:
                 and event.public_key in membership.verified_peers()
             ):  # members only
                 self.large.handle_packet(event.public_key, event.data)
+                return False
+            if event.data[:1] == bytes([VPN_FRAGMENT_PACKET_ID]):
+                packet = self.engine.inbound_fragment(
+                    event.public_key, event.data, trio.current_time()
+                )
+                if packet is not None:  # the reassembler counts what it drops
+                    inbound.append(packet)
                 return False
             packet = self.engine.inbound(event.public_key, event.data)
             if packet is None:
@@ -560,15 +569,22 @@ class VpnNode:
 
     def _make_sink(self, public_key: bytes) -> Callable[[bytes], bool]:
         inbound = self.engine.inbound
+        inbound_fragment = self.engine.inbound_fragment
         counters = self.counters
 
         def sink(payload: bytes) -> bool:
             if payload[0] != VPN_DATA_PACKET_ID:
-                if payload[0] == VPN_PROBE_PACKET_ID:
+                if payload[0] == VPN_FRAGMENT_PACKET_ID:
+                    packet = inbound_fragment(public_key, payload, trio.current_time())
+                    if packet is None:  # more to come, or dropped (the reassembler counts)
+                        return True
+                elif payload[0] == VPN_PROBE_PACKET_ID:
                     self.large.handle_packet(public_key, payload)
                     return True
-                return False
-            packet = inbound(public_key, payload)
+                else:
+                    return False
+            else:
+                packet = inbound(public_key, payload)
             if packet is None:
                 counters["in_dropped"] += 1
             else:
@@ -658,7 +674,13 @@ class VpnNode:
         sent = dropped_path = 0
         for public_key, data in packets:
             if len(data) > MAX_CUSTOM_LOSSY_BYTES and not netcrypto.is_direct(public_key, now):
-                dropped_path += 1  # relayed now: check_paths caps the route
+                # relayed now (check_paths caps the route): split for the relay instead
+                dropped_path += 1
+                with contextlib.suppress(NotConnected, ValueError):
+                    for fragment in self.engine.split(data):
+                        netcrypto.send_lossy(public_key, fragment, now)
+                    dropped_path -= 1
+                    sent += 1
                 continue
             try:
                 netcrypto.send_lossy(public_key, data, now)
@@ -741,6 +763,7 @@ class VpnNode:
             "counters": counters,
             "membership": _asdict(m.statistics()),
             "router": _asdict(self.engine.router.statistics()),
+            "fragments": _asdict(self.engine.reassembler.statistics()),
             "inbound_wrong_id": self.engine.inbound_wrong_id,
             "pmtu": self.large.statistics(),
             "pump": None if pump is None else _asdict(pump),

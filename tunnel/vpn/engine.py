@@ -23,11 +23,16 @@ Data plane (on the data-path threads; :meth:`VpnEngine.outbound` from the TUN re
     for slot in slots:                                   # TunPump callback
         framed = engine.outbound(slot.buffer, slot.offset, slot.length)
         if framed: send lossy custom packet framed[1] to friend framed[0]
-    for key, data in engine.take_extra_packets(): send lossy data to key   # IPv4 fragments
+    for key, data in engine.take_extra_packets(): send lossy data to key   # fragments
     pump.write_packets(engine.take_local_replies())                        # ICMP too big
 
     packet = engine.inbound(pk, lossy_packet)            # a lossy 0xE4 packet from a friend
+    packet = engine.inbound_fragment(pk, lossy_packet, now)  # a lossy 0xE8 fragment
     if packet is not None: pump.write_packets([packet])
+
+Packets to one of our own members that are larger than its path's cap but within the agreed
+limit are split into VPN fragments (:mod:`tunnel.wire.vpn_fragment`) and reassembled by
+the receiver (:mod:`tunnel.vpn.fragments`), then checked like any other packet.
 
 ``outbound`` writes the packet id byte into the slot's headroom (``offset >= 1`` required), so
 the framed packet is a view of the receive buffer: no copy. :meth:`refresh` republishes the
@@ -41,6 +46,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from tunnel.vpn.addressing import Assignment
+from tunnel.vpn.fragments import Reassembler
 from tunnel.vpn.ip import Buffer
 from tunnel.vpn.membership import (
     Event,
@@ -53,6 +59,7 @@ from tunnel.vpn.membership import (
 )
 from tunnel.vpn.routing import DEFAULT_TUN_MTU_BYTES, VpnRouter
 from tunnel.wire.vpn import VPN_DATA_PACKET_ID
+from tunnel.wire.vpn_fragment import split_packet
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class VpnEngine:
         )
         self._extra: list[tuple[bytes, bytes]] = []
         self._path_caps: dict[bytes, int] = {}
-        self._quiet_caps: set[bytes] = set()
+        self.reassembler = Reassembler()
         self.inbound_wrong_id = 0
         self._assignment: Assignment | None = None
 
@@ -96,14 +103,13 @@ class VpnEngine:
             elif isinstance(event, PeerDown):
                 self._online.pop(event.public_key, None)
                 self._path_caps.pop(event.public_key, None)
-                self._quiet_caps.discard(event.public_key)
+                self.reassembler.forget(event.public_key)
                 dirty = True
             elif isinstance(event, MembersChanged | ParamsLearned):
                 dirty = True
             elif isinstance(event, RemovedFromNetwork):
                 self._online.clear()
                 self._path_caps.clear()
-                self._quiet_caps.clear()
                 dirty = True
         if not dirty:
             return events
@@ -120,29 +126,22 @@ class VpnEngine:
         assert self._assignment is not None
         caps = self._path_caps
         limits = {k: min(v, caps.get(k, v)) for k, v in self._online.items()}
-        self.router.update(self._assignment, self._online, limits, frozenset(self._quiet_caps))
+        self.router.update(self._assignment, self._online, limits, self._online)
 
     def negotiated_limit(self, public_key: bytes) -> int | None:
         """The IP packet limit agreed with an online member (its HELLO and our MTU)."""
         return self._online.get(public_key)
 
-    def set_path_cap(self, public_key: bytes, limit: int | None, *, quiet: bool = False) -> None:
+    def set_path_cap(self, public_key: bytes, limit: int | None) -> None:
         """Cap a member's packet limit below the agreed one while its path cannot carry more
-        (e.g. a TCP relay instead of direct UDP); None lifts the cap. Republishes routes, so
-        the kernel learns the smaller limit from ICMP "too big" replies; ``quiet``: the cap
-        only waits for a path probe's answer, so too-big packets are dropped without a reply
-        (the kernel would keep the smaller MTU for up to 10 minutes)."""
-        was_quiet = public_key in self._quiet_caps
-        if quiet and limit is not None:
-            self._quiet_caps.add(public_key)
-        else:
-            self._quiet_caps.discard(public_key)
+        (e.g. a TCP relay instead of direct UDP, or a path not probed yet); None lifts the
+        cap. Republishes routes: packets between the cap and the agreed limit are split
+        into VPN fragments (no ICMP: the kernel keeps the agreed MTU)."""
         if limit is None:
             changed = self._path_caps.pop(public_key, None) is not None
         else:
             changed = self._path_caps.get(public_key) != limit
             self._path_caps[public_key] = limit
-        changed = changed or was_quiet != (public_key in self._quiet_caps)
         if changed and self._assignment is not None:
             self._publish()
 
@@ -189,14 +188,14 @@ class VpnEngine:
         if route is None:
             return None
         if self.router.fragments:
-            for fragment in self.router.take_fragments():
-                self._extra.append((route.public_key, bytes([VPN_DATA_PACKET_ID]) + fragment))
+            key = route.public_key
+            self._extra.extend((key, fragment) for fragment in self.router.take_fragments())
             return None
         buffer[offset - 1] = VPN_DATA_PACKET_ID
         return route.public_key, view[offset - 1 : offset + length]
 
     def take_extra_packets(self) -> list[tuple[bytes, bytes]]:
-        """Lossy packets (IPv4 fragments) to send after a batch: ``(friend key, packet)``."""
+        """Lossy packets (VPN or IPv4 fragments) to send after a batch: ``(key, packet)``."""
         extra, self._extra = self._extra, []
         return extra
 
@@ -214,3 +213,23 @@ class VpnEngine:
         if not self.router.check_inbound(public_key, packet, len(packet)):
             return None
         return packet
+
+    def inbound_fragment(self, public_key: bytes, data: Buffer, now: float) -> memoryview | None:
+        """A lossy 0xE8 fragment from a friend: the IP packet it completes, if it may enter
+        the TUN (the same checks as :meth:`inbound`). Same thread as :meth:`inbound`."""
+        packet = self.reassembler.receive_untrusted(
+            public_key, memoryview(data), self._online.get(public_key), now
+        )
+        if packet is None or not self.router.check_inbound(public_key, packet, len(packet)):
+            return None
+        return packet
+
+    def split(self, data: Buffer) -> list[bytes]:
+        """A lossy 0xE4 data packet too large for a path found relayed after it was routed:
+        its VPN fragments (any thread). Raises ValueError when it cannot be split."""
+        view = memoryview(data)
+        if len(view) < 1 or view[0] != VPN_DATA_PACKET_ID:
+            raise ValueError("not a VPN data packet")
+        fragments = split_packet(next(self.router.packet_numbers), view[1:])
+        self.router.out_split_late += 1
+        return fragments

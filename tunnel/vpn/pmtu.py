@@ -101,7 +101,6 @@ class PathProber:
         self.cap = base
         """The largest IP packet the path is known to carry (``base`` until proven)."""
         self._direct = False
-        self._proving = False  # a new direct path's first round has not ended yet
         self._nonce = first_nonce % NONCE_MOD
         self._outstanding: dict[int, int] = {}  # nonce -> size, probes of the current round
         self._size: int | None = None  # size probed by the current round
@@ -123,7 +122,6 @@ class PathProber:
         False: relayed). Whatever was proven is for the old path: back to ``base``, and with
         a direct path a new search starts at once."""
         self._direct = direct
-        self._proving = direct
         self._fall_back()
         self._start_search()
         self._next = now if direct else None
@@ -134,7 +132,6 @@ class PathProber:
         if size is None or size != ack.size or size != self._size:
             return False
         self.probes_acked += 1
-        self._proving = False
         self._end_round()
         raised = size > self.cap
         self.cap = size
@@ -175,13 +172,6 @@ class PathProber:
     def next_deadline(self) -> float | None:
         """When :meth:`poll` wants to run next (None: nothing planned)."""
         return self._next if self._direct else None
-
-    @property
-    def proving(self) -> bool:
-        """True from a new direct path until its first probe round ends (acked or failed):
-        the cap is then only waiting for an answer, so too-big packets should be dropped
-        quietly rather than answered with ICMP (the kernel would keep the smaller MTU)."""
-        return self._direct and self._proving
 
     @property
     def probing(self) -> int | None:
@@ -242,7 +232,6 @@ class PathProber:
         """The round's last probe went unanswered for a whole interval."""
         assert self._size is not None
         size = self._size
-        self._proving = False
         self.probes_lost += 1
         self.rounds_failed += 1
         self._end_round()

@@ -7,9 +7,12 @@ the data-path threads (:mod:`tunnel.io.tun`):
   (:func:`tunnel.vpn.ip.check_packet`), looks the destination up and returns the
   :class:`Route` (member key plus its packet limit) to send it to, or ``None`` when the packet
   is dropped. Packets for unknown addresses, multicast, offline members are dropped and
-  counted. A packet larger than the member's limit gets an ICMP "too big" reply queued for the
-  TUN device (:meth:`take_local_replies`), or, for IPv4 without DF, is split into fragments
-  (:meth:`take_fragments`);
+  counted. A packet larger than the member's current limit (its path's cap) but within the
+  limit agreed with one of our own members is split into VPN fragments
+  (:mod:`tunnel.wire.vpn_fragment`, :meth:`take_fragments`): our members never get ICMP from
+  us for a size within the agreed MTU (the kernel would keep a smaller MTU for 10 minutes).
+  Any other too-big packet gets an ICMP "too big" reply queued for the TUN device
+  (:meth:`take_local_replies`), or, for IPv4 without DF, is split into IP fragments;
 * :meth:`VpnRouter.check_inbound` for a packet a member sent us: the header must check, the
   source must be one of that member's own addresses (anti-spoofing: a member may only send
   from its own addresses), the destination one of ours, the size within our TUN MTU.
@@ -22,6 +25,7 @@ consistent snapshot without locks. The outbound methods must be called from one 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
@@ -36,6 +40,8 @@ from tunnel.vpn.ip import (
     src_address,
 )
 from tunnel.vpn.ip import fragment_ipv4 as _fragment_ipv4
+from tunnel.wire.vpn import VPN_DATA_PACKET_ID
+from tunnel.wire.vpn_fragment import FRAGMENT_DATA_BYTES, split_packet
 
 DEFAULT_MEMBER_PACKET_LIMIT_BYTES = 1372
 """Largest IP packet in one toxcore lossy custom packet: 1373 (MAX_CRYPTO_DATA_SIZE) - id byte."""
@@ -48,9 +54,10 @@ class Route:
 
     public_key: bytes
     packet_limit_bytes: int
-    quiet_too_big: bool = False
-    """Drop a too-big packet without an ICMP "too big" reply: the limit is a path-MTU probe's
-    temporary one, and the kernel would keep the smaller MTU for up to 10 minutes."""
+    """The largest packet sent whole now (the agreed limit, or its path's smaller cap)."""
+    split_limit_bytes: int = 0
+    """Packets larger than ``packet_limit_bytes`` up to this size are split into VPN
+    fragments (the limit agreed with one of our own members; 0: never split)."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +66,14 @@ class RouterStats:
 
     out_routed: int = 0
     out_fragmented: int = 0
+    out_split: int = 0
+    out_split_late: int = 0
+    """Split on the control plane: routed whole, but the path was relayed by then."""
     out_malformed: int = 0
     out_no_route: int = 0
     out_multicast: int = 0
     out_offline: int = 0
     out_too_big: int = 0
-    out_too_big_quiet: int = 0
     in_accepted: int = 0
     in_malformed: int = 0
     in_unknown_member: int = 0
@@ -86,16 +95,20 @@ class VpnRouter:
         self.local_replies: list[bytes] = []
         """ICMP replies waiting to be written into the TUN device (see take_local_replies)."""
         self.fragments: list[bytes] = []
-        """Non-empty right after route_outbound fragmented a packet: send these instead."""
+        """Non-empty right after route_outbound split a packet: the lossy packets (id byte
+        included) to send instead."""
+        self.packet_numbers = itertools.count()
+        """Numbers for split packets (``next()`` is atomic: any thread may split)."""
         # counters: plain ints, each written by one thread only
         self.out_routed = 0
         self.out_fragmented = 0
+        self.out_split = 0
+        self.out_split_late = 0  # the one counter written by the control plane (engine.split)
         self.out_malformed = 0
         self.out_no_route = 0
         self.out_multicast = 0
         self.out_offline = 0
         self.out_too_big = 0
-        self.out_too_big_quiet = 0
         self.in_accepted = 0
         self.in_malformed = 0
         self.in_unknown_member = 0
@@ -110,11 +123,12 @@ class VpnRouter:
         assignment: Assignment,
         online: Iterable[bytes],
         packet_limits: dict[bytes, int] | None = None,
-        quiet: frozenset[bytes] = frozenset(),
+        split_limits: dict[bytes, int] | None = None,
     ) -> None:
         """Publish a new table: everyone's addresses, who is online, per-member limits
-        (``quiet``: members whose limit is a probe's temporary one, see Route)."""
+        (``split_limits``: the limits agreed with our own members, see Route)."""
         limits = packet_limits or {}
+        split = split_limits or {}
         online_set = frozenset(online)
         routes: dict[bytes, Route] = {}
         known: set[bytes] = set()
@@ -129,7 +143,9 @@ class VpnRouter:
             known.update(addresses)
             if key in online_set:
                 limit = limits.get(key, DEFAULT_MEMBER_PACKET_LIMIT_BYTES)
-                route = Route(key, limit, key in quiet)
+                split_limit = split.get(key, 0)
+                splits = split_limit > limit >= FRAGMENT_DATA_BYTES
+                route = Route(key, limit, split_limit if splits else 0)
                 for address in addresses:
                     routes[address] = route
         self._routes, self._known, self._sources, self._own = routes, frozenset(known), sources, own
@@ -143,9 +159,10 @@ class VpnRouter:
     def route_outbound(self, packet: Buffer, length: int) -> Route | None:
         """Where to send ``packet[:length]`` read from the TUN device, or None (dropped).
 
-        A packet too big for the member queues an ICMP reply (:meth:`take_local_replies`) and
-        returns None, or for IPv4 without DF queues its fragments (:meth:`take_fragments`)
-        and returns the route they go to.
+        A packet too big for the member's path but within its agreed limit queues VPN
+        fragments (:meth:`take_fragments`) and returns the route they go to; one too big for
+        the agreed limit queues an ICMP reply (:meth:`take_local_replies`) and returns None,
+        or for IPv4 without DF queues its IP fragments and returns the route.
         """
         version = check_packet(packet, length)
         if version < 0:
@@ -162,19 +179,21 @@ class VpnRouter:
                 self.out_no_route += 1
             return None
         if length > route.packet_limit_bytes:
+            if length <= route.split_limit_bytes:
+                self.fragments = split_packet(next(self.packet_numbers), packet[:length])
+                self.out_split += 1
+                return route
             if version == 4 and not ipv4_dont_fragment(packet):
                 try:
                     pieces = _fragment_ipv4(packet[:length], route.packet_limit_bytes)
                 except ValueError:  # a limit below header + 8 bytes: cannot split
                     self.out_too_big += 1
                     return None
-                self.fragments.extend(pieces)
+                self.fragments = [bytes([VPN_DATA_PACKET_ID]) + piece for piece in pieces]
                 self.out_fragmented += 1
                 return route
-            if route.quiet_too_big:
-                self.out_too_big_quiet += 1  # the sender retries; the probe ends in an RTT
-                return None
-            reply = too_big_reply(packet, length, version, route.packet_limit_bytes)
+            mtu = max(route.packet_limit_bytes, route.split_limit_bytes)
+            reply = too_big_reply(packet, length, version, mtu)
             if reply is not None:
                 self.local_replies.append(reply)
             self.out_too_big += 1
@@ -188,7 +207,8 @@ class VpnRouter:
         return replies
 
     def take_fragments(self) -> list[bytes]:
-        """Fragments of the last fragmented packet, to send instead of it (emptied)."""
+        """The lossy packets (VPN or IP fragments, id byte included) of the last packet split,
+        to send instead of it (emptied)."""
         fragments, self.fragments = self.fragments, []
         return fragments
 

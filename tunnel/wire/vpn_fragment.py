@@ -74,7 +74,7 @@ class Fragment:
         return self.index * FRAGMENT_DATA_BYTES
 
 
-def split_packet(number: int, packet: bytes | memoryview) -> list[bytes]:
+def split_packet(number: int, packet: bytes | bytearray | memoryview) -> list[bytes]:
     """The encoded fragments of ``packet`` (2..48 of them; the hot path: no Fragment objects).
 
     Raises:
