@@ -204,7 +204,6 @@ class VpnNode:
             "out_packets": 0,
             "out_dropped_backlog": 0,
             "out_dropped_offline": 0,
-            "out_dropped_path": 0,
             "out_fast": 0,
             "out_fast_dropped": 0,
             "in_packets": 0,
@@ -671,29 +670,25 @@ class VpnNode:
         # refuse the large ones agreed with our own members); one glue round per batch.
         netcrypto = self.node.netcrypto
         now = trio.current_time()
-        sent = dropped_path = 0
+        sent = 0
+        relayed = False
         for public_key, data in packets:
-            if len(data) > MAX_CUSTOM_LOSSY_BYTES and not netcrypto.is_direct(public_key, now):
-                # relayed now (check_paths caps the route): split for the relay instead
-                dropped_path += 1
-                with contextlib.suppress(NotConnected, ValueError):
+            try:
+                if len(data) > MAX_CUSTOM_LOSSY_BYTES and not netcrypto.is_direct(public_key, now):
+                    relayed = True  # relayed now (check_paths caps the route): split it
                     for fragment in self.engine.split(data):
                         netcrypto.send_lossy(public_key, fragment, now)
-                    dropped_path -= 1
-                    sent += 1
-                continue
-            try:
-                netcrypto.send_lossy(public_key, data, now)
+                else:
+                    netcrypto.send_lossy(public_key, data, now)
             except (NotConnected, ValueError):
                 continue
             sent += 1
-        if dropped_path:
+        if relayed:
             self.large.check_paths()
         if sent:
             self.node.flush()
         self.counters["out_packets"] += sent
-        self.counters["out_dropped_path"] += dropped_path
-        self.counters["out_dropped_offline"] += len(packets) - sent - dropped_path
+        self.counters["out_dropped_offline"] += len(packets) - sent
 
     def _write_tun(self, packets: list[memoryview]) -> None:
         if self.pump is None or self._writer is None:
