@@ -71,9 +71,9 @@ def test_large_packets_only_between_members_that_agree(tmp_path: Path) -> None:
         b4, c4 = vlab.address(b, 4), vlab.address(c, 4)
         vlab.wait_ping(a, b4)
         vlab.wait_ping(a, c4)
-        # large packets need the direct path (while relayed, the kernel is told 1372 by ICMP
-        # and keeps it for 10 minutes); from then on, while the path is being probed, too-big
-        # packets are dropped quietly and the pings below are retried
+        # large packets go whole over the direct path once it is probed; before that (and
+        # while relayed) a and b split them into VPN fragments, so no ICMP tells the kernel
+        # a smaller MTU
         vlab.wait_until(
             "a and b on a direct path to each other",
             lambda: _path(a, keys["b"]) == "udp" and _path(b, keys["a"]) == "udp",

@@ -5,11 +5,13 @@ UDP path goes through a's NAT router, which first DROPS every IP fragment (nftab
 ``netdev`` ingress on both its links, before conntrack could reassemble them), so a
 9000-byte IP packet (one ~9 KB UDP datagram, fragmented on the 1500-byte links) never
 arrives. The probes of 9000 bytes go unanswered, so the route stays capped below the
-fragmenting size (the binary search finds the largest unfragmented probe): a ping of 3000
-bytes and a few-MB TCP transfer through the TUN devices still work (the kernel learns the
-cap from the VPN's ICMP "fragmentation needed"). Without the drop rules the next search
-raises the cap to 9000 (statistics show it); when fragments are dropped again, the periodic
-re-probe fails and the cap falls back at once.
+fragmenting size (the binary search finds the largest unfragmented probe): 8000-byte pings
+with DF set and a few-MB TCP transfer through the TUN devices still work, both ways, because
+packets above the cap are split into toxcore-sized VPN fragments; the VPN never answers
+with ICMP "fragmentation needed", so the kernel keeps the 9000-byte MTU (no PMTU cache entry
+for the peer). Without the drop rules the next search raises the cap to 9000 (statistics
+show it); when fragments are dropped again, the periodic re-probe fails and the cap falls
+back at once.
 
 Ports 52700-52799 (bootstrapd 52700/52701, members from 52710, TCP test port 52750).
 """
@@ -125,6 +127,14 @@ def _ping(vlab: VpnLab, source: Member, target: str, *args: str) -> bool:
     return result.returncode == 0
 
 
+def _route_mtu(vlab: VpnLab, member: Member, address: str) -> int | None:
+    """The path MTU the kernel of ``member``'s host keeps for ``address`` (None: no entry
+    below the device's MTU, i.e. nobody told it a smaller one)."""
+    out = vlab.lab.run(member.host, ["ip", "route", "get", address], timeout=10).stdout
+    found = re.search(r"\bmtu (\d+)", out)
+    return None if found is None else int(found.group(1))
+
+
 def _transfer(vlab: VpnLab, source: Member, target: Member, address: str) -> None:
     """Copy TRANSFER_BYTES over TCP from ``source`` to ``target`` and compare the hashes."""
     server = vlab.lab.popen(
@@ -177,19 +187,25 @@ def test_large_mtu_survives_a_path_that_drops_fragments(tmp_path: Path) -> None:
         assert _fragments_dropped(vlab, host_a) > 0
         for member, peer in ((a, key_b), (b, key_a)):
             assert 1372 <= _cap(member, peer) <= UNFRAGMENTED_MAX, _pmtu(member, peer)
-        vlab.wait_until(
-            "a -> b 3000-byte ping", lambda: _ping(vlab, a, b4, "-s", "3000"), 30.0, 0.2
-        )
-        vlab.wait_until(
-            "b -> a 3000-byte ping", lambda: _ping(vlab, b, a4, "-s", "3000"), 30.0, 0.2
-        )
+        for source, target in ((a, b4), (b, a4)):
+            vlab.wait_until(
+                f"{source.name} -> {target} 8000-byte ping (DF)",
+                lambda s=source, t=target: _ping(vlab, s, t, "-M", "do", "-s", "8000"),
+                30.0,
+                0.2,
+            )
         _transfer(vlab, a, b, b4)
         _transfer(vlab, b, a, a4)
-        for member, peer in ((a, key_b), (b, key_a)):
+        for member, peer, address in ((a, key_b, b4), (b, key_a, a4)):
             assert _cap(member, peer) <= UNFRAGMENTED_MAX, _pmtu(member, peer)
             router = member.vpn()["router"]
             assert isinstance(router, dict)
-            assert router["out_too_big"] >= 1  # the kernel was told the smaller MTU
+            assert router["out_too_big"] == 0  # split instead: the kernel was never told less
+            assert router["out_split"] >= 1
+            fragments = member.vpn()["fragments"]
+            assert isinstance(fragments, dict)
+            assert fragments["in_reassembled"] >= 1
+            assert _route_mtu(vlab, member, address) is None
 
         # 2. the path heals: the next search finds the whole 9000 bytes
         _allow_fragments(vlab, host_a)
