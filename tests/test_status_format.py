@@ -65,13 +65,13 @@ def test_members_show_path_and_probed_packet_size() -> None:
         f"  member {'AA' * 8}... 10.77.0.2 connected via udp, IP packets up to 9000 bytes"
     )
     assert lines[2] == (
-        f"  member {'BB' * 8}... 10.77.0.3 connected via udp, IP packets up to 1372 bytes"
-        " (agreed 9000, path probed to 1372)"
+        f"  member {'BB' * 8}... 10.77.0.3 connected via udp, IP packets up to 9000 bytes"
+        " (path probed to 1372, larger split)"
     )
     assert lines[3] == f"  member {'CC' * 8}... 10.77.0.4 connected via tcp"
     assert lines[4] == (
-        f"  member {'EE' * 8}... 10.77.0.6 connected via tcp, IP packets up to 1372 bytes"
-        " (agreed 9000: larger ones only on a direct UDP path)"
+        f"  member {'EE' * 8}... 10.77.0.6 connected via tcp, IP packets up to 9000 bytes"
+        " (split to 1372 over the relay)"
     )
     assert lines[5] == f"  member {'DD' * 8}... 10.77.0.5 offline"
     assert lines[-1] == "  packets dropped_offline 2"

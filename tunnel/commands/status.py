@@ -99,18 +99,17 @@ def format_vpn(vpn: dict[str, object]) -> list[str]:
         cap, limit = member.get("path_cap"), member.get("packet_limit")
         if member.get("connected") and cap is not None:
             if cap == limit:
-                probed = ""
+                state += f", IP packets up to {cap} bytes"
             elif member.get("path") == "udp":
-                probed = f" (agreed {limit}, path probed to {cap})"
+                state += f", IP packets up to {limit} bytes (path probed to {cap}, larger split)"
             else:
-                probed = f" (agreed {limit}: larger ones only on a direct UDP path)"
-            state += f", IP packets up to {cap} bytes{probed}"
+                state += f", IP packets up to {limit} bytes (split to {cap} over the relay)"
         lines.append(f"  member {str(member.get('public_key'))[:16]}... {where} {state}")
     revoked = vpn.get("revoked")
     if isinstance(revoked, list) and revoked:
         lines.append(f"  revoked {len(revoked)} member(s)")
     drops: dict[str, object] = {}
-    for section in ("router", "counters"):
+    for section in ("router", "counters", "fragments"):
         values = vpn.get(section)
         if isinstance(values, dict):
             drops.update(

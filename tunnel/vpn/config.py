@@ -37,8 +37,9 @@ MIN_MTU_BYTES = 576
 MAX_MTU_BYTES = 65535
 DEFAULT_MTU_BYTES = min(9000, MAX_DATA_PAYLOAD_BYTES - 1)
 """The TUN MTU unless configured: large packets between our own members (two that both
-announce more than 1372 bytes use the smaller MTU), but only over a direct UDP path that a
-probe of that size crossed (:mod:`tunnel.vpn.pmtu`), else 1372 (toxcore peers: always)."""
+announce more than 1372 bytes use the smaller MTU), whole only over a direct UDP path that a
+probe of that size crossed (:mod:`tunnel.vpn.pmtu`), else split into 1372-byte-sized VPN
+fragments (:mod:`tunnel.vpn.fragments`); toxcore peers: 1372 always."""
 MAX_IFNAME_LENGTH = 15
 
 
@@ -92,7 +93,8 @@ class VpnConfig:
     interface: str
     mtu: int
     """TUN MTU and the largest IP packet we announce (default :data:`DEFAULT_MTU_BYTES`;
-    more than 1372 only with members that announce it too, over probed direct UDP paths)."""
+    more than 1372 only with members that announce it too: whole over probed direct UDP
+    paths, else split into VPN fragments)."""
     user: str | None
     ipv4: ipaddress.IPv4Address | None
     ipv6: ipaddress.IPv6Address | None

@@ -23,8 +23,8 @@ from tunnel.errors import BadPacket
 from tunnel.wire.vpn import MAX_IP_PACKET_BYTES
 from tunnel.wire.vpn_fragment import (
     FRAGMENT_DATA_BYTES,
-    decode_fragment_untrusted,
     fragment_count,
+    parse_fragment_untrusted,
 )
 
 MAX_PARTIAL_PACKETS = 8
@@ -99,28 +99,27 @@ class Reassembler:
             self.in_fragment_unexpected += 1
             return None
         try:
-            fragment = decode_fragment_untrusted(data)
+            number, index, count, body = parse_fragment_untrusted(data)
         except BadPacket:
             self.in_fragment_bad += 1
             return None
-        count, index, body = fragment.count, fragment.index, fragment.data
         if count > fragment_count(limit) or (
             index == count - 1 and index * FRAGMENT_DATA_BYTES + len(body) > limit
         ):
-            self.in_fragment_oversize += 1 + self._drop(public_key, fragment.number)
+            self.in_fragment_oversize += 1 + self._drop(public_key, number)
             return None
         partials = self._members.get(public_key)
         if partials is None:
             partials = self._members[public_key] = {}
-        partial = partials.get(fragment.number)
+        partial = partials.get(number)
         if partial is not None and partial.deadline <= now:
-            self.in_fragment_expired += self._drop(public_key, fragment.number)
+            self.in_fragment_expired += self._drop(public_key, number)
             partial = None
         if partial is None:
             self._expire(partials, now)
-            partial = partials[fragment.number] = _Partial(count, now + self.timeout)
+            partial = partials[number] = _Partial(count, now + self.timeout)
         elif partial.count != count:
-            self.in_fragment_inconsistent += 1 + self._drop(public_key, fragment.number)
+            self.in_fragment_inconsistent += 1 + self._drop(public_key, number)
             return None
         bit = 1 << index
         if partial.have & bit:
@@ -134,7 +133,7 @@ class Reassembler:
             partial.length = offset + len(body)
         if partial.received < count:
             return None
-        del partials[fragment.number]
+        del partials[number]
         self.in_reassembled += 1
         return memoryview(partial.buffer)[: partial.length]
 

@@ -94,8 +94,9 @@ def split_packet(number: int, packet: bytes | bytearray | memoryview) -> list[by
     ]
 
 
-def decode_fragment_untrusted(data: bytes | memoryview) -> Fragment:
-    """A fragment from a member (whole lossy packet, id byte included); ``data`` is a view.
+def parse_fragment_untrusted(data: bytes | memoryview) -> tuple[int, int, int, memoryview]:
+    """``(number, index, count, data view)`` of a fragment from a member (whole lossy packet,
+    id byte included): :func:`decode_fragment_untrusted` without the object, for the hot path.
 
     Raises:
         BadPacket: wrong id, truncated, count outside 2..48, index >= count, a fragment
@@ -116,4 +117,13 @@ def decode_fragment_untrusted(data: bytes | memoryview) -> Fragment:
         raise BadPacket(f"fragment {index} of {count} carries {body.nbytes} bytes")
     if body.nbytes > FRAGMENT_DATA_BYTES:
         raise BadPacket(f"last fragment carries {body.nbytes} bytes")
-    return Fragment(number, index, count, body)
+    return number, index, count, body
+
+
+def decode_fragment_untrusted(data: bytes | memoryview) -> Fragment:
+    """A fragment from a member (whole lossy packet, id byte included); ``data`` is a view.
+
+    Raises:
+        BadPacket: as :func:`parse_fragment_untrusted`.
+    """
+    return Fragment(*parse_fragment_untrusted(data))
