@@ -31,6 +31,10 @@ take the same path, and are exactly as large, as the data packets they stand for
 
 A PROBE's ``size`` is 7..65535 and must equal its length minus one; its padding must be zero.
 
+An IP packet larger than a member's current path cap (relayed, or not probed yet) but within
+the agreed limit travels as toxcore-sized fragments with lossy id 0xE8 (232),
+:mod:`tunnel.wire.vpn_fragment`.
+
 A HELLO with neither pool comes from a joining member that has not learned the network's
 parameters yet. Absent pools and unpinned addresses must be all-zero bytes and unknown flag
 bits zero, so ``encode(decode(b)) == b`` for every accepted ``b``. Integers are big-endian.
