@@ -572,18 +572,18 @@ class VpnNode:
         counters = self.counters
 
         def sink(payload: bytes) -> bool:
-            if payload[0] != VPN_DATA_PACKET_ID:
-                if payload[0] == VPN_FRAGMENT_PACKET_ID:
-                    packet = inbound_fragment(public_key, payload, trio.current_time())
-                    if packet is None:  # more to come, or dropped (the reassembler counts)
-                        return True
-                elif payload[0] == VPN_PROBE_PACKET_ID:
-                    self.large.handle_packet(public_key, payload)
-                    return True
-                else:
-                    return False
-            else:
+            kind = payload[0]
+            if kind == VPN_DATA_PACKET_ID:
                 packet = inbound(public_key, payload)
+            elif kind == VPN_FRAGMENT_PACKET_ID:
+                packet = inbound_fragment(public_key, payload, trio.current_time())
+                if packet is None:  # more to come, or dropped (the reassembler counts)
+                    return True
+            elif kind == VPN_PROBE_PACKET_ID:
+                self.large.handle_packet(public_key, payload)
+                return True
+            else:
+                return False
             if packet is None:
                 counters["in_dropped"] += 1
             else:
