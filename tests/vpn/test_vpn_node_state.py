@@ -12,7 +12,7 @@ import yaml
 from tunnel.cli import main
 from tunnel.errors import ConfigError
 from tunnel.io.node_runner import load_or_create_profile
-from tunnel.io.vpn_node import build_membership, load_state, state_path_for
+from tunnel.io.vpn_setup import build_membership, load_state, state_path_for
 from tunnel.testing.rng import SeededRng
 from tunnel.toxid import ToxId
 from tunnel.vpn.config import parse_vpn_config

@@ -20,7 +20,8 @@ import trio
 
 from tunnel.config import BootstrapNode
 from tunnel.io.node_runner import load_or_create_profile
-from tunnel.io.vpn_node import VpnNode, build_membership, load_state
+from tunnel.io.vpn_node import VpnNode
+from tunnel.io.vpn_setup import build_membership, load_state
 from tunnel.node import Node
 from tunnel.node_types import NodeOptions
 from tunnel.testing.bootstrapd import Bootstrapd

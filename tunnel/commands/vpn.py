@@ -40,7 +40,8 @@ from tunnel.io.node_runner import (
     status_dir,
 )
 from tunnel.io.tun import TunDevice, TunError, drop_privileges
-from tunnel.io.vpn_node import VpnNode, build_membership, invite_for, load_state, state_path_for
+from tunnel.io.vpn_node import VpnNode
+from tunnel.io.vpn_setup import build_membership, invite_for, load_state, state_path_for
 from tunnel.node import Node
 from tunnel.node_types import NodeOptions
 from tunnel.profile import Profile

@@ -38,12 +38,10 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import trio
 
-from tunnel.errors import ConfigError
 from tunnel.io.tun import PacketSlot, TunDevice, TunError, TunPump
 from tunnel.io.vpn_datapath import (
     INLINE_WRITE_MAX_PACKETS,
@@ -53,6 +51,7 @@ from tunnel.io.vpn_datapath import (
     UdpReceiver,
 )
 from tunnel.io.vpn_large import LargePackets
+from tunnel.io.vpn_setup import asdict_of, member_rows, network_fields
 from tunnel.netcrypto.session import LossySealer, NotConnected, Session
 from tunnel.node import Node, NodeClosed
 from tunnel.node_types import (
@@ -64,8 +63,7 @@ from tunnel.node_types import (
     NodeEvent,
 )
 from tunnel.profile import write_file_atomic
-from tunnel.toxid import ToxId
-from tunnel.vpn.config import Invite, VpnConfig
+from tunnel.vpn.config import VpnConfig
 from tunnel.vpn.engine import OwnAddressesChanged, VpnEngine
 from tunnel.vpn.membership import (
     AcceptFriend,
@@ -80,7 +78,6 @@ from tunnel.vpn.membership import (
     RemoveFriend,
     SendControl,
     SendFriendRequest,
-    network_id,
 )
 from tunnel.vpn.state import VpnState
 from tunnel.wire.ip_port import Addr
@@ -105,51 +102,6 @@ PATH_CHECK_INTERVAL_S = 1.0
 """How often members with a large packet limit are checked for a (new) direct UDP path."""
 
 log = logging.getLogger(__name__)
-
-
-def state_path_for(profile_path: Path, config: VpnConfig) -> Path:
-    """Where a member keeps the state of this network: next to its profile."""
-    return profile_path.with_name(f"{profile_path.name}.vpn-{network_id(config.secret).hex()}.json")
-
-
-def load_state(path: Path | None, config: VpnConfig) -> VpnState:
-    """The saved state (empty if none).
-
-    Raises:
-        ConfigError: the file exists but cannot be read or parsed.
-    """
-    net_id = network_id(config.secret)
-    if path is None or not path.exists():
-        return VpnState(net_id)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"VPN state {path}: cannot read: {exc}") from None
-    return VpnState.from_json(text, net_id, f"VPN state {path}")
-
-
-def build_membership(
-    config: VpnConfig, tox_id: ToxId, state: VpnState, join: ToxId | None = None
-) -> Membership:
-    """Membership for ``tox_id`` from the network file plus what was saved; joins if asked."""
-    own = state.own_record(config.own_record(tox_id, 1))
-    membership = Membership(
-        secret=config.secret,
-        own=own,
-        params=config.params,
-        max_ip_packet=config.mtu,
-        members=[*config.initial_records(), *state.members],
-        revoked=state.revoked,
-    )
-    target = join if join is not None else config.join
-    if target is not None:
-        membership.join(target)
-    return membership
-
-
-def invite_for(config: VpnConfig, tox_id: ToxId) -> str:
-    """The one-line invite to this network through the member ``tox_id``."""
-    return Invite(tox_id, config.secret).encode()
 
 
 class VpnNode:
@@ -708,29 +660,6 @@ class VpnNode:
     def statistics(self) -> dict[str, object]:
         """Everything for ``tunnel status``: members, addresses, routes, drop counters."""
         m = self.membership
-        assignment = self.engine.assignment()
-        verified = m.verified_peers()
-        members = []
-        for key, record in m.records().items():
-            addresses = assignment.members.get(key)
-            members.append(
-                {
-                    "public_key": key.hex().upper(),
-                    "tox_id": str(record.tox_id),
-                    "self": key == m.own_key,
-                    "connected": key in verified,
-                    "path": self.node.friend_path(key),
-                    "packet_limit": self.engine.negotiated_limit(key),
-                    "path_cap": self.large.path_cap(key),
-                    "ipv4": None
-                    if addresses is None or addresses.ipv4 is None
-                    else str(addresses.ipv4),
-                    "ipv6": None
-                    if addresses is None or addresses.ipv6 is None
-                    else str(addresses.ipv6),
-                }
-            )
-        params = m.params
         pump = self.pump.statistics() if self.pump is not None else None
         counters = dict(self.counters)
         # out_packets: every packet sent, out_fast: those the TUN thread sent itself (two
@@ -742,33 +671,18 @@ class VpnNode:
             counters["in_dropped"] += fast_in["in_fast_dropped"]
             counters.update(fast_in)
         return {
-            "network": None if params is None else params.name,
-            "network_id": m.network_id.hex(),
-            "ipv4_pool": None
-            if params is None or params.ipv4_pool is None
-            else str(params.ipv4_pool),
-            "ipv6_prefix": None
-            if params is None or params.ipv6_prefix is None
-            else str(params.ipv6_prefix),
+            **network_fields(m),
             "interface": None if self.tun is None else self.tun.name,
             "addresses": self.engine.own_interfaces(),
-            "members": members,
-            "revoked": sorted(key.hex().upper() for key in m.revoked()),
-            "removed": m.removed,
+            "members": member_rows(m, self.engine, self.node, self.large),
             "counters": counters,
-            "membership": _asdict(m.statistics()),
-            "router": _asdict(self.engine.router.statistics()),
-            "fragments": _asdict(self.engine.reassembler.statistics()),
+            "membership": asdict_of(m.statistics()),
+            "router": asdict_of(self.engine.router.statistics()),
+            "fragments": asdict_of(self.engine.reassembler.statistics()),
             "inbound_wrong_id": self.engine.inbound_wrong_id,
             "pmtu": self.large.statistics(),
-            "pump": None if pump is None else _asdict(pump),
+            "pump": None if pump is None else asdict_of(pump),
             "tun_writer": None
             if self._writer is None
             else {"batches": self._writer.batches, "dropped": self._writer.dropped},
         }
-
-
-def _asdict(obj: object) -> dict[str, object]:
-    assert is_dataclass(obj)
-    assert not isinstance(obj, type)
-    return asdict(obj)
