@@ -138,6 +138,38 @@ async def test_large_transfer_byte_identical_both_ways(ports: PortPool) -> None:
         assert down_result[0] == expected
 
 
+async def test_a_consumer_that_stops_reading_gets_every_byte_in_order(ports: PortPool) -> None:
+    """The service stops reading until the client has sent 1 MiB (the tunnel window): its
+    socket fills, the server's direct writes fall short, and what follows must queue behind
+    them, not overtake them."""
+    sink_port, up_port = ports.allocate(2)
+    sent_enough = trio.Event()
+
+    async def slow_sink(stream: trio.SocketStream) -> None:
+        await sent_enough.wait()
+        await _sink_handler(stream)
+
+    upload = os.urandom(6 * 1024 * 1024)
+    async with forward_pair() as pair:
+        await pair.nursery.start(partial(serve_tcp, slow_sink, sink_port))
+        await pair.nursery.start(
+            pair.client.serve_tcp, parse_local_forward(f"{up_port}:127.0.0.1:{sink_port}")
+        )
+        with trio.fail_after(60):
+            stream = await trio.open_tcp_stream(LOCALHOST, up_port)
+            async with stream:
+                for offset in range(0, len(upload), 64 * 1024):
+                    await stream.send_all(upload[offset : offset + 64 * 1024])
+                    if offset >= 1024 * 1024:
+                        sent_enough.set()
+                sent_enough.set()
+                await stream.send_eof()
+                answer = b""
+                while data := await stream.receive_some(65536):
+                    answer += data
+        assert answer == hashlib.sha256(upload).digest()
+
+
 async def test_failed_connect_resets_client_promptly(ports: PortPool) -> None:
     closed_port, local_port = ports.allocate(2)  # nothing listens on closed_port
     async with forward_pair() as pair:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 import struct
 from collections import deque
@@ -95,8 +96,30 @@ class Pipe:
     failure: TunnelOpenFailed | None = None
     closed: bool = False
     cancel_scope: trio.CancelScope | None = None
+    direct: Callable[[bytes], int] | None = None
+    """Writes bytes to the local stream without blocking (how many it took), when the stream
+    is a socket: set by :func:`pump_stream`."""
+    writer_idle: bool = False
+    """The writer waits for the inbox (it stays set until the writer runs again: a write
+    is direct only while the inbox is also empty, so nothing queued is overtaken)."""
+    direct_written: int = 0
+    """Bytes written by :meth:`put` itself that the writer has yet to report as consumed."""
 
     def put(self, item: InboxItem) -> None:
+        if self.writer_idle and not self.inbox and self.direct is not None and type(item) is bytes:
+            # The writer sleeps with an empty inbox: write here, now, instead of waking it
+            # and writing a scheduler round later (the latency of a request/response); it
+            # still wakes, later, to report the bytes as consumed.
+            try:
+                written = self.direct(item)
+            except OSError:  # full, or broken: the writer's own send finds out which
+                written = 0
+            if written:
+                self.direct_written += written
+                item = item[written:]
+            if not item:
+                self.wake.set()
+                return
         self.inbox.append(item)
         self.wake.set()
 
@@ -115,11 +138,16 @@ class Pipe:
             inbox.popleft()
         return b"".join(parts)
 
-    async def get(self) -> InboxItem:
-        while not self.inbox:
+    async def get(self) -> InboxItem | None:
+        """The next item, or None when only :attr:`direct_written` bytes are to report."""
+        while not self.inbox and not self.direct_written:
             self.wake = trio.Event()
-            await self.wake.wait()
-        return self.inbox.popleft()
+            self.writer_idle = True
+            try:
+                await self.wake.wait()
+            finally:
+                self.writer_idle = False
+        return self.inbox.popleft() if self.inbox else None
 
 
 class LocalStream(Protocol):
@@ -239,13 +267,16 @@ class MuxDriver:
     async def _sender(self) -> None:
         while True:
             self._send_wake = trio.Event()
-            for friend in {*self.mux.friends_with_output(), *self._stash}:
-                self._flush(friend)
-            self.dispatch()
+            self._send_round()
             if self._send_wake.is_set():
                 await trio.lowlevel.checkpoint()
                 continue
             await self._send_wake.wait()
+
+    def _send_round(self) -> None:
+        for friend in {*self.mux.friends_with_output(), *self._stash}:
+            self._flush(friend)
+        self.dispatch()
 
     def _flush(self, friend: bytes) -> None:
         """Move ``friend``'s packets into the transport, never losing one: packets taken from
@@ -311,10 +342,15 @@ class MuxDriver:
 
     # --- after every mux call ------------------------------------------------------------
 
-    def kick(self) -> None:
-        """Dispatch the mux's events and wake the sender (call after every mux input)."""
+    def kick(self, *, send_now: bool = False) -> None:
+        """Dispatch the mux's events and wake the sender (call after every mux input);
+        ``send_now``: do the sender's round here instead (local data just read: a request
+        leaves without waiting for a scheduler round)."""
         self.dispatch()
-        self._send_wake.set()
+        if send_now:
+            self._send_round()
+        else:
+            self._send_wake.set()
         deadline = self.mux.next_deadline()
         if deadline is not None and deadline < self._timer_at:
             self._timer_wake.set()
@@ -382,6 +418,18 @@ class MuxDriver:
         pipe.closed = True
 
 
+def direct_writer(stream: object) -> Callable[[bytes], int] | None:
+    """A non-blocking write to ``stream``'s socket (a TCP ``trio.SocketStream``), or None."""
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    fd = stream.socket.fileno()
+
+    def write(data: bytes) -> int:
+        return os.write(fd, data)  # the socket is non-blocking: BlockingIOError when full
+
+    return write
+
+
 def reset_on_close(stream: object) -> None:
     """Make closing a TCP ``trio.SocketStream`` send RST (an error the application sees)."""
     if isinstance(stream, trio.SocketStream):
@@ -407,6 +455,7 @@ async def pump_stream(driver: MuxDriver, pipe: Pipe, stream: LocalStream) -> str
     """
     mux, handle = driver.mux, pipe.handle
     result: list[str | None] = []
+    pipe.direct = direct_writer(stream)
 
     async def reader() -> None:
         while True:
@@ -429,7 +478,7 @@ async def pump_stream(driver: MuxDriver, pipe: Pipe, stream: LocalStream) -> str
                 driver.kick()
                 return
             mux.stream_data(handle, bytes(data), driver.now())
-            driver.kick()
+            driver.kick(send_now=True)
 
     def fail(error: str) -> None:
         if not result:
@@ -440,6 +489,12 @@ async def pump_stream(driver: MuxDriver, pipe: Pipe, stream: LocalStream) -> str
     async def writer() -> None:
         while True:
             item = await pipe.get()
+            if pipe.direct_written:
+                mux.data_consumed(handle, pipe.direct_written, driver.now())
+                pipe.direct_written = 0
+                driver.kick()
+            if item is None:
+                continue
             if isinstance(item, bytes) and pipe.inbox and isinstance(pipe.inbox[0], bytes):
                 item = pipe.take_bytes(item)  # one send for everything delivered so far
             if isinstance(item, _Closed):
@@ -465,6 +520,7 @@ async def pump_stream(driver: MuxDriver, pipe: Pipe, stream: LocalStream) -> str
             nursery.start_soon(reader)
             nursery.start_soon(writer)
     finally:
+        pipe.direct = None  # the socket closes below; its descriptor may be reused
         error = result[0] if result else "driver stopped"
         if not pipe.closed:
             driver.abort(pipe, error or "closed")
