@@ -25,8 +25,9 @@ Once a second (:meth:`OnionClient.handle_timer`):
 
 Responses (0x84) are matched to requests by an 8-byte random sendback remembered 10 s; every
 response confirms the path it came through. Onion data (0x86) is opened with our data key and
-our real key; DHT-PK announcements from friends yield :class:`FriendDhtKeyLearned`, friend
-requests with our nospam yield :class:`FriendRequestReceived`.
+our real key; DHT-PK announcements from friends yield :class:`FriendDhtKeyLearned` (sent and
+taken by :mod:`tunnel.onion.dhtpk`), friend requests with our nospam yield
+:class:`FriendRequestReceived`.
 
 Outputs: UDP datagrams (:meth:`datagrams_to_send`), TCP 0x08 packets for relays
 (:meth:`tcp_onion_requests_to_send`), DHT-routed DHT-PK data for the DHT layer
@@ -53,6 +54,7 @@ from tunnel.onion.announce import (
     add_to_list,
     would_enter,
 )
+from tunnel.onion.dhtpk import DhtPkAnnouncements
 from tunnel.onion.events import (
     FriendDhtKeyLearned,
     FriendRequestReceived,
@@ -86,7 +88,6 @@ from tunnel.wire.onion import (
     AnnounceResponse,
     DataResponse,
     DhtPkPayload,
-    DhtPkViaDht,
     FriendRequestPayload,
     decode_onion_data_payload_untrusted,
     open_data_response,
@@ -107,8 +108,6 @@ __all__ = [  # the events and hooks live in tunnel.onion.events; re-exported for
 ]
 
 ONION_OFFLINE_TIMEOUT_S = ONION_NODE_PING_INTERVAL_S * (ONION_NODE_MAX_PINGS + 2)  # 75
-ONION_DHTPK_SEND_INTERVAL_S = 30
-DHT_DHTPK_SEND_INTERVAL_S = 20
 MAX_PATH_NODES = 32
 ANNOUNCE_TIMEOUT_S = 10  # sendback lifetime
 ANNOUNCE_ARRAY_SIZE = 256
@@ -131,11 +130,6 @@ short ticks bring the first announcement (and friend search) from ~3 s to under 
 UDP_ONION_SILENT_S = ONION_PATH_TIMEOUT_S
 """UDP-first paths unanswered this long while TCP relays are up: new paths start at a relay."""
 UDP_ONION_RETRY_S = 30
-STRANGER_DHTPK_KEEP_S = 60.0
-"""A DHT-PK announcement from someone who is not a friend yet is kept this long (toxcore drops
-it): a friend request comes together with one, so a request accepted meanwhile has its sender's
-DHT key at once instead of after a search for it (an extension of ours, nothing on the wire)."""
-MAX_STRANGER_DHTPKS = 16
 """While UDP is silent, one new path in this interval still starts at a UDP node (a probe)."""
 ONION_CLIENT_PACKET_KINDS = frozenset({PACKET_ANNOUNCE_RESPONSE, PACKET_ONION_DATA_RESPONSE})
 
@@ -178,7 +172,6 @@ class OnionClient:
         self.data_keys = KeyPair.generate(rng)
         self._rng = rng
         self.hooks = hooks or OnionHooks()
-        self._unix_offset = unix_time_offset
         self.requests = FriendRequests(nospam)
         self.stats = OnionClientStats()
         self.self_nodes: list[OnionNode] = []
@@ -199,15 +192,15 @@ class OnionClient:
         self._status: tuple[bool, bool] = (False, False)
         self._first_run = now
         self._next_tick = now
-        self._last_no_replay = 0
         self._udp_unanswered_since: float | None = None  # first UDP-first send not answered
         self._last_udp_probe = NEVER
         self._out: list[tuple[Addr, bytes]] = []
         self._tcp_out: list[tuple[Hashable, bytes]] = []
-        self._dht_out: list[tuple[bytes, bytes]] = []
         self._events: deque[OnionEvent] = deque()
-        self._stranger_dhtpks: dict[bytes, tuple[float, DhtPkPayload]] = {}
-        self._adopted_dhtpks: dict[bytes, tuple[float, DhtPkPayload]] = {}
+        self.dhtpk = DhtPkAnnouncements(
+            real_keys, dht_keys, rng, self.hooks, self.friends, self.stats, self._events,
+            unix_time_offset,
+        )  # fmt: skip
 
     # ======================================================================================
     # DatagramCore
@@ -240,8 +233,7 @@ class OnionClient:
 
         The DHT layer sends each as a DHT request (0x20) with request id 0x9c to that key.
         """
-        out, self._dht_out = self._dht_out, []
-        return out
+        return self.dhtpk.drain_dht()
 
     def next_event(self) -> OnionEvent | None:
         """The next event for the layers above, or None."""
@@ -295,16 +287,14 @@ class OnionClient:
                 raise ValueError("unusable public key") from exc
             friend = OnionFriend(public_key, KeyPair.generate(self._rng))
             self.friends[public_key] = friend
-            kept = self._stranger_dhtpks.pop(public_key, None)
-            if kept is not None:
-                self._adopted_dhtpks[public_key] = kept  # used at the next tick (has the time)
+            self.dhtpk.adopt(public_key)  # a kept stranger's DHT-PK, used at the next tick
             self._next_tick = NEVER  # search at once (the next timer call ticks)
         return friend
 
     def remove_friend(self, public_key: bytes) -> None:
         """Stop searching for a friend and sending it anything."""
         self.friends.pop(public_key, None)
-        self._adopted_dhtpks.pop(public_key, None)
+        self.dhtpk.forget(public_key)
         self.requests.stop(public_key)
         self.requests.forget_received(public_key)
 
@@ -394,19 +384,7 @@ class OnionClient:
 
     def handle_dht_dhtpk(self, source_dht_public_key: bytes, data: bytes, now: float) -> None:
         """A DHT request 0x20 with id 0x9c addressed to us (``data`` after the id byte)."""
-        try:
-            packet = DhtPkViaDht.decode(data)
-            payload = packet.open(self.real_keys.secret_key)
-        except DecryptError:
-            self.stats.dropped_decrypt += 1
-            return
-        except BadPacket:
-            self.stats.dropped_malformed += 1
-            return
-        if payload.dht_public_key != source_dht_public_key:
-            self.stats.dropped_malformed += 1
-            return
-        self._handle_dhtpk(packet.sender_public_key, payload, now)
+        self.dhtpk.handle_via_dht(source_dht_public_key, data, now)
 
     # ======================================================================================
     # Receiving
@@ -486,26 +464,9 @@ class OnionClient:
         payload = decode_onion_data_payload_untrusted(plain)
         self.stats.data_packets_received += 1
         if isinstance(payload, DhtPkPayload):
-            self._handle_dhtpk(sender, payload, now)
+            self.dhtpk.handle(sender, payload, now)
         else:
             self._handle_friend_request(sender, payload)
-
-    def _handle_dhtpk(self, sender: bytes, payload: DhtPkPayload, now: float) -> None:
-        friend = self.friends.get(sender)
-        if friend is None:
-            self.stats.dropped_not_friend += 1
-            strangers = self._stranger_dhtpks
-            strangers.pop(sender, None)
-            strangers[sender] = (now, payload)  # the sender is authenticated (its real key)
-            while len(strangers) > MAX_STRANGER_DHTPKS:
-                del strangers[next(iter(strangers))]
-            return
-        if payload.no_replay <= friend.last_no_replay:
-            self.stats.dropped_replay += 1
-            return
-        friend.last_no_replay = payload.no_replay
-        friend.dht_public_key = payload.dht_public_key
-        self._events.append(FriendDhtKeyLearned(sender, payload.dht_public_key, payload.nodes))
 
     def _handle_friend_request(self, sender: bytes, payload: FriendRequestPayload) -> None:
         if self.requests.accept_incoming(sender, payload, sender in self.friends):
@@ -631,10 +592,7 @@ class OnionClient:
     # ======================================================================================
 
     def _tick(self, now: float) -> None:
-        for public_key, (at, payload) in self._adopted_dhtpks.items():
-            if public_key in self.friends and now - at <= STRANGER_DHTPK_KEEP_S:
-                self._handle_dhtpk(public_key, payload, now)
-        self._adopted_dhtpks.clear()
+        self.dhtpk.tick(now)
         for key in [k for k, s in self._sendbacks.items() if s.expires < now]:
             del self._sendbacks[key]
         # Fast start (deviation from toxcore, which waits ONION_CONNECTION_SECONDS after the
@@ -760,18 +718,7 @@ class OnionClient:
         else:
             exponent = min(MAX_RUN_COUNT_EXPONENT, friend.run_count - 2)
             interval = min(1 << exponent, ANNOUNCE_FRIEND_MAX_INTERVAL_S)
-        if is_timeout(
-            friend.last_dht_pk_onion_sent, ONION_DHTPK_SEND_INTERVAL_S, now
-        ) and self.send_onion_data(friend.public_key, self._dhtpk_payload(now).encode(), now):
-            friend.last_dht_pk_onion_sent = now
-        if friend.dht_public_key is not None and is_timeout(
-            friend.last_dht_pk_dht_sent, DHT_DHTPK_SEND_INTERVAL_S, now
-        ):
-            sealed = DhtPkViaDht.seal(
-                self._rng, self.real_keys, friend.public_key, self._dhtpk_payload(now)
-            )
-            self._dht_out.append((friend.dht_public_key, sealed.encode()))
-            friend.last_dht_pk_dht_sent = now
+        self.dhtpk.send_due(friend, now, self.send_onion_data)
         count = 0
         for node in friend.nodes:
             if node.timed_out(now):
@@ -807,9 +754,3 @@ class OnionClient:
             for _ in range(n):
                 target = self.path_nodes[random_below(self._rng, len(self.path_nodes))]
                 self._send_announce(friend, target, None, None, now)
-
-    def _dhtpk_payload(self, now: float) -> DhtPkPayload:
-        no_replay = max(int(now + self._unix_offset), self._last_no_replay + 1)
-        self._last_no_replay = no_replay
-        nodes = tuple(self.hooks.dhtpk_nodes())[:4]
-        return DhtPkPayload(no_replay, self.dht_keys.public_key, nodes)
