@@ -23,8 +23,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tunnel.crypto import KeyPair, Rng, decrypt_untrusted, encrypt, random_nonce, sha512
-from tunnel.errors import BadPacket
+from tunnel.crypto import KeyPair, Rng
+from tunnel.netcrypto import handshake
 from tunnel.netcrypto.congestion import MAX_RATE_PKT_S
 from tunnel.netcrypto.cookies import Identity
 from tunnel.netcrypto.lossy_opener import LossyOpener
@@ -32,7 +32,6 @@ from tunnel.netcrypto.session import (
     Lossless,
     Lossy,
     NotConnected,
-    PeerHandshake,
     Session,
     SessionDown,
     SessionStats,
@@ -44,12 +43,6 @@ from tunnel.wire.netcrypto import (
     COOKIE_RESPONSE_KIND,
     DATA_KIND,
     HANDSHAKE_KIND,
-    CookieRequest,
-    CookieRequestPlain,
-    CookieResponse,
-    CookieResponsePlain,
-    Handshake,
-    HandshakePlain,
 )
 
 UDP_DIRECT_TIMEOUT_S = 8.0
@@ -388,46 +381,23 @@ class NetCrypto:
     def _handle_cookie_request(
         self, data: bytes, now: float, addr: Addr | None, tcp: tuple[bytes, object] | None
     ) -> None:
-        try:
-            request = CookieRequest.decode(data)
-            key = self.ident.dht_keys.get(request.sender_dht_pk)
-            plain = CookieRequestPlain.decode(decrypt_untrusted(key, request.nonce, request.box))
-        except BadPacket:
-            self.counters["cookie_request_bad"] += 1
+        request = handshake.open_cookie_request(self.ident, data, self.counters)
+        if request is None:
             return
         if tcp is not None and tcp[0] != request.sender_dht_pk:
             self.counters["cookie_request_oob_mismatch"] += 1
             return
-        cookie = self.ident.cookies.make(plain.real_pk, request.sender_dht_pk, now)
-        nonce = random_nonce(self.ident.rng)
-        box = encrypt(key, nonce, CookieResponsePlain(cookie, plain.echo_id).encode())
-        response = CookieResponse(nonce, box).encode()
+        response = handshake.make_cookie_response(self.ident, request, now)
         self.counters["cookie_responses_sent"] += 1
         if addr is not None:
             self._udp_out.append((addr, response))
         elif tcp is not None:
             self._tcp_out.append(TcpPacket(tcp[0], response, tcp[1]))
 
-    def _open_handshake(self, data: bytes, now: float) -> PeerHandshake | None:
-        try:
-            packet = Handshake.decode(data)
-            cookie = self.ident.cookies.open_untrusted(packet.cookie, now)
-            key = self.ident.real_keys.get(cookie.real_pk)
-            plain = HandshakePlain.decode(decrypt_untrusted(key, packet.nonce, packet.box))
-        except BadPacket as exc:
-            self.counters["handshake_stale_cookie" if "stale" in str(exc) else "handshake_bad"] += 1
-            return None
-        if plain.cookie_hash != sha512(packet.cookie):
-            self.counters["handshake_bad_hash"] += 1
-            return None
-        return PeerHandshake(
-            cookie.real_pk, cookie.dht_pk, plain.base_nonce, plain.session_pk, plain.other_cookie
-        )
-
     def _handle_handshake(
         self, data: bytes, now: float, addr: Addr | None, tcp: tuple[bytes, object] | None
     ) -> None:
-        peer = self._open_handshake(data, now)
+        peer = handshake.open_handshake(self.ident, data, now, self.counters)
         if peer is None:
             return
         if tcp is not None and tcp[0] != peer.dht_pk:

@@ -34,18 +34,13 @@ import contextlib
 import itertools
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from heapq import heappop, heappush
 
-from tunnel.crypto import (
-    KeyPair,
-    decrypt_untrusted,
-    encrypt,
-    random_nonce,
-    sha512,
-    shared_key,
-)
+from tunnel.crypto import KeyPair, random_nonce, shared_key
 from tunnel.crypto.databox import MIN_DATA_PACKET_BYTES, DataBox, data_packet_bytes
 from tunnel.errors import BadPacket, DecryptError
+from tunnel.netcrypto import handshake
 from tunnel.netcrypto.congestion import Congestion
 from tunnel.netcrypto.cookies import Identity
 from tunnel.netcrypto.lossy_opener import LossyOpener, UdpSeen
@@ -79,12 +74,6 @@ from tunnel.wire.netcrypto import (
     PACKET_ID_LOSSY_END,
     PACKET_ID_LOSSY_START,
     PACKET_ID_REQUEST,
-    CookieRequest,
-    CookieRequestPlain,
-    CookieResponse,
-    CookieResponsePlain,
-    Handshake,
-    HandshakePlain,
     decode_request_untrusted,
     encode_request_runs,
 )
@@ -184,11 +173,7 @@ class Session:
     ) -> Session:
         """Start a connection: send a cookie request to the peer's DHT key."""
         self = cls(ident, peer_real_pk, peer_dht_pk, now)
-        echo_id = ident.rng(8)
-        nonce = random_nonce(ident.rng)
-        key = ident.dht_keys.get(peer_dht_pk)
-        box = encrypt(key, nonce, CookieRequestPlain(ident.real.public_key, echo_id).encode())
-        packet = CookieRequest(ident.dht.public_key, nonce, box).encode()
+        echo_id, packet = handshake.make_cookie_request(ident, peer_dht_pk)
         self.state = CookieRequesting(echo_id, packet, 1, now)
         self.outbox.append(packet)
         return self
@@ -203,16 +188,11 @@ class Session:
         return self
 
     def _make_handshake(self, their_cookie: bytes, now: float) -> bytes:
-        other = self.ident.cookies.make(self.peer_real_pk, self.peer_dht_pk, now)
-        plain = HandshakePlain(
-            self._base_sent_nonce.to_bytes(24, "big"),
-            self.session_keys.public_key,
-            sha512(their_cookie),
-            other,
-        )
-        nonce = random_nonce(self.ident.rng)
-        key = self.ident.real_keys.get(self.peer_real_pk)
-        return Handshake(their_cookie, nonce, encrypt(key, nonce, plain.encode())).encode()
+        return handshake.make_handshake(
+            self.ident, self.peer_real_pk, self.peer_dht_pk,
+            self._base_sent_nonce.to_bytes(24, "big"), self.session_keys.public_key,
+            their_cookie, now,
+        )  # fmt: skip
 
     def _enter_not_confirmed(
         self, peer: PeerHandshake, packet: bytes, tries: int, last_sent: float
@@ -279,19 +259,14 @@ class Session:
         if not isinstance(state, CookieRequesting):
             self.counters["cookie_response_unexpected"] += 1
             return False
-        try:
-            packet = CookieResponse.decode(data)
-            key = self.ident.dht_keys.get(self.peer_dht_pk)
-            plain = CookieResponsePlain.decode(decrypt_untrusted(key, packet.nonce, packet.box))
-        except BadPacket:
-            self.counters["cookie_response_bad"] += 1
+        cookie = handshake.open_cookie_response(
+            self.ident, self.peer_dht_pk, state.echo_id, data, self.counters
+        )
+        if cookie is None:
             return False
-        if plain.echo_id != state.echo_id:
-            self.counters["cookie_response_bad_echo"] += 1
-            return False
-        handshake = self._make_handshake(plain.cookie, now)
-        self.state = HandshakeSent(handshake, 1, now)
-        self.outbox.append(handshake)
+        packet = self._make_handshake(cookie, now)
+        self.state = HandshakeSent(packet, 1, now)
+        self.outbox.append(packet)
         return True
 
     def handle_handshake(self, peer: PeerHandshake, now: float) -> bool:
@@ -765,12 +740,7 @@ class Session:
                 self._close("handshake timeout")
                 return
             self.outbox.append(state.packet)
-            if isinstance(state, CookieRequesting):
-                self.state = CookieRequesting(state.echo_id, state.packet, state.tries + 1, now)
-            elif isinstance(state, HandshakeSent):
-                self.state = HandshakeSent(state.packet, state.tries + 1, now)
-            else:
-                self.state = NotConfirmed(state.packet, state.tries + 1, now, state.data_key)
+            self.state = replace(state, tries=state.tries + 1, last_sent=now)
         state = self.state
         if isinstance(state, NotConfirmed | Established) and now >= self._next_request:
             self._send_request(now)
