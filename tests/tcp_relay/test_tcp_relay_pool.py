@@ -190,6 +190,33 @@ def test_send_prefers_online_relay_and_falls_back_to_oob() -> None:
     assert sorted(e.relay for e in got if isinstance(e, OobData)) == sorted([r1, r2])
 
 
+def test_peer_has_room_follows_the_send_queue_of_the_peers_relay() -> None:
+    net = Net(1)
+    a, b = net.pool("a"), net.pool("b")
+    b_pk = b.self_keys.public_key
+    a.add_peer(b_pk)
+    net.advance(0.5)
+    big = b"\x1b" + bytes(1399)
+    assert not a.peer_has_room(b_pk, len(big))  # registered, not online: nothing to route on
+    assert not a.send_to_peer(b_pk, big)
+    b.add_peer(a.self_keys.public_key)
+    net.step()
+    assert a.peer_online(b_pk)
+    assert a.peer_has_room(b_pk, len(big))
+    sent = 0
+    while a.peer_has_room(b_pk, len(big)):
+        assert a.send_to_peer(b_pk, big)  # room said yes: the send is taken
+        sent += 1
+    assert sent > 100  # the whole send queue (256 KiB) filled up
+    assert not a.send_to_peer(b_pk, big)  # full, and too big for the OOB fallback
+    assert a.peer_has_room(b_pk, 10)  # a smaller packet still fits
+    assert not a.peer_has_room(KeyPair.generate(net.rng.fork("x")).public_key, 10)
+    (rpk,) = net.servers
+    assert len(a.data_to_send(rpk, 16 * 1024)) >= 16 * 1024  # the driver's writer takes some
+    assert a.peer_has_room(b_pk, len(big))
+    assert a.send_to_peer(b_pk, big)
+
+
 def test_remove_peer_frees_slots_and_peer_sees_offline() -> None:
     net = Net(1)
     (rpk,) = net.servers

@@ -12,7 +12,7 @@ import trio
 from tunnel.crypto import KeyPair
 from tunnel.errors import ConfigError
 from tunnel.io.proxy import ProxyConfig, open_tcp_stream
-from tunnel.io.tcp_relay import RelayPoolDriver, TcpRelayServer, serve_tcp_relay
+from tunnel.io.tcp_relay import MAX_ROUTED_BYTES, RelayPoolDriver, TcpRelayServer, serve_tcp_relay
 from tunnel.tcp_relay.client import ClientStatus, RelayClientConnection
 from tunnel.tcp_relay.connections import (
     PeerData,
@@ -292,8 +292,8 @@ async def test_drain_waits_until_queued_frames_are_written(relay_ports: PortPool
             while sent < count:
                 if a.send_to_peer(b_pk, b"\x1b" + sent.to_bytes(2, "big") + bytes(1397)):
                     sent += 1
-                else:  # outbox full: let the writer take some
-                    await trio.sleep(0.001)
+                else:  # outbox full: until the writer takes some
+                    await a.wait_writable(b_pk, 1400)
         assert a.output_pending()
         await a.drain(TIMEOUT_S)
         assert not a.output_pending()
@@ -306,4 +306,102 @@ async def test_drain_waits_until_queued_frames_are_written(relay_ports: PortPool
                 assert isinstance(ev, PeerData)
                 got.append(int.from_bytes(ev.data[1:3], "big"))
         assert got == list(range(count))
+        nursery.cancel_scope.cancel()
+
+
+ROOM_PORTS = (43800, 43899)
+
+
+@pytest.fixture(scope="module")
+def room_ports() -> PortPool:
+    """The ``wait_writable`` tests' own loopback ports."""
+    return PortPool(*ROOM_PORTS)
+
+
+async def test_wait_writable_returns_once_the_writer_made_room(room_ports: PortPool) -> None:
+    """A full outbox refuses a send; ``wait_writable`` returns when the writer has taken some,
+    and the same send is then accepted. Every packet arrives, in order."""
+    port = room_ports.allocate_one()
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, port)
+        a, b = await start_pool(nursery), await start_pool(nursery)
+        await link(a, b, relay, port)
+        b_pk = b.pool.self_keys.public_key
+        sent = 0
+        refusals: list[int] = []  # ``sent`` at each refused send
+        with trio.fail_after(TIMEOUT_S):
+            while len(refusals) < 20:
+                packet = b"\x1b" + sent.to_bytes(2, "big") + bytes(1397)
+                if a.send_to_peer(b_pk, packet):
+                    sent += 1
+                    continue
+                refusals.append(sent)
+                assert not a.pool.peer_has_room(b_pk, len(packet))
+                await a.wait_writable(b_pk, len(packet))
+                assert a.pool.peer_has_room(b_pk, len(packet))
+                assert a.send_to_peer(b_pk, packet)
+                sent += 1
+        assert refusals[0] > 100  # the first refusal came with the 256 KiB queue full
+        assert sent >= refusals[0] + len(refusals)
+        got = []
+        with trio.fail_after(TIMEOUT_S):
+            while len(got) < sent:
+                ev = await wait_event(b, lambda e: isinstance(e, PeerData))
+                assert isinstance(ev, PeerData)
+                got.append(int.from_bytes(ev.data[1:3], "big"))
+        assert got == list(range(sent))
+        nursery.cancel_scope.cancel()
+
+
+async def test_wait_writable_waits_for_the_peer_to_come_online(room_ports: PortPool) -> None:
+    port = room_ports.allocate_one()
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, port)
+        a, b = await start_pool(nursery), await start_pool(nursery)
+        b_pk = b.pool.self_keys.public_key
+        a.add_relay("127.0.0.1", port, relay.public_key)
+        a.add_peer(b_pk)
+        await wait_event(a, lambda e: isinstance(e, RelayConnected))
+        returned = trio.Event()
+
+        async def waiter() -> None:
+            await a.wait_writable(b_pk)
+            returned.set()
+
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not returned.is_set()  # a's relay is up, but b is not linked: nothing to route on
+        big = b"\x1b" + bytes(1399)  # > 1024 bytes: no OOB fallback
+        assert not a.send_to_peer(b_pk, big)
+        b.add_relay("127.0.0.1", port, relay.public_key)
+        b.add_peer(a.pool.self_keys.public_key)
+        with trio.fail_after(TIMEOUT_S):
+            await returned.wait()
+        assert a.pool.peer_online(b_pk)
+        assert a.send_to_peer(b_pk, big)
+        ev = await wait_event(b, lambda e: isinstance(e, PeerData))
+        assert isinstance(ev, PeerData)
+        assert ev.data == big
+        nursery.cancel_scope.cancel()
+
+
+async def test_wait_writable_refuses_a_size_that_never_fits() -> None:
+    driver = RelayPoolDriver(KeyPair.generate(os.urandom))
+    for size in (0, MAX_ROUTED_BYTES + 1):
+        with pytest.raises(ValueError):
+            await driver.wait_writable(bytes(32), size)
+
+
+async def test_relay_server_timer_task_sleeps_between_sweeps(room_ports: PortPool) -> None:
+    """With clients linked and nothing to do, every task of the relay and the pools waits. The
+    server's timer task used to wake itself after each sweep: a busy loop (~5000 timer calls
+    a second with one client) that never let the process idle."""
+    port = room_ports.allocate_one()
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, port)
+        a, b = await start_pool(nursery), await start_pool(nursery)
+        await link(a, b, relay, port)
+        await exchange(a, b, b"\x1bidle after this")
+        with trio.fail_after(TIMEOUT_S):
+            await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()

@@ -44,11 +44,14 @@ from tunnel.tcp_relay.server import (
     ServerStatistics,
 )
 from tunnel.wire.ip_port import Addr, IPPort
+from tunnel.wire.tcp_relay import MAX_FRAME_PLAIN_SIZE_BYTES
 
 READ_CHUNK_BYTES = 16 * 1024
 WRITE_CHUNK_BYTES = 64 * 1024
 SERVER_GRACE_S = 1.0
 DRAIN_POLL_S = 0.005
+MAX_ROUTED_BYTES = MAX_FRAME_PLAIN_SIZE_BYTES - 1
+"""The largest packet :meth:`RelayPoolDriver.send_to_peer` can route (one frame with its id)."""
 """How often :meth:`RelayPoolDriver.drain` looks whether the relay streams are written out."""
 CLIENT_WRITE_RATE_BYTES_S = 5.5e6
 """Refill rate of a relay client connection's :class:`WriteBudget` (~44 Mbit/s)."""
@@ -131,6 +134,10 @@ class TcpRelayServer:
         return ok
 
     def _flush(self) -> None:
+        self._flush_output()
+        self._timer_waker.wake()  # the core's next deadline may have moved
+
+    def _flush_output(self) -> None:
         for handle in self.core.pop_writable():
             conn = self._conns.get(handle)
             if conn is not None:
@@ -143,7 +150,6 @@ class TcpRelayServer:
         while (ev := self.core.next_event()) is not None:
             if self._on_onion_request is not None:
                 self._on_onion_request(ev)
-        self._timer_waker.wake()
 
     async def _timer_loop(self) -> None:
         while True:
@@ -151,7 +157,7 @@ class TcpRelayServer:
             with trio.move_on_at(deadline if deadline is not None else math.inf):
                 await self._timer_waker.wait()
             self.core.handle_timer(trio.current_time())
-            self._flush()
+            self._flush_output()  # not _flush: waking this loop from itself made it spin
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one client over an already open stream (e.g. an in-process memory stream of
@@ -398,6 +404,8 @@ class RelayPoolDriver:
         self._conns: dict[bytes, _ClientConn] = {}
         self._waker = _Waker()
         self._nursery: trio.Nursery | None = None
+        self._room = trio.Event()  # set (and replaced) when a send to a peer may fit again
+        self._room_waiters = 0
         self.connects_started = 0
 
     # ------------------------------------------------------------------ for the layers above
@@ -449,6 +457,31 @@ class RelayPoolDriver:
         self._flush()
         self._waker.wake()
 
+    async def wait_writable(self, public_key: bytes, size: int = MAX_ROUTED_BYTES) -> None:
+        """Wait until :meth:`send_to_peer` would route ``size`` bytes to the peer (DHT pk): it
+        is online on a relay whose send queue has room for them. Returns at once (after a
+        checkpoint) if it has; waits while the peer is online nowhere, so bound it with a
+        timeout. Room is re-checked whenever a relay writer takes queued data or pool events
+        (a peer online or offline, a relay lost) come in.
+
+        Raises:
+            ValueError: ``size`` outside ``1..MAX_ROUTED_BYTES`` (it could never fit).
+        """
+        if not 1 <= size <= MAX_ROUTED_BYTES:
+            raise ValueError(f"a routed packet has 1..{MAX_ROUTED_BYTES} bytes, not {size}")
+        await trio.lowlevel.checkpoint()
+        self._room_waiters += 1
+        try:
+            while not self.pool.peer_has_room(public_key, size):
+                await self._room.wait()
+        finally:
+            self._room_waiters -= 1
+
+    def _room_changed(self) -> None:
+        if self._room_waiters:
+            self._room.set()
+            self._room = trio.Event()
+
     def output_pending(self) -> bool:
         """True while a connected relay stream still has queued output or a write under way."""
         return any(conn.writing or self.pool.wants_write(pk) for pk, conn in self._conns.items())
@@ -494,11 +527,15 @@ class RelayPoolDriver:
             conn = self._conns.get(pk)
             if conn is not None:
                 conn.waker.wake()
+        events = False
         while (ev := pool.next_event()) is not None:
+            events = True
             if self._on_event is not None:
                 self._on_event(ev)
             else:
                 self._events_send.send_nowait(ev)
+        if events:
+            self._room_changed()  # routes (or relays) came or went
 
     async def _connection(self, info: RelayInfo) -> None:
         pk = info.public_key
@@ -569,6 +606,7 @@ class RelayPoolDriver:
                 data = self.pool.data_to_send(pk, max(1, budget.available(now)))
                 if not data:
                     break
+                self._room_changed()  # the send queue shrank
                 budget.spend(len(data), now)
                 conn.writing = True
                 try:

@@ -271,6 +271,16 @@ class RelayPool:
             self._peer_slot(r, public_key, RouteStatus.ONLINE) for r in self._relays.values()
         )
 
+    def peer_has_room(self, public_key: bytes, size: int) -> bool:
+        """Would :meth:`send_to_peer` route ``size`` bytes now: the peer is online on a relay
+        whose send queue has room for them? (False while the peer is online nowhere.)"""
+        for relay in self._relays.values():
+            if self._peer_slot(relay, public_key, RouteStatus.ONLINE) is not None:
+                assert relay.conn is not None
+                if relay.conn.can_send(size):
+                    return True
+        return False
+
     def send_to_peer(self, public_key: bytes, data: bytes) -> bool:
         """Send a net_crypto packet to a peer over the relays (False: could not send now)."""
         full = False
