@@ -67,6 +67,22 @@ async def exchange(a: RelayPoolDriver, b: RelayPoolDriver, payload: bytes) -> No
     assert ev.data == payload
 
 
+def numbered(seq: int) -> bytes:
+    """A 1400-byte data packet carrying ``seq`` in bytes 1-2."""
+    return b"\x1b" + seq.to_bytes(2, "big") + bytes(1397)
+
+
+async def receive_numbered(driver: RelayPoolDriver, count: int) -> list[int]:
+    """The numbers carried by the next ``count`` data packets (see :func:`numbered`)."""
+    got = []
+    with trio.fail_after(TIMEOUT_S):
+        while len(got) < count:
+            ev = await wait_event(driver, lambda e: isinstance(e, PeerData))
+            assert isinstance(ev, PeerData)
+            got.append(int.from_bytes(ev.data[1:3], "big"))
+    return got
+
+
 async def test_pools_exchange_data_over_our_relay(relay_ports: PortPool) -> None:
     port = relay_ports.allocate_one()
     async with trio.open_nursery() as nursery:
@@ -290,22 +306,16 @@ async def test_drain_waits_until_queued_frames_are_written(relay_ports: PortPool
         sent = 0
         with trio.fail_after(TIMEOUT_S):
             while sent < count:
-                if a.send_to_peer(b_pk, b"\x1b" + sent.to_bytes(2, "big") + bytes(1397)):
+                if a.send_to_peer(b_pk, numbered(sent)):
                     sent += 1
                 else:  # outbox full: until the writer takes some
-                    await a.wait_writable(b_pk, 1400)
+                    await a.wait_writable(b_pk, len(numbered(sent)))
         assert a.output_pending()
         await a.drain(TIMEOUT_S)
         assert not a.output_pending()
         for pk in [r.public_key for r in a.pool.connected_relays()]:
             a.remove_relay(pk)  # closes a's stream at once
-        got = []
-        with trio.fail_after(TIMEOUT_S):
-            while len(got) < count:
-                ev = await wait_event(b, lambda e: isinstance(e, PeerData))
-                assert isinstance(ev, PeerData)
-                got.append(int.from_bytes(ev.data[1:3], "big"))
-        assert got == list(range(count))
+        assert await receive_numbered(b, count) == list(range(count))
         nursery.cancel_scope.cancel()
 
 
@@ -331,7 +341,7 @@ async def test_wait_writable_returns_once_the_writer_made_room(room_ports: PortP
         refusals: list[int] = []  # ``sent`` at each refused send
         with trio.fail_after(TIMEOUT_S):
             while len(refusals) < 20:
-                packet = b"\x1b" + sent.to_bytes(2, "big") + bytes(1397)
+                packet = numbered(sent)
                 if a.send_to_peer(b_pk, packet):
                     sent += 1
                     continue
@@ -343,13 +353,7 @@ async def test_wait_writable_returns_once_the_writer_made_room(room_ports: PortP
                 sent += 1
         assert refusals[0] > 100  # the first refusal came with the 256 KiB queue full
         assert sent >= refusals[0] + len(refusals)
-        got = []
-        with trio.fail_after(TIMEOUT_S):
-            while len(got) < sent:
-                ev = await wait_event(b, lambda e: isinstance(e, PeerData))
-                assert isinstance(ev, PeerData)
-                got.append(int.from_bytes(ev.data[1:3], "big"))
-        assert got == list(range(sent))
+        assert await receive_numbered(b, sent) == list(range(sent))
         nursery.cancel_scope.cancel()
 
 
