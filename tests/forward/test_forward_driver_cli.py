@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,6 @@ TIMEOUT_S = 90.0
 @pytest.fixture(scope="module")
 def port_pool() -> PortPool:
     return PortPool(51900, 51999)
-
-
-@pytest.fixture(scope="module")
-def bootstrapd(
-    port_pool: PortPool, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Bootstrapd]:
-    udp_port, tcp_port = port_pool.allocate(2)
-    with Bootstrapd(tmp_path_factory.mktemp("bootstrapd"), udp_port, (tcp_port,)) as bsd:
-        yield bsd
 
 
 def _node_flags(bsd: Bootstrapd, port: int) -> list[str]:

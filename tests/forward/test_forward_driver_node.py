@@ -5,14 +5,13 @@ shared secret, net_crypto), forwarding real TCP connections."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 
-from tunnel.config import BootstrapNode
 from tunnel.forward.auth import AuthPolicy
 from tunnel.forward.client_mux import ClientMux
 from tunnel.forward.server_mux import ServerMux
@@ -21,10 +20,10 @@ from tunnel.io.forward_client import ForwardClient
 from tunnel.io.forward_node import NodeTransport
 from tunnel.io.forward_server import ForwardServer
 from tunnel.node import Node
-from tunnel.node_types import NodeOptions
 from tunnel.profile import Profile
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.forward_harness import LOCALHOST, start_tcp_echo
+from tunnel.testing.node_options import loopback_options
 from tunnel.testing.ports import PortPool
 
 pytestmark = [pytest.mark.toxcore, pytest.mark.slow]
@@ -39,15 +38,6 @@ def port_pool() -> PortPool:
     return PortPool(51800, 51999)
 
 
-@pytest.fixture(scope="module")
-def bootstrapd(
-    port_pool: PortPool, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Bootstrapd]:
-    udp_port, tcp_port = port_pool.allocate(2)
-    with Bootstrapd(tmp_path_factory.mktemp("bootstrapd"), udp_port, (tcp_port,)) as bsd:
-        yield bsd
-
-
 def _profile(path: Path) -> Profile:
     while True:  # a key toxcore accepts (as the node tests do)
         profile = Profile.generate(os.urandom)
@@ -60,16 +50,7 @@ def _profile(path: Path) -> Profile:
 async def _node(
     name: str, bsd: Bootstrapd, pool: PortPool, tmp_path: Path, profile: Profile | None = None
 ) -> AsyncIterator[Node]:
-    port = pool.allocate_one()
-    options = NodeOptions(
-        udp_host=LOCALHOST,
-        ipv6=False,
-        port_start=port,
-        port_end=port,
-        hole_punching=False,
-        bootstrap=(BootstrapNode(bsd.host, bsd.udp_port, bsd.public_key, tuple(bsd.tcp_ports)),),
-        name=name.encode(),
-    )
+    options = loopback_options(pool, bsd, name=name.encode())
     node = Node(profile or _profile(tmp_path / f"{name}.tox"), options)
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)

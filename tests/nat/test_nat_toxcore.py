@@ -16,11 +16,11 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from tunnel.config import BootstrapNode
 from tunnel.node import Node
 from tunnel.node_types import NodeOptions
 from tunnel.profile import Profile
 from tunnel.testing.bootstrapd import Bootstrapd
+from tunnel.testing.node_options import bootstrap_nodes
 from tunnel.testing.ports import PortPool
 from tunnel.testing.toxcore import Connection, FriendLosslessPacket, ToxPeer
 
@@ -58,7 +58,7 @@ async def _node(
         ipv6=False,
         port_start=port,
         port_end=port,
-        bootstrap=(BootstrapNode(bsd.host, bsd.udp_port, bsd.public_key, tuple(bsd.tcp_ports)),),
+        bootstrap=bootstrap_nodes(bsd),
         friends=friends,
         name=name.encode(),
     )

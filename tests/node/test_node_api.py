@@ -17,25 +17,13 @@ from tunnel.netcrypto.session import NotConnected
 from tunnel.node import Node
 from tunnel.node_types import NodeOptions
 from tunnel.profile import Profile
+from tunnel.testing.node_options import loopback_options
 from tunnel.testing.ports import PortPool
 from tunnel.testing.rng import SeededRng
 from tunnel.toxid import ToxId
 from tunnel.wire.savedata import FRIEND_STATUS_CONFIRMED, FRIEND_STATUS_REQUESTED
 
 LOCALHOST = "127.0.0.1"
-
-
-def _options(port_pool: PortPool, **changes: object) -> NodeOptions:
-    port = port_pool.allocate_one()
-    base: dict[str, object] = {
-        "udp_host": LOCALHOST,
-        "ipv6": False,
-        "port_start": port,
-        "port_end": port,
-        "hole_punching": False,
-    }
-    base.update(changes)
-    return NodeOptions(**base)  # type: ignore[arg-type]
 
 
 def _someone(seed: str) -> ToxId:
@@ -45,7 +33,7 @@ def _someone(seed: str) -> ToxId:
 async def test_friends_and_nospam_are_saved(tmp_path: Path, port_pool: PortPool) -> None:
     path = tmp_path / "me.tox"
     profile = Profile.create(path, os.urandom)
-    node = Node(profile, _options(port_pool), rng=SeededRng("api"))
+    node = Node(profile, loopback_options(port_pool), rng=SeededRng("api"))
     bob, carol = _someone("bob"), _someone("carol")
 
     assert node.add_friend(bob, b"hi bob") == bob.public_key
@@ -78,7 +66,7 @@ async def test_friends_and_nospam_are_saved(tmp_path: Path, port_pool: PortPool)
     assert [f.public_key for f in Profile.load(path).friends] == [bob.public_key]
 
     # A restarted node resends the pending request and keeps the friend.
-    again = Node(Profile.load(path), _options(port_pool))
+    again = Node(Profile.load(path), loopback_options(port_pool))
     assert again.friends() == [bob.public_key]
     assert bob.public_key in again.onion.requests.outgoing
     assert again.tox_id == node.tox_id
@@ -103,7 +91,7 @@ async def test_config_friends_are_confirmed_friends(tmp_path: Path) -> None:
 
 
 async def test_run_and_bounded_shutdown(port_pool: PortPool) -> None:
-    node = Node(Profile.generate(os.urandom), _options(port_pool))
+    node = Node(Profile.generate(os.urandom), loopback_options(port_pool))
     events = node.subscribe()
     transport: FriendTransport = NodeTransport(node)
     with trio.fail_after(5):
@@ -125,7 +113,7 @@ async def test_run_and_bounded_shutdown(port_pool: PortPool) -> None:
 
 
 async def test_udp_off_binds_nothing(port_pool: PortPool) -> None:
-    node = Node(Profile.generate(os.urandom), _options(port_pool, udp_enabled=False))
+    node = Node(Profile.generate(os.urandom), loopback_options(port_pool, udp_enabled=False))
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
@@ -138,7 +126,7 @@ async def test_udp_off_binds_nothing(port_pool: PortPool) -> None:
 
 
 async def test_transport_adapter_offline_behaviour(port_pool: PortPool) -> None:
-    node = Node(Profile.generate(os.urandom), _options(port_pool))
+    node = Node(Profile.generate(os.urandom), loopback_options(port_pool))
     transport = NodeTransport(node)
     bob = _someone("transport-bob")
     assert transport.public_key == node.public_key
@@ -154,7 +142,7 @@ async def test_transport_adapter_offline_behaviour(port_pool: PortPool) -> None:
 
 
 async def test_busy_udp_port_is_a_config_error(port_pool: PortPool) -> None:
-    options = _options(port_pool)
+    options = loopback_options(port_pool)
     with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
         await sock.bind((LOCALHOST, options.port_start))
         node = Node(Profile.generate(os.urandom), options)

@@ -11,21 +11,19 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from tunnel.config import BootstrapNode
 from tunnel.io.node_runner import load_or_create_profile
 from tunnel.io.tun import TunDevice
 from tunnel.io.vpn_node import VpnNode
 from tunnel.io.vpn_setup import build_membership, load_state
 from tunnel.node import Node
-from tunnel.node_types import NodeOptions
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.netlab import NetLab, unavailable_reason
+from tunnel.testing.node_options import loopback_options
 from tunnel.testing.ports import PortPool
 from tunnel.vpn.config import parse_vpn_config
 from tunnel.vpn.ip import internet_checksum
@@ -45,15 +43,6 @@ CONNECT_TIMEOUT_S = 60.0
 @pytest.fixture(scope="module")
 def port_pool() -> PortPool:
     return PortPool(*PORTS)
-
-
-@pytest.fixture(scope="module")
-def bootstrapd(
-    port_pool: PortPool, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Bootstrapd]:
-    udp_port, tcp_port = port_pool.allocate(2)
-    with Bootstrapd(tmp_path_factory.mktemp("bootstrapd"), udp_port, (tcp_port,)) as bsd:
-        yield bsd
 
 
 def _ipv4(src: str, dst: str, payload: bytes, proto: int = 1) -> bytes:
@@ -91,29 +80,12 @@ async def test_bad_input_from_a_member_is_dropped_and_counted(
     config_b = parse_vpn_config(
         {"invite": f"tunnel-vpn:{profiles[0].tox_id}:{secret}", "mtu": TUN_MTU}
     )
-    bootstrap = (
-        BootstrapNode(
-            bootstrapd.host, bootstrapd.udp_port, bootstrapd.public_key, tuple(bootstrapd.tcp_ports)
-        ),
-    )
-
-    def options() -> NodeOptions:
-        port = port_pool.allocate_one()
-        return NodeOptions(
-            udp_host="127.0.0.1",
-            ipv6=False,
-            port_start=port,
-            port_end=port,
-            hole_punching=False,
-            bootstrap=bootstrap,
-        )
-
     with NetLab() as lab:
         host = lab.add_public_host("a")
         tun = TunDevice("tnlbad0", netns=host.netns)
         try:
-            node_a = Node(profiles[0], options())
-            node_b = Node(profiles[1], options())
+            node_a = Node(profiles[0], loopback_options(port_pool, bootstrapd))
+            node_b = Node(profiles[1], loopback_options(port_pool, bootstrapd))
             vpn_a = VpnNode(
                 node_a,
                 config_a,

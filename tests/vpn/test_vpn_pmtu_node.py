@@ -12,19 +12,17 @@ Ports 52760-52799 (this file's share of 52700-52799).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from tunnel.config import BootstrapNode
 from tunnel.io.node_runner import load_or_create_profile
 from tunnel.io.vpn_node import VpnNode
 from tunnel.io.vpn_setup import build_membership, load_state
 from tunnel.node import Node
-from tunnel.node_types import NodeOptions
 from tunnel.testing.bootstrapd import Bootstrapd
+from tunnel.testing.node_options import loopback_options
 from tunnel.testing.ports import PortPool
 from tunnel.vpn.config import parse_vpn_config
 from tunnel.wire.vpn import MAX_IP_PACKET_BYTES
@@ -40,15 +38,6 @@ PROBE_TIMEOUT_S = 20.0
 @pytest.fixture(scope="module")
 def port_pool() -> PortPool:
     return PortPool(*PORTS)
-
-
-@pytest.fixture(scope="module")
-def bootstrapd(
-    port_pool: PortPool, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Bootstrapd]:
-    udp_port, tcp_port = port_pool.allocate(2)
-    with Bootstrapd(tmp_path_factory.mktemp("bootstrapd"), udp_port, (tcp_port,)) as bsd:
-        yield bsd
 
 
 def _member(vpn: VpnNode, key: bytes) -> dict[str, object]:
@@ -74,25 +63,8 @@ async def test_probe_raises_the_cap_between_two_members(
     config_b = parse_vpn_config(
         {"invite": f"tunnel-vpn:{profiles[0].tox_id}:{secret}", "mtu": LARGE_MTU}
     )
-    bootstrap = (
-        BootstrapNode(
-            bootstrapd.host, bootstrapd.udp_port, bootstrapd.public_key, tuple(bootstrapd.tcp_ports)
-        ),
-    )
-
-    def options() -> NodeOptions:
-        port = port_pool.allocate_one()
-        return NodeOptions(
-            udp_host="127.0.0.1",
-            ipv6=False,
-            port_start=port,
-            port_end=port,
-            hole_punching=False,
-            bootstrap=bootstrap,
-        )
-
-    node_a = Node(profiles[0], options())
-    node_b = Node(profiles[1], options())
+    node_a = Node(profiles[0], loopback_options(port_pool, bootstrapd))
+    node_b = Node(profiles[1], loopback_options(port_pool, bootstrapd))
     vpns = [
         VpnNode(node, config, build_membership(config, node.tox_id, load_state(None, config)), None)
         for node, config in ((node_a, config_a), (node_b, config_b))

@@ -19,11 +19,11 @@ from typing import Any
 import trio
 import yaml
 
-from tunnel.config import BootstrapNode
 from tunnel.io.tor_node import TorNode
 from tunnel.node_types import NodeOptions
 from tunnel.profile import Profile
 from tunnel.testing.bootstrapd import Bootstrapd, popen_dies_with_parent
+from tunnel.testing.node_options import bootstrap_nodes
 from tunnel.testing.proc_sockets import ProcSocket, own_sockets
 from tunnel.testing.torlab import TorLab
 from tunnel.tor.config import TorConfig
@@ -59,7 +59,7 @@ def bootstrap_options(bsd: Bootstrapd | OurBootstrapd, name: str) -> NodeOptions
     return NodeOptions(
         ipv6=False,
         hole_punching=False,
-        bootstrap=(BootstrapNode(bsd.host, bsd.udp_port, bsd.public_key, tuple(bsd.tcp_ports)),),
+        bootstrap=bootstrap_nodes(bsd),
         name=name.encode(),
     )
 
