@@ -65,15 +65,14 @@ from tunnel.onion.events import (
 )
 from tunnel.onion.friend_requests import FriendRequests
 from tunnel.onion.paths import (
-    MIN_DISTINCT_PATH_NODES,
     NEVER,
     ONION_PATH_TIMEOUT_S,
     FirstHop,
     OnionPath,
+    PathNodeDraw,
     PathPool,
     TcpRelayHop,
     is_timeout,
-    pick_path_nodes,
     random_below,
 )
 from tunnel.toxid import ToxId
@@ -127,10 +126,6 @@ TICK_INTERVAL_S = 1.0
 STARTUP_TICK_INTERVAL_S = 0.25
 """Until onion-connected (with nodes to talk to): each announce round trip costs a tick, so
 short ticks bring the first announcement (and friend search) from ~3 s to under 1 s."""
-UDP_ONION_SILENT_S = ONION_PATH_TIMEOUT_S
-"""UDP-first paths unanswered this long while TCP relays are up: new paths start at a relay."""
-UDP_ONION_RETRY_S = 30
-"""While UDP is silent, one new path in this interval still starts at a UDP node (a probe)."""
 ONION_CLIENT_PACKET_KINDS = frozenset({PACKET_ANNOUNCE_RESPONSE, PACKET_ONION_DATA_RESPONSE})
 
 
@@ -192,8 +187,7 @@ class OnionClient:
         self._status: tuple[bool, bool] = (False, False)
         self._first_run = now
         self._next_tick = now
-        self._udp_unanswered_since: float | None = None  # first UDP-first send not answered
-        self._last_udp_probe = NEVER
+        self.path_draw = PathNodeDraw(rng, self.hooks)
         self._out: list[tuple[Addr, bytes]] = []
         self._tcp_out: list[tuple[Hashable, bytes]] = []
         self._events: deque[OnionEvent] = deque()
@@ -424,7 +418,7 @@ class OnionClient:
         self.stats.announce_responses += 1
         path = pool.mark_success(sendback.path_num, now)
         if path is not None and path.first_addr() is not None:
-            self._udp_unanswered_since = None  # UDP works (again): UDP-first paths preferred
+            self.path_draw.udp_answered()  # UDP works (again): UDP-first paths preferred
         if path is not None:
             for node in path.udp_nodes():
                 self.add_path_node(node)
@@ -503,38 +497,8 @@ class OnionClient:
     # Sending
     # ======================================================================================
 
-    def _udp_silent(self, now: float) -> bool:
-        """UDP-first paths have gone unanswered for ``UDP_ONION_SILENT_S`` (UDP dropped on the
-        way: the DHT still looks connected until its nodes time out, 122 s later)."""
-        since = self._udp_unanswered_since
-        return since is not None and is_timeout(since, UDP_ONION_SILENT_S, now)
-
     def _draw_path_nodes(self, now: float) -> tuple[FirstHop, PackedNode, PackedNode] | None:
-        """Nodes for a new path (toxcore ``random_nodes_path_onion``): all UDP while the DHT
-        is connected, else a TCP relay as node A. Deviation: toxcore only switches when the DHT
-        times out; we also switch when UDP-first paths stay silent while relays are up, and
-        keep probing UDP with one path every ``UDP_ONION_RETRY_S``."""
-        pool = self.path_nodes or self.bootstrap_nodes
-        relays = list(self.hooks.onion_tcp_relays())
-        use_udp = self.hooks.dht_connected()
-        if use_udp and relays and self._udp_silent(now):
-            use_udp = is_timeout(self._last_udp_probe, UDP_ONION_RETRY_S, now)
-            if use_udp:
-                self._last_udp_probe = now
-        if use_udp:
-            if not pool:
-                return None
-            reachable = self.hooks.random_dht_nodes(MIN_DISTINCT_PATH_NODES)
-            return pick_path_nodes(self._rng, pool, reachable)
-        if not relays:
-            return None
-        pool = self.path_nodes if len(self.path_nodes) >= 2 else self.bootstrap_nodes
-        if not pool:
-            return None
-        # B and C drawn with replacement, as toxcore does: behind a relay, the nodes reachable
-        # over UDP may be very few (the relay's own DHT node alone), so B == C must be possible
-        b, c = (pool[random_below(self._rng, len(pool))] for _ in range(2))
-        return TcpRelayHop(relays[random_below(self._rng, len(relays))]), b, c
+        return self.path_draw.draw(self.path_nodes, self.bootstrap_nodes, now)
 
     def _new_sendback(
         self, friend: bytes | None, node: PackedNode, path_num: int, now: float
@@ -583,8 +547,7 @@ class OnionClient:
         if isinstance(first, TcpRelayHop):
             self._tcp_out.append((first.relay, packet))
         else:
-            if self._udp_unanswered_since is None:
-                self._udp_unanswered_since = now
+            self.path_draw.udp_sent(now)
             self._out.append((first.ip_port.to_addr(), packet))
 
     # ======================================================================================

@@ -17,7 +17,8 @@ confirms (and whose nodes become path-node candidates).
 
 Node A is either a UDP DHT node (``OnionRequest0`` over UDP, first layer keyed with our DHT
 key) or one of our TCP relays (the relay plays node A: TCP 0x08 without the A layer). Nodes B
-and C are always UDP DHT nodes.
+and C are always UDP DHT nodes. :class:`PathNodeDraw` chooses them for each new path, and
+which kind of node A (relays while UDP-first paths go unanswered).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 from tunnel.crypto import KeyPair, Rng
 from tunnel.errors import DecryptError
+from tunnel.onion.events import OnionHooks
 from tunnel.wire.ip_port import Addr
 from tunnel.wire.onion import seal_onion_request, seal_tcp_onion_request, shared_key_untrusted
 from tunnel.wire.packed_node import PackedNode
@@ -254,3 +256,72 @@ def pick_path_nodes(
         return a, b, c
     a, b, c = pick_distinct(rng, pool, 3)
     return a, b, c
+
+
+UDP_ONION_SILENT_S = ONION_PATH_TIMEOUT_S
+"""UDP-first paths unanswered this long while TCP relays are up: new paths start at a relay."""
+UDP_ONION_RETRY_S = 30
+"""While UDP is silent, one new path in this interval still starts at a UDP node (a probe)."""
+
+
+class PathNodeDraw:
+    """Nodes for new paths (toxcore ``random_nodes_path_onion``): all UDP while the DHT is
+    connected, else a TCP relay as node A.
+
+    Deviation: toxcore only switches when the DHT times out; we also switch when UDP-first
+    paths stay silent (:meth:`udp_sent` with no :meth:`udp_answered` for
+    ``UDP_ONION_SILENT_S``: UDP dropped on the way, while the DHT still looks connected until
+    its nodes time out, 122 s later) while relays are up, and keep probing UDP with one path
+    every ``UDP_ONION_RETRY_S``.
+
+    Args:
+        rng: randomness.
+        hooks: the onion client's hooks (``onion_tcp_relays``, ``dht_connected``,
+            ``random_dht_nodes``).
+    """
+
+    def __init__(self, rng: Rng, hooks: OnionHooks) -> None:
+        self._rng = rng
+        self._hooks = hooks
+        self._udp_unanswered_since: float | None = None  # first UDP-first send not answered
+        self._last_udp_probe = NEVER
+
+    def udp_sent(self, now: float) -> None:
+        """A request went out on a UDP-first path."""
+        if self._udp_unanswered_since is None:
+            self._udp_unanswered_since = now
+
+    def udp_answered(self) -> None:
+        """A UDP-first path answered: UDP works (again), UDP-first paths are preferred."""
+        self._udp_unanswered_since = None
+
+    def udp_silent(self, now: float) -> bool:
+        """UDP-first paths have gone unanswered for ``UDP_ONION_SILENT_S``."""
+        since = self._udp_unanswered_since
+        return since is not None and is_timeout(since, UDP_ONION_SILENT_S, now)
+
+    def draw(
+        self, path_nodes: Sequence[PackedNode], bootstrap_nodes: Sequence[PackedNode], now: float
+    ) -> tuple[FirstHop, PackedNode, PackedNode] | None:
+        """Nodes A, B, C for a new path, or None (nothing to build one from)."""
+        pool = path_nodes or bootstrap_nodes
+        relays = list(self._hooks.onion_tcp_relays())
+        use_udp = self._hooks.dht_connected()
+        if use_udp and relays and self.udp_silent(now):
+            use_udp = is_timeout(self._last_udp_probe, UDP_ONION_RETRY_S, now)
+            if use_udp:
+                self._last_udp_probe = now
+        if use_udp:
+            if not pool:
+                return None
+            reachable = self._hooks.random_dht_nodes(MIN_DISTINCT_PATH_NODES)
+            return pick_path_nodes(self._rng, pool, reachable)
+        if not relays:
+            return None
+        pool = path_nodes if len(path_nodes) >= 2 else bootstrap_nodes
+        if not pool:
+            return None
+        # B and C drawn with replacement, as toxcore does: behind a relay, the nodes reachable
+        # over UDP may be very few (the relay's own DHT node alone), so B == C must be possible
+        b, c = (pool[random_below(self._rng, len(pool))] for _ in range(2))
+        return TcpRelayHop(relays[random_below(self._rng, len(relays))]), b, c
