@@ -6,7 +6,8 @@
   ``tunnel bootstrapd`` calls it; any node may.
 * :class:`RelayPoolDriver` runs a :class:`tunnel.tcp_relay.connections.RelayPool`: it opens
   streams to relays (directly or through a SOCKS5 / HTTP CONNECT proxy), moves bytes, runs the
-  pool's timers and hands pool events to the layers above.
+  pool's timers and hands pool events to the layers above. A send refused because the relay's
+  queue is full can await :meth:`RelayPoolDriver.wait_writable` before it is tried again.
 
 Each stream has one reader task and one writer task. The writer sleeps until the core has
 output for it (a one-slot "wake" channel), so control frames queued while a large write is in
