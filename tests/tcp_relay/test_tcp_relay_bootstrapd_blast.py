@@ -9,7 +9,7 @@ connection stalled for good. The relay client's paced writer (``WriteBudget``,
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,9 +17,11 @@ import trio
 
 from tunnel.crypto import KeyPair
 from tunnel.io.tcp_relay import RelayPoolDriver, WriteBudget
-from tunnel.tcp_relay.connections import PeerData, PeerOnline, PoolEvent, RelayConnected
+from tunnel.tcp_relay.connections import PeerData, PeerOnline, RelayConnected
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.ports import PortPool
+
+from .pool_events import wait_event
 
 BLAST_PORTS = (43700, 43799)
 FRAME_BYTES = 1400
@@ -38,16 +40,6 @@ def bsd_relay(blast_ports: PortPool, tmp_path: Path) -> Iterator[Bootstrapd]:
     udp_port, tcp_port = blast_ports.allocate(2)
     with Bootstrapd(tmp_path, udp_port, (tcp_port,), name="bsd-blast") as bsd:
         yield bsd
-
-
-async def wait_event(
-    driver: RelayPoolDriver, match: Callable[[PoolEvent], bool], limit_s: float = 10.0
-) -> PoolEvent:
-    with trio.fail_after(limit_s):
-        while True:
-            ev = await driver.next_event()
-            if match(ev):
-                return ev
 
 
 def frame(seq: int) -> bytes:

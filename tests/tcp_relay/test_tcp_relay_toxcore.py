@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,6 @@ from tunnel.tcp_relay.connections import (
     OobData,
     PeerData,
     PeerOnline,
-    PoolEvent,
     RelayConnected,
     RelayPong,
 )
@@ -28,17 +27,9 @@ from tunnel.testing.ports import PortPool
 from tunnel.testing.proxies import Microsocks
 from tunnel.testing.toxcore import Connection, FriendLosslessPacket, ToxPeer
 
+from .pool_events import wait_event
+
 pytestmark = pytest.mark.toxcore
-
-
-async def wait_event(
-    driver: RelayPoolDriver, match: Callable[[PoolEvent], bool], limit_s: float = 10.0
-) -> PoolEvent:
-    with trio.fail_after(limit_s):
-        while True:
-            ev = await driver.next_event()
-            if match(ev):
-                return ev
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,23 +17,14 @@ from tunnel.tcp_relay.connections import (
     PeerData,
     PeerOffline,
     PeerOnline,
-    PoolEvent,
     RelayConnected,
 )
 from tunnel.testing.ports import PortPool
 from tunnel.testing.proxies import Microsocks, Tinyproxy
 
+from .pool_events import wait_event
+
 TIMEOUT_S = 10.0
-
-
-async def wait_event(
-    driver: RelayPoolDriver, match: Callable[[PoolEvent], bool], limit_s: float = TIMEOUT_S
-) -> PoolEvent:
-    with trio.fail_after(limit_s):
-        while True:
-            ev = await driver.next_event()
-            if match(ev):
-                return ev
 
 
 async def start_relay(nursery: trio.Nursery, port: int) -> TcpRelayServer:
