@@ -29,6 +29,7 @@ from tunnel.netcrypto.congestion import MAX_RATE_PKT_S
 from tunnel.netcrypto.cookies import Identity
 from tunnel.netcrypto.lossy_opener import LossyOpener
 from tunnel.netcrypto.session import (
+    Established,
     Lossless,
     Lossy,
     NotConnected,
@@ -193,9 +194,9 @@ class NetCrypto:
         peer's UDP path alive as :meth:`receive` would; None unless established."""
         session = self.sessions.get(peer_pk)
         path = self._paths.get(peer_pk)
-        if session is None or path is None:
+        if session is None or path is None or not isinstance(session.state, Established):
             return None
-        return session.lossy_opener(path, packet_id)
+        return LossyOpener(session, session.state.data_key, path, packet_id)
 
     def udp_path_lost(self, peer_pk: bytes) -> None:
         """The caller's own liveness check (issue 11's keepalives) says direct UDP to the peer

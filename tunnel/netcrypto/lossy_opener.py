@@ -38,7 +38,11 @@ class UdpSeen(Protocol):
 
 
 class LossyOpener:
-    """Opens one established session's lossy data packets of one id without the session."""
+    """Opens one established session's lossy data packets of one id without the session.
+
+    Like :class:`~tunnel.netcrypto.lossy_sealer.LossySealer` it reads the session's receive
+    state directly (nonce base, size limits, windows): it is part of the session's data path.
+    """
 
     __slots__ = ("_box", "_path", "packet_id", "session")
 
@@ -46,7 +50,7 @@ class LossyOpener:
         self.session = session
         self.packet_id = packet_id
         self._path = path
-        self._box = DataBox(key, session.receive_payload_max)
+        self._box = DataBox(key, session._receive_max)
 
     def open(self, data: bytes, now: float) -> bytes | None:
         """The payload ``[id][data]`` if this is a fresh lossy packet of our id that changes
@@ -56,11 +60,11 @@ class LossyOpener:
         session = self.session
         if (
             not isinstance(session.state, Established)
-            or not MIN_DATA_PACKET_BYTES <= len(data) <= session.receive_packet_max
+            or not MIN_DATA_PACKET_BYTES <= len(data) <= session._receive_packet_max
             or data[0] != DATA_KIND
         ):
             return None
-        base = session.recv_nonce
+        base = session._recv_nonce
         diff = (((data[1] << 8) | data[2]) - base) & 0xFFFF
         nonce = (base + diff) % NONCE_MOD
         try:

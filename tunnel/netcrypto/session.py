@@ -43,7 +43,6 @@ from tunnel.errors import BadPacket, DecryptError
 from tunnel.netcrypto import handshake
 from tunnel.netcrypto.congestion import Congestion
 from tunnel.netcrypto.cookies import Identity
-from tunnel.netcrypto.lossy_opener import LossyOpener, UdpSeen
 from tunnel.netcrypto.lossy_sealer import NONCE_MOD as _NONCE_MOD
 from tunnel.netcrypto.lossy_sealer import LossySealer
 from tunnel.netcrypto.replay import Replay, ReplayWindow
@@ -352,21 +351,6 @@ class Session:
             self._recv_nonce = (self._recv_nonce + DATA_NUM_THRESHOLD) % _NONCE_MOD
         return True
 
-    @property
-    def recv_nonce(self) -> int:
-        """The base the low two bytes of a received nonce are rebuilt from."""
-        return self._recv_nonce
-
-    @property
-    def receive_payload_max(self) -> int:
-        """The largest data packet payload accepted from the peer."""
-        return self._receive_max
-
-    @property
-    def receive_packet_max(self) -> int:
-        """The largest data packet accepted from the peer, in bytes on the wire."""
-        return self._receive_packet_max
-
     def _replay_check(self, nonce: int) -> bool:
         seen = self._replay.check((nonce - self._replay_base) % _NONCE_MOD)
         if seen is Replay.NEW:
@@ -565,13 +549,6 @@ class Session:
         if not isinstance(state, Established):
             return None
         return LossySealer(self, state.data_key)
-
-    def lossy_opener(self, path: UdpSeen, packet_id: int) -> LossyOpener | None:
-        """A :class:`LossyOpener` for lossy ``packet_id`` packets, or None unless established."""
-        state = self.state
-        if not isinstance(state, Established):
-            return None
-        return LossyOpener(self, state.data_key, path, packet_id)
 
     def send_lossy(self, payload: bytes, now: float) -> None:
         """Send ``[id][data]`` (id 192..254) once, unreliably, bypassing congestion control.
