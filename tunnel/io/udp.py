@@ -447,6 +447,10 @@ class UdpDriver:
         :meth:`read_available`) and passes what is not its own to :meth:`receive_batch`."""
         self._handed_over = True
 
+    def receiving_elsewhere(self) -> bool:
+        """:meth:`hand_over_receive` is in force."""
+        return self._handed_over
+
     def take_back_receive(self) -> None:
         """Trio thread: read the socket here again (undoes :meth:`hand_over_receive`)."""
         self._handed_over = False
@@ -474,6 +478,8 @@ class UdpDriver:
                 self._resume = trio.Event()
                 continue
             await trio.lowlevel.wait_readable(sock)
+            if self.receiving_elsewhere():
+                continue  # handed over while we waited: the other thread reads it
             now = trio.current_time()
             items = self.read_available()
             for data, addr in items:
