@@ -237,9 +237,6 @@ class Node(NodeGlue):
         self._pending_requests: dict[bytes, bytes] = {}  # real pk -> message
         self._friend_relays: dict[bytes, None] = {}
         self._fast_lossless_ids: frozenset[int] = frozenset()
-        self._packet_handler: Callable[[bytes, bytes], bool] | None = None
-        self._packet_after: Callable[[], None] | None = None
-        self._packets_handled = False
         self._cancel: trio.CancelScope | None = None
         self._running = False
         self._closing = False

@@ -187,20 +187,10 @@ class MuxDriver:
             nursery.start_soon(self._sender)
             nursery.start_soon(self._timer)
             task_status.started()
-            # A transport that can hand packets over in its own receive (NodeTransport) does
-            # so while our receiver waits idle: one task wake-up less per request.
-            set_handler = getattr(self.transport, "set_packet_handler", None)
-            if set_handler is not None:
-                set_handler(self._take_packet, self.kick)
             try:
                 await self._receiver()
             finally:
-                if set_handler is not None:
-                    set_handler(None)
                 nursery.cancel_scope.cancel()
-
-    def _take_packet(self, friend: bytes, data: bytes) -> None:
-        self.mux.receive_packet(friend, data, self.now())
 
     @property
     def nursery(self) -> trio.Nursery:

@@ -10,9 +10,7 @@ frames (lossless 0xA2) come on the node's fast path (:meth:`Node.enable_fast_los
 
 from __future__ import annotations
 
-import logging
 from collections import deque
-from collections.abc import Callable
 
 import trio
 
@@ -36,8 +34,6 @@ from tunnel.node_types import (
 )
 from tunnel.toxid import ToxId
 from tunnel.wire.tuntox import TUNTOX_PACKET_ID
-
-log = logging.getLogger(__name__)
 
 
 class NodeTransport:
@@ -86,36 +82,6 @@ class NodeTransport:
             converted = _convert(event)
             if converted is not None:
                 return converted
-
-    def set_packet_handler(
-        self,
-        on_packet: Callable[[bytes, bytes], None] | None,
-        after: Callable[[], None] | None = None,
-    ) -> None:
-        """Have tunnel frames handed to ``on_packet(friend, data)`` right in the node's
-        receive, and ``after()`` called once per glue round that had some, instead of
-        queueing them for :meth:`next_event` (one task wake-up less per received burst:
-        the latency of a request). Only while the reader of :meth:`next_event` waits with
-        nothing queued or handed to it, so no event is overtaken. ``None`` turns it off."""
-        if on_packet is None:
-            self.node.set_packet_handler(None)
-            return
-        events = self._events
-        initial = self._initial
-
-        def handler(friend: bytes, data: bytes) -> bool:
-            if initial:
-                return False
-            state = events.statistics()
-            if state.current_buffer_used or state.tasks_waiting_receive != 1:
-                return False  # events wait, or one was handed to a reader yet to run
-            try:
-                on_packet(friend, data)
-            except Exception:  # a driver bug must not take the node's receive down
-                log.exception("tunnel frame handler failed")
-            return True
-
-        self.node.set_packet_handler(handler, after)
 
     def flush(self) -> None:
         self.node.flush()

@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import socket
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import trio
 
@@ -121,9 +121,6 @@ class NodeGlue:
     _pending_requests: dict[bytes, bytes]
     _friend_relays: dict[bytes, None]
     _fast_lossless_ids: frozenset[int]
-    _packet_handler: Callable[[bytes, bytes], bool] | None
-    _packet_after: Callable[[], None] | None
-    _packets_handled: bool
     # direct-path timers and caches (class defaults; the instance assigns its own)
     _nat_refresh_at: float = -1.0
     _self_query_at: float = -1.0
@@ -308,29 +305,10 @@ class NodeGlue:
         def sink(payload: bytes) -> bool:
             if payload[0] not in ids:
                 return False
-            handler = self._packet_handler
-            if handler is not None and len(self._subscribers) == 1 and handler(pk, payload):
-                self._packets_handled = True
-            else:
-                emit(LosslessPacket(pk, payload))
+            emit(LosslessPacket(pk, payload))
             return True
 
         session.lossless_sink = sink
-
-    def set_packet_handler(
-        self,
-        handler: Callable[[bytes, bytes], bool] | None,
-        after: Callable[[], None] | None = None,
-    ) -> None:
-        """Offer the fast path's packets (:meth:`enable_fast_lossless`) to ``handler(friend,
-        payload)`` first, in the session's receive, while the handler's owner is the only
-        subscriber: it returns False when it cannot take one now (then the packet goes to
-        the channel as usual; it must refuse while events it has not handled are on their
-        way to it, so nothing is overtaken).
-        ``after()`` runs once at the end of a glue round in which the handler took packets
-        (the forwarding driver's one dispatch for the batch: no task wake-up in between)."""
-        self._packet_handler = handler
-        self._packet_after = after
 
     def _emit(self, event: NodeEvent) -> None:
         for channel in list(self._subscribers):
@@ -357,15 +335,6 @@ class NodeGlue:
                     log.exception("node glue error (counted, node continues)")
         finally:
             self._processing = False
-        if self._packets_handled:
-            self._packets_handled = False
-            after = self._packet_after
-            if after is not None:
-                try:
-                    after()
-                except Exception:
-                    self.glue_errors += 1
-                    log.exception("packet handler's after-round hook failed (counted)")
         if self.udp is not None:
             self.udp.kick()
         self._wakeup.set()
