@@ -175,11 +175,41 @@ def _report_latency(times: list[float]) -> None:
 Row = dict[str, float]
 
 
-async def _measure(ports: dict[str, int], total: int, rounds: int) -> Row:
-    """Up, down (Mbit/s; 0 if it did not finish within MEASURE_TIMEOUT_S) and RTT p50/p99."""
+def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """user+system CPU seconds of each process so far (Linux /proc; empty elsewhere)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+async def _measure(
+    ports: dict[str, int], total: int, rounds: int, pids: dict[str, int] | None = None
+) -> Row:
+    """Up, down (Mbit/s; 0 if it did not finish within MEASURE_TIMEOUT_S) and RTT p50/p99.
+
+    With ``pids``, also each process's CPU time per transfer (ms per MB: a figure that the
+    other load on a shared machine disturbs much less than the throughput)."""
     row: Row = {}
 
     async def timed(name: str, run: object) -> None:
+        before = _cpu_seconds(pids or {})
+        await _timed(name, run)
+        after = _cpu_seconds(pids or {})
+        if row.get(name) and after:
+            mb = total / 1e6
+            parts = [f"{p} {(after[p] - before[p]) * 1000 / mb:.1f}" for p in after if p in before]
+            for p in after:
+                if p in before:
+                    row[f"cpu_{name}_{p}"] = (after[p] - before[p]) * 1000 / mb
+            print(f"{'':>10}  CPU ms per MB: {', '.join(parts)}", flush=True)
+
+    async def _timed(name: str, run: object) -> None:
         with trio.move_on_after(MEASURE_TIMEOUT_S) as scope:
             try:
                 seconds = await run  # type: ignore[misc]
@@ -323,7 +353,10 @@ async def bench_processes(
                 via = "our tunnel bootstrapd" if ours else "tox-bootstrapd"
                 print(f"two processes via {via} ({path})", flush=True)
                 print(f"first echo: {first:.1f} s after starting the client", flush=True)
-                row = await _measure({"up": up, "down": down, "echo": lecho}, total, args.rounds)
+                pids = {"serve": server.pid, "connect": client.pid}
+                row = await _measure(
+                    {"up": up, "down": down, "echo": lecho}, total, args.rounds, pids
+                )
                 row["first"] = first
                 return row
             finally:

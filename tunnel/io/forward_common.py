@@ -186,10 +186,15 @@ class MuxDriver:
             self._nursery = nursery
             nursery.start_soon(self._sender)
             nursery.start_soon(self._timer)
+            set_direct = getattr(self.transport, "set_direct", None)
+            if set_direct is not None:
+                set_direct(self._receive_direct, self.kick)
             task_status.started()
             try:
                 await self._receiver()
             finally:
+                if set_direct is not None:
+                    set_direct(None, None)
                 nursery.cancel_scope.cancel()
 
     @property
@@ -236,6 +241,11 @@ class MuxDriver:
             except TransportClosed:
                 return
             self.kick()
+
+    def _receive_direct(self, friend: bytes, data: bytes) -> None:
+        """A packet handed over straight from the transport's receive path (in order after
+        every event read before); the transport calls :meth:`kick` after the batch."""
+        self.mux.receive_packet(friend, data, trio.current_time())
 
     def handle_transport_event(self, event: TransportEvent) -> None:
         now = self.now()

@@ -11,6 +11,7 @@ frames (lossless 0xA2) come on the node's fast path (:meth:`Node.enable_fast_los
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -42,6 +43,7 @@ class NodeTransport:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._events = node.subscribe()
+        self._direct = False
         node.enable_fast_lossless(frozenset({TUNTOX_PACKET_ID}))  # tunnel frames skip the glue
         self._initial: deque[TransportEvent] = deque(
             FriendOnline(pk, node.friend_path(pk) or "")
@@ -74,6 +76,8 @@ class NodeTransport:
             try:
                 event = self._events.receive_nowait()
             except trio.WouldBlock:
+                if self._direct:
+                    self.node.direct_lossless_clear()  # everything queued was read
                 return None
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 raise TransportClosed("node stopped") from None
@@ -82,6 +86,16 @@ class NodeTransport:
             converted = _convert(event)
             if converted is not None:
                 return converted
+
+    def set_direct(
+        self, receive: Callable[[bytes, bytes], None] | None, done: Callable[[], None] | None
+    ) -> None:
+        """Tunnel frames straight from the node's receive path to ``receive(pk, payload)``,
+        then ``done()`` once per batch (:meth:`Node.set_direct_lossless`), whenever every
+        event before them was read with :meth:`next_event_nowait`: no event object and no
+        channel per frame. None: back to events only."""
+        self._direct = receive is not None
+        self.node.set_direct_lossless(receive, done)
 
     def flush(self) -> None:
         self.node.flush()

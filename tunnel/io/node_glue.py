@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import socket
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import trio
 
@@ -121,6 +121,10 @@ class NodeGlue:
     _pending_requests: dict[bytes, bytes]
     _friend_relays: dict[bytes, None]
     _fast_lossless_ids: frozenset[int]
+    _direct_receive: Callable[[bytes, bytes], None] | None = None
+    _direct_done: Callable[[], None] | None = None
+    _direct_clear = False
+    _direct_pending = False
     # direct-path timers and caches (class defaults; the instance assigns its own)
     _nat_refresh_at: float = -1.0
     _self_query_at: float = -1.0
@@ -301,16 +305,47 @@ class NodeGlue:
             session.lossless_sink = None
             return
         emit = self._emit
+        subscribers = self._subscribers
 
         def sink(payload: bytes) -> bool:
             if payload[0] not in ids:
                 return False
+            direct = self._direct_receive
+            if direct is not None and self._direct_clear and len(subscribers) == 1:
+                self._direct_pending = True
+                try:
+                    direct(pk, payload)
+                except Exception:  # a subscriber's bug must not take the node down
+                    self.glue_errors += 1
+                    log.exception("direct lossless delivery failed (counted)")
+                return True
             emit(LosslessPacket(pk, payload))
             return True
 
         session.lossless_sink = sink
 
+    def set_direct_lossless(
+        self,
+        receive: Callable[[bytes, bytes], None] | None,
+        done: Callable[[], None] | None = None,
+    ) -> None:
+        """Hand fast-path packets (:meth:`enable_fast_lossless`) to ``receive(pk, payload)``
+        synchronously instead of queueing a :class:`LosslessPacket` each, and call ``done()``
+        once after the batch that delivered any (one glue round). Only for the only
+        subscriber, and only while it has read everything queued before (it says so with
+        :meth:`direct_lossless_clear`; every event queued since turns the direct path off
+        again), so the subscriber sees one order. None turns it off.
+        """
+        self._direct_receive = receive
+        self._direct_done = done
+        self._direct_clear = False
+
+    def direct_lossless_clear(self) -> None:
+        """The subscriber found its channel empty: direct delivery may go on."""
+        self._direct_clear = True
+
     def _emit(self, event: NodeEvent) -> None:
+        self._direct_clear = False
         for channel in list(self._subscribers):
             try:
                 channel.send_nowait(event)
@@ -335,6 +370,15 @@ class NodeGlue:
                     log.exception("node glue error (counted, node continues)")
         finally:
             self._processing = False
+        if self._direct_pending:
+            self._direct_pending = False
+            done = self._direct_done
+            if done is not None:
+                try:
+                    done()
+                except Exception:
+                    self.glue_errors += 1
+                    log.exception("direct lossless batch hook failed (counted)")
         if self.udp is not None:
             self.udp.kick()
         self._wakeup.set()

@@ -237,6 +237,9 @@ class UdpDriver:
         self._pending: deque[tuple[Addr, bytes]] = deque()
         self._addr_cache: dict[str, str] = {}
         self._wakeup = trio.Event()
+        self._timer_at = -math.inf
+        """The deadline the timer task sleeps until (-inf: it is not sleeping)."""
+        self._in_batch = False
         self.gso = True
         """Use UDP GSO in :meth:`send_batch_now` (turned off for good on the first refusal)."""
         self.gso_sends = 0
@@ -250,7 +253,18 @@ class UdpDriver:
     def kick(self) -> None:
         """Call after giving the core a command: flush its output and re-read its deadline."""
         self.flush()
-        self._wakeup.set()
+        if not self._in_batch:
+            self._reschedule()
+
+    def _reschedule(self) -> None:
+        """Wake the timer task only if the core's deadline moved before the one it sleeps
+        until (a Trio wake-up per received batch costs more than reading the deadline)."""
+        timer_at = self._timer_at
+        if timer_at == -math.inf:
+            return  # awake: it reads the deadline before it sleeps again
+        deadline = self.core.next_deadline()
+        if deadline is not None and deadline < timer_at:
+            self._wakeup.set()
 
     def flush(self) -> None:
         """Send everything the core has queued, without blocking (no-op before :meth:`run`).
@@ -465,10 +479,17 @@ class UdpDriver:
         for data, addr in items:
             core.receive(data, addr, now)
         self.received += len(items)
-        if self.after_batch is not None:
-            self.after_batch()
-        self.flush()
-        self._wakeup.set()  # the deadline may have moved
+        self._after_batch()
+
+    def _after_batch(self) -> None:
+        self._in_batch = True
+        try:
+            if self.after_batch is not None:
+                self.after_batch()
+            self.flush()
+        finally:
+            self._in_batch = False
+        self._reschedule()  # the deadline may have moved
 
     async def _receive_loop(self, sock: _socket.socket) -> None:
         core = self.core
@@ -485,10 +506,7 @@ class UdpDriver:
             for data, addr in items:
                 core.receive(data, addr, now)
             self.received += len(items)
-            if self.after_batch is not None:
-                self.after_batch()
-            self.flush()
-            self._wakeup.set()  # the deadline may have moved
+            self._after_batch()
 
     async def _timer_loop(self, sock: _socket.socket) -> None:
         core = self.core
@@ -506,6 +524,10 @@ class UdpDriver:
                     self.after_batch()
                 await trio.lowlevel.checkpoint()
                 continue
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
-                await self._wakeup.wait()
+            self._timer_at = deadline if deadline is not None else math.inf
+            try:
+                with trio.move_on_at(self._timer_at):
+                    await self._wakeup.wait()
+            finally:
+                self._timer_at = -math.inf
             self._wakeup = trio.Event()
