@@ -131,6 +131,11 @@ class _Core:
         self._dispatcher.receive(data, addr, now)
         self._received = True
 
+    def receive_many(self, items: list[tuple[bytes, Addr]], now: float) -> None:
+        if items:
+            self._dispatcher.receive_many(items, now)
+            self._received = True
+
     def after_batch(self) -> None:
         """The UDP driver's hook: one glue round for a whole batch of datagrams."""
         if self._received:
@@ -214,6 +219,7 @@ class Node(NodeGlue):
         self.onion_stack = OnionStack(relay, store, self.onion)
         self.netcrypto = NetCrypto(self.real_keys, self.dht_keys, rng)
         self.messenger = m.Messenger(self.netcrypto, name=profile.savedata.name or opts.name)
+        self.messenger.batched_receive = True  # the glue drains it after every batch
         dispatcher = PacketDispatcher()
         dispatcher.register(DHT_PACKET_KINDS, self.dht)
         dispatcher.register(ONION_PACKET_KINDS, self.onion_stack)

@@ -226,6 +226,10 @@ class Messenger:
         self, netcrypto: NetCrypto, *, name: bytes = b"", status_message: bytes = b""
     ) -> None:
         self.connections = FriendConnections(netcrypto)
+        self.batched_receive = False
+        """True: :meth:`receive` only hands the datagram to net_crypto; the caller drains
+        :meth:`events` after each batch of datagrams (the node's glue does), which processes
+        everything in order then (per datagram it cost a tenth of a bulk receiver's time)."""
         self.netcrypto = netcrypto
         self.name = name
         self.status_message = status_message
@@ -440,6 +444,9 @@ class Messenger:
 
     def receive(self, data: bytes, addr: Addr, now: float) -> None:
         """A UDP datagram (net_crypto kinds)."""
+        if self.batched_receive:
+            self.netcrypto.receive(data, addr, now)
+            return
         self.connections.receive(data, addr, now)
         self._process(now)
 

@@ -97,6 +97,16 @@ class PacketDispatcher:
             return
         core.receive(data, addr, now)
 
+    def receive_many(self, items: list[tuple[bytes, Addr]], now: float) -> None:
+        """:meth:`receive` for each datagram of a batch, in order (fewer calls per datagram)."""
+        routes = self._routes
+        for data, addr in items:
+            core = routes.get(data[0]) if data else None
+            if core is None:
+                self.dropped_unknown_kind += 1
+            else:
+                core.receive(data, addr, now)
+
     def datagrams_to_send(self) -> list[tuple[Addr, bytes]]:
         """Everything every core wants sent."""
         out: list[tuple[Addr, bytes]] = []
@@ -474,10 +484,7 @@ class UdpDriver:
         """Trio thread: feed datagrams read elsewhere to the core, as one receive batch."""
         if not items:
             return
-        core = self.core
-        now = trio.current_time()
-        for data, addr in items:
-            core.receive(data, addr, now)
+        self._feed(items, trio.current_time())
         self.received += len(items)
         self._after_batch()
 
@@ -491,8 +498,18 @@ class UdpDriver:
             self._in_batch = False
         self._reschedule()  # the deadline may have moved
 
+    def _feed(self, items: list[tuple[bytes, Addr]], now: float) -> None:
+        receive_many: Callable[[list[tuple[bytes, Addr]], float], None] | None = getattr(
+            self.core, "receive_many", None
+        )
+        if receive_many is not None:
+            receive_many(items, now)
+            return
+        receive = self.core.receive
+        for data, addr in items:
+            receive(data, addr, now)
+
     async def _receive_loop(self, sock: _socket.socket) -> None:
-        core = self.core
         while True:
             if self._handed_over:
                 await self._resume.wait()
@@ -503,8 +520,7 @@ class UdpDriver:
                 continue  # handed over while we waited: the other thread reads it
             now = trio.current_time()
             items = self.read_available()
-            for data, addr in items:
-                core.receive(data, addr, now)
+            self._feed(items, now)
             self.received += len(items)
             self._after_batch()
 

@@ -287,7 +287,18 @@ class NetCrypto:
 
     def receive(self, data: bytes, addr: Addr, now: float) -> None:
         """A UDP datagram from ``addr``."""
-        self._now = max(self._now, now)
+        if now > self._now:
+            self._now = now
+        if data and data[0] == DATA_KIND:  # the bulk path: _receive's data branch inline
+            peer = self._by_addr.get(addr)
+            session = None if peer is None else self.sessions.get(peer)
+            if session is None:
+                self.counters["data_unknown_source"] += 1
+                return
+            if session.handle_data(data, now):
+                self._paths[session.peer_real_pk].last_udp_recv = now
+            self._flush(session, now)
+            return
         self._receive(data, now, addr=addr)
 
     def receive_tcp(self, data: bytes, sender_dht_pk: bytes, via: object, now: float) -> None:

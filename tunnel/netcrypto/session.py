@@ -93,6 +93,9 @@ TAIL_PROBE_ACK_DELAY_S = 0.05
 TAIL_PROBE_MAX_S = 2.0
 
 _U32 = 0xFFFFFFFF
+_KEYED_STATES = (NotConfirmed, Established)
+_NO_LOCK: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+"""The default :attr:`Session.rx_lock` (shared: it holds nothing)."""
 
 
 class _Sent:
@@ -121,7 +124,7 @@ class Session:
         self._recv_nonce = 0
         self._replay_base = 0
         self._replay = ReplayWindow()
-        self.rx_lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        self.rx_lock: contextlib.AbstractContextManager[object] = _NO_LOCK
         """Held around the nonce rebuild's state and the replay window; a data path that opens
         packets on another thread (:class:`LossyOpener`) puts a real lock here first."""
         self.state: State = Closed("not started")
@@ -290,7 +293,7 @@ class Session:
     def handle_data(self, data: bytes, now: float) -> bool:
         """A data packet (0x1b) for this session. Returns True if it authenticated."""
         state = self.state
-        if not isinstance(state, NotConfirmed | Established):
+        if not isinstance(state, _KEYED_STATES):
             self.counters["data_wrong_state"] += 1
             return False
         box = self._box
@@ -311,9 +314,14 @@ class Session:
         except BadPacket:
             self.counters["data_bad_plain"] += 1
             return False
-        with self.rx_lock:
+        lock = self.rx_lock
+        if lock is _NO_LOCK:  # no other thread opens packets: skip the context manager
             if not self.accept_nonce(nonce, diff):
                 return False
+        else:
+            with lock:
+                if not self.accept_nonce(nonce, diff):
+                    return False
         self.received_packets += 1
         self.received_bytes += len(data)
         pid = payload[0]
