@@ -242,10 +242,10 @@ class MuxDriver:
                 return
             self.kick()
 
-    def _receive_direct(self, friend: bytes, data: bytes) -> None:
+    def _receive_direct(self, friend: bytes, data: bytes, now: float) -> None:
         """A packet handed over straight from the transport's receive path (in order after
         every event read before); the transport calls :meth:`kick` after the batch."""
-        self.mux.receive_packet(friend, data, trio.current_time())
+        self.mux.receive_packet(friend, data, now)
 
     def handle_transport_event(self, event: TransportEvent) -> None:
         now = self.now()

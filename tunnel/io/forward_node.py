@@ -88,12 +88,14 @@ class NodeTransport:
                 return converted
 
     def set_direct(
-        self, receive: Callable[[bytes, bytes], None] | None, done: Callable[[], None] | None
+        self,
+        receive: Callable[[bytes, bytes, float], None] | None,
+        done: Callable[[], None] | None,
     ) -> None:
-        """Tunnel frames straight from the node's receive path to ``receive(pk, payload)``,
-        then ``done()`` once per batch (:meth:`Node.set_direct_lossless`), whenever every
-        event before them was read with :meth:`next_event_nowait`: no event object and no
-        channel per frame. None: back to events only."""
+        """Tunnel frames straight from the node's receive path to ``receive(pk, payload,
+        now)``, then ``done()`` once per batch (:meth:`Node.set_direct_lossless`), whenever
+        every event before them was read with :meth:`next_event_nowait`: no event object and
+        no channel per frame. None: back to events only."""
         self._direct = receive is not None
         self.node.set_direct_lossless(receive, done)
 

@@ -121,7 +121,7 @@ class NodeGlue:
     _pending_requests: dict[bytes, bytes]
     _friend_relays: dict[bytes, None]
     _fast_lossless_ids: frozenset[int]
-    _direct_receive: Callable[[bytes, bytes], None] | None = None
+    _direct_receive: Callable[[bytes, bytes, float], None] | None = None
     _direct_done: Callable[[], None] | None = None
     _direct_clear = False
     _direct_pending = False
@@ -306,6 +306,7 @@ class NodeGlue:
             return
         emit = self._emit
         subscribers = self._subscribers
+        netcrypto = self.netcrypto
 
         def sink(payload: bytes) -> bool:
             if payload[0] not in ids:
@@ -314,7 +315,7 @@ class NodeGlue:
             if direct is not None and self._direct_clear and len(subscribers) == 1:
                 self._direct_pending = True
                 try:
-                    direct(pk, payload)
+                    direct(pk, payload, netcrypto.last_now)
                 except Exception:  # a subscriber's bug must not take the node down
                     self.glue_errors += 1
                     log.exception("direct lossless delivery failed (counted)")
@@ -326,12 +327,12 @@ class NodeGlue:
 
     def set_direct_lossless(
         self,
-        receive: Callable[[bytes, bytes], None] | None,
+        receive: Callable[[bytes, bytes, float], None] | None,
         done: Callable[[], None] | None = None,
     ) -> None:
-        """Hand fast-path packets (:meth:`enable_fast_lossless`) to ``receive(pk, payload)``
-        synchronously instead of queueing a :class:`LosslessPacket` each, and call ``done()``
-        once after the batch that delivered any (one glue round). Only for the only
+        """Hand fast-path packets (:meth:`enable_fast_lossless`) to ``receive(pk, payload,
+        now)`` synchronously instead of queueing a :class:`LosslessPacket` each, and call
+        ``done()`` once after the batch that delivered any (one glue round). Only for the only
         subscriber, and only while it has read everything queued before (it says so with
         :meth:`direct_lossless_clear`; every event queued since turns the direct path off
         again), so the subscriber sees one order. None turns it off.

@@ -36,6 +36,10 @@ class ReplayWindow:
         """Record ``offset`` (>= 0) as arrived; NEW unless it is a repeat or too old."""
         top = self._top
         ring = self._ring
+        if offset == top + 1:  # the usual case: the next packet in order
+            ring[offset & _SLOT_MASK] = 1
+            self._top = offset
+            return Replay.NEW
         if offset > top:
             if offset - top >= REPLAY_WINDOW_PKTS:
                 ring[:] = bytes(REPLAY_WINDOW_PKTS)

@@ -353,13 +353,16 @@ class Session:
     def accept_nonce(self, nonce: int, diff: int) -> bool:
         """Record an opened packet's ``nonce`` (``diff`` ahead of the base): False for a
         replay (counted); moves the base as toxcore does. Callers hold :attr:`rx_lock`."""
-        if not self._replay_check(nonce):
+        seen = self._replay.check((nonce - self._replay_base) % _NONCE_MOD)
+        if seen is not Replay.NEW:
+            self.counters["data_too_old" if seen is Replay.TOO_OLD else "data_replayed"] += 1
             return False
         if diff > 2 * DATA_NUM_THRESHOLD:
             self._recv_nonce = (self._recv_nonce + DATA_NUM_THRESHOLD) % _NONCE_MOD
         return True
 
     def _replay_check(self, nonce: int) -> bool:
+        """The replay check of :meth:`accept_nonce` on its own (which has it inline)."""
         seen = self._replay.check((nonce - self._replay_base) % _NONCE_MOD)
         if seen is Replay.NEW:
             return True
