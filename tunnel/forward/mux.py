@@ -379,7 +379,8 @@ class ForwardMux:
     def receive_packet(self, friend: FriendId, data: bytes, now: float) -> None:
         """A custom packet (lossless 0xA2 or lossy 0xE2) from ``friend``. Never raises for
         bad input: it is dropped and counted."""
-        self._tick(now)
+        if now > self._now:
+            self._now = now
         peer = self._peers.get(friend)
         if peer is None or not peer.online:
             self._count("dropped_friend_offline")
@@ -392,14 +393,14 @@ class ForwardMux:
             return
         try:
             if (
-                data[:4] == _TCP_PREFIX
+                data.startswith(_TCP_PREFIX)
                 and len(data) >= _TCP_HEADER.size
-                and len(data) - _TCP_HEADER.size == (length := int.from_bytes(data[6:8], "big"))
+                and len(data) - _TCP_HEADER.size == (length := (data[6] << 8) | data[7])
                 and length <= MAX_FRAME_PAYLOAD_BYTES
             ):
                 # fast path of decode_frame_untrusted for stream data (same checks)
                 self._count("frames_received")
-                connid = int.from_bytes(data[4:6], "big")
+                connid = (data[4] << 8) | data[5]
                 self._handle_data(peer, connid, data[_TCP_HEADER.size :], now)
             elif data[0] == TUNTOX_PACKET_ID:
                 frame = decode_frame_untrusted(data)
@@ -497,7 +498,7 @@ class ForwardMux:
             tunnel.recv_window_left -= size
         tunnel.unconsumed += size
         tunnel.last_activity = now
-        self._count_bytes("bytes_received", size)
+        self._stats["bytes_received"] = self._stats.get("bytes_received", 0) + size
         self._events.append(TunnelData(tunnel.handle, data))
         if not tunnel.flow and tunnel.unconsumed > LEGACY_MAX_UNCONSUMED_BYTES:
             self._count("legacy_buffer_overflow")
@@ -573,9 +574,6 @@ class ForwardMux:
     def _count(self, name: str, amount: int = 1) -> None:
         self._stats[name] = self._stats.get(name, 0) + amount
 
-    def _count_bytes(self, name: str, amount: int) -> None:
-        self._count(name, amount)
-
     def _control(self, friend: FriendId, frame: TypedFrame) -> None:
         peer = self._peers.get(friend)
         if peer is not None and peer.online:
@@ -639,7 +637,7 @@ class ForwardMux:
                 tunnel.send_credit -= size
             chunk = bytes(tunnel.send_buf[:size])
             del tunnel.send_buf[:size]
-            self._count_bytes("bytes_sent", size)
+            self._count("bytes_sent", size)
             if tunnel.blocked and len(tunnel.send_buf) <= SEND_BUFFER_BYTES // 2:
                 tunnel.blocked = False
                 self._events.append(SendSpaceAvailable(tunnel.handle))
