@@ -366,8 +366,14 @@ class MuxDriver:
             self._timer_wake.set()
 
     def dispatch(self) -> None:
-        while (event := self.mux.next_event()) is not None:
-            self.on_event(event)
+        mux, pipes, on_event = self.mux, self.pipes, self.on_event
+        while (event := mux.next_event()) is not None:
+            on_event(event)
+            if type(event) is TunnelData:  # the data path: skip the match
+                pipe = pipes.get(event.handle)
+                if pipe is not None:
+                    pipe.put(event.data)
+                    continue
             self._dispatch(event)
 
     def _dispatch(self, event: Event) -> None:

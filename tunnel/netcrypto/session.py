@@ -460,10 +460,12 @@ class Session:
             return
         self._deliver(payload)
         self.recv_start += 1
-        while self.recv_start in self._recv:
-            self._deliver(self._recv.pop(self.recv_start))
-            self.recv_start += 1
-        self._next_request = min(self._next_request, now + REQUEST_FAST_INTERVAL_S)
+        if self._recv:
+            while self.recv_start in self._recv:
+                self._deliver(self._recv.pop(self.recv_start))
+                self.recv_start += 1
+        if now + REQUEST_FAST_INTERVAL_S < self._next_request:
+            self._next_request = now + REQUEST_FAST_INTERVAL_S
 
     def _deliver(self, payload: bytes) -> None:
         self.delivered_lossless += 1
@@ -597,7 +599,7 @@ class Session:
     def _emit(self, payload: bytes, wire_number: int) -> None:
         box = self._box
         assert box is not None
-        assert isinstance(self.state, NotConfirmed | Established)
+        assert isinstance(self.state, _KEYED_STATES)
         nonce = (self._base_sent_nonce + next(self._nonce_counter)) % _NONCE_MOD
         packet = box.seal(nonce, self.recv_start, wire_number, payload)
         self.sent_packets += 1
@@ -620,32 +622,32 @@ class Session:
     def _pump(self, now: float) -> None:
         if not isinstance(self.state, Established):
             return
-        budget = self.congestion.available(now)
+        congestion = self.congestion
+        budget = congestion.available(now)
         if budget <= 0:
             return
+        # Nothing below changes these (no acknowledgement is handled while sending).
+        ring_limit = self.send_start + PACKET_BUFFER_SIZE - 1
+        window_limit = max(self._acked_high, self.send_start) + congestion.cwnd_pkts
+        send, resend = self._send, self._resend
         sent_count = 0
         while sent_count < budget:
-            if self._resend:
-                n = heappop(self._resend)
-                entry = self._send.get(n)
+            if resend:
+                n = heappop(resend)
+                entry = send.get(n)
                 if entry is None or entry.sent_time is not None:
                     continue
                 self._transmit(entry, n, now)
-            elif (
-                self._next_new < self.send_end
-                and self._next_new - self.send_start < PACKET_BUFFER_SIZE - 1
-                and self._next_new - max(self._acked_high, self.send_start)
-                < self.congestion.cwnd_pkts
-            ):
-                self._transmit(self._send[self._next_new], self._next_new, now)
+            elif (n := self._next_new) < self.send_end and n < ring_limit and n < window_limit:
+                self._transmit(send[n], n, now)
             else:
-                if not self._resend and self._next_new >= self.send_end:
+                if self._next_new >= self.send_end:
                     # Everything queued went out within the budget: this step is limited
                     # by the application, not by the path.
-                    self.congestion.note_starved()
+                    congestion.note_starved()
                 break
             sent_count += 1
-        self.congestion.consume(sent_count)
+        congestion.consume(sent_count)
 
     def _send_request(self, now: float) -> None:
         start = self.recv_start
