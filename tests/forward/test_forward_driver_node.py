@@ -130,6 +130,9 @@ async def test_forward_over_two_real_nodes(
                 for i in range(10):
                     conns.start_soon(one, os.urandom(1000 + i))
         assert results == [True] * 11
+        # Tunnel frames took the direct path from the session to the mux, both ways.
+        assert server_node.direct_lossless > 0
+        assert client_node.direct_lossless > 0
         # A failed connect on the server reaches the client as a reset, quickly.
         with trio.fail_after(5):
             stream = await trio.open_tcp_stream(LOCALHOST, bad_port)

@@ -125,6 +125,8 @@ class NodeGlue:
     _direct_done: Callable[[], None] | None = None
     _direct_clear = False
     _direct_pending = False
+    direct_lossless = 0
+    """Packets handed over by :meth:`set_direct_lossless` (the rest went as events)."""
     # direct-path timers and caches (class defaults; the instance assigns its own)
     _nat_refresh_at: float = -1.0
     _self_query_at: float = -1.0
@@ -314,6 +316,7 @@ class NodeGlue:
             direct = self._direct_receive
             if direct is not None and self._direct_clear and len(subscribers) == 1:
                 self._direct_pending = True
+                self.direct_lossless += 1
                 try:
                     direct(pk, payload, netcrypto.last_now)
                 except Exception:  # a subscriber's bug must not take the node down
