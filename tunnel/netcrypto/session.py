@@ -361,14 +361,6 @@ class Session:
             self._recv_nonce = (self._recv_nonce + DATA_NUM_THRESHOLD) % _NONCE_MOD
         return True
 
-    def _replay_check(self, nonce: int) -> bool:
-        """The replay check of :meth:`accept_nonce` on its own (which has it inline)."""
-        seen = self._replay.check((nonce - self._replay_base) % _NONCE_MOD)
-        if seen is Replay.NEW:
-            return True
-        self.counters["data_too_old" if seen is Replay.TOO_OLD else "data_replayed"] += 1
-        return False
-
     def _handle_ack(self, wire_start: int, now: float) -> bool:
         ahead = (wire_start - self.send_start) & _U32
         if ahead == 0 or ahead >= 1 << 31:
