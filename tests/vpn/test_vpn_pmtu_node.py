@@ -27,6 +27,8 @@ from tunnel.testing.ports import PortPool
 from tunnel.vpn.config import parse_vpn_config
 from tunnel.wire.vpn import MAX_IP_PACKET_BYTES
 
+from .vpn_stats import member_row, section
+
 pytestmark = [pytest.mark.toxcore, pytest.mark.slow]
 
 PORTS = (52760, 52799)
@@ -38,20 +40,6 @@ PROBE_TIMEOUT_S = 20.0
 @pytest.fixture(scope="module")
 def port_pool() -> PortPool:
     return PortPool(*PORTS)
-
-
-def _member(vpn: VpnNode, key: bytes) -> dict[str, object]:
-    members = vpn.statistics()["members"]
-    assert isinstance(members, list)
-    [entry] = [m for m in members if m["public_key"] == key.hex().upper()]
-    assert isinstance(entry, dict)
-    return entry
-
-
-def _pmtu(vpn: VpnNode) -> dict[str, object]:
-    pmtu = vpn.statistics()["pmtu"]
-    assert isinstance(pmtu, dict)
-    return pmtu
 
 
 async def test_probe_raises_the_cap_between_two_members(
@@ -84,16 +72,16 @@ async def test_probe_raises_the_cap_between_two_members(
             )
         # agreed on 9000, but capped until the path is proven
         for vpn, peer in ((vpn_a, node_b), (vpn_b, node_a)):
-            entry = _member(vpn, peer.public_key)
+            entry = member_row(vpn, peer.public_key)
             assert entry["packet_limit"] == LARGE_MTU
             assert entry["path_cap"] in (MAX_IP_PACKET_BYTES, LARGE_MTU)
         with trio.fail_after(PROBE_TIMEOUT_S):
             for vpn, node, peer in ((vpn_a, node_a, node_b), (vpn_b, node_b, node_a)):
                 await node.wait_for(
-                    lambda v=vpn, p=peer: _member(v, p.public_key)["path_cap"] == LARGE_MTU
+                    lambda v=vpn, p=peer: member_row(v, p.public_key)["path_cap"] == LARGE_MTU
                 )
         for vpn, peer in ((vpn_a, node_b), (vpn_b, node_a)):
-            pmtu = _pmtu(vpn)
+            pmtu = section(vpn, "pmtu")
             assert int(str(pmtu["probes_sent"])) >= 1
             assert int(str(pmtu["probes_acked"])) >= 1
             assert int(str(pmtu["probes_answered"])) >= 1

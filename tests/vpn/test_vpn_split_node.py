@@ -16,25 +16,24 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from tunnel.config import BootstrapNode
 from tunnel.io.node_runner import load_or_create_profile
 from tunnel.io.tun import PacketSlot
 from tunnel.io.vpn_node import VpnNode
 from tunnel.io.vpn_setup import build_membership, load_state
 from tunnel.node import Node
-from tunnel.node_types import NodeOptions
 from tunnel.testing.bootstrapd import Bootstrapd
+from tunnel.testing.node_options import loopback_options
 from tunnel.testing.ports import PortPool
 from tunnel.vpn.config import parse_vpn_config
 from tunnel.wire.vpn import MAX_IP_PACKET_BYTES
 
 from .test_vpn_ip import ipv4_packet, ipv6_packet
+from .vpn_stats import member_row, section
 
 pytestmark = [pytest.mark.toxcore, pytest.mark.slow]
 
@@ -48,29 +47,6 @@ DELIVERY_TIMEOUT_S = 10.0
 @pytest.fixture(scope="module")
 def port_pool() -> PortPool:
     return PortPool(*PORTS)
-
-
-@pytest.fixture(scope="module")
-def bootstrapd(
-    port_pool: PortPool, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Bootstrapd]:
-    udp_port, tcp_port = port_pool.allocate(2)
-    with Bootstrapd(tmp_path_factory.mktemp("bootstrapd"), udp_port, (tcp_port,)) as bsd:
-        yield bsd
-
-
-def _member(vpn: VpnNode, key: bytes) -> dict[str, object]:
-    members = vpn.statistics()["members"]
-    assert isinstance(members, list)
-    [entry] = [m for m in members if m["public_key"] == key.hex().upper()]
-    assert isinstance(entry, dict)
-    return entry
-
-
-def _section(vpn: VpnNode, name: str) -> dict[str, object]:
-    section = vpn.statistics()[name]
-    assert isinstance(section, dict)
-    return section
 
 
 def _slot(packet: bytes) -> PacketSlot:
@@ -96,26 +72,10 @@ async def test_capped_route_carries_8000_byte_packets_as_fragments(
     config_b = parse_vpn_config(
         {"invite": f"tunnel-vpn:{profiles[0].tox_id}:{secret}", "mtu": LARGE_MTU}
     )
-    bootstrap = (
-        BootstrapNode(
-            bootstrapd.host, bootstrapd.udp_port, bootstrapd.public_key, tuple(bootstrapd.tcp_ports)
-        ),
+    node_a = Node(profiles[0], loopback_options(port_pool, bootstrapd))
+    node_b = Node(
+        profiles[1], loopback_options(port_pool, bootstrapd, udp_enabled=path != "relayed")
     )
-
-    def options(udp: bool) -> NodeOptions:
-        port = port_pool.allocate_one()
-        return NodeOptions(
-            udp_enabled=udp,
-            udp_host="127.0.0.1",
-            ipv6=False,
-            port_start=port,
-            port_end=port,
-            hole_punching=False,
-            bootstrap=bootstrap,
-        )
-
-    node_a = Node(profiles[0], options(True))
-    node_b = Node(profiles[1], options(path != "relayed"))
     vpns = [
         VpnNode(node, config, build_membership(config, node.tox_id, load_state(None, config)), None)
         for node, config in ((node_a, config_a), (node_b, config_b))
@@ -149,9 +109,9 @@ async def test_capped_route_carries_8000_byte_packets_as_fragments(
                 )
             )
         for vpn, peer in ((vpn_a, node_b), (vpn_b, node_a)):
-            assert _member(vpn, peer.public_key)["path_cap"] == MAX_IP_PACKET_BYTES
+            assert member_row(vpn, peer.public_key)["path_cap"] == MAX_IP_PACKET_BYTES
         if path == "relayed":
-            assert _member(vpn_a, node_b.public_key)["path"] == "tcp"
+            assert member_row(vpn_a, node_b.public_key)["path"] == "tcp"
         v4 = [ipaddress.IPv4Interface(v.engine.own_interfaces()[0]).ip for v in vpns]
         v6 = [ipaddress.IPv6Interface(v.engine.own_interfaces()[1]).ip for v in vpns]
         payload = bytes(range(256)) * 40
@@ -165,11 +125,11 @@ async def test_capped_route_carries_8000_byte_packets_as_fragments(
                 await arrived[dst].wait()
             assert sorted(received[dst]) == sorted(packets), src
         for vpn in vpns:
-            router = _section(vpn, "router")
+            router = section(vpn, "router")
             assert router["out_split"] == 2
             assert router["out_too_big"] == 0
             assert router["in_accepted"] == 2
-            fragments = _section(vpn, "fragments")
+            fragments = section(vpn, "fragments")
             assert fragments["in_reassembled"] == 2
             assert fragments["in_fragments"] == 2 * 6
             assert fragments["in_fragment_dropped"] == 0
