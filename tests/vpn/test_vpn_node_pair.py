@@ -16,7 +16,7 @@ import pytest
 
 from tunnel.testing.netlab import unavailable_reason
 
-from .vpn_node_lab import vpn_lab
+from .vpn_node_lab import Member, vpn_lab
 
 pytestmark = [
     pytest.mark.root,
@@ -84,6 +84,19 @@ def _two_members(tmp_path: Path, nobody_dir: Path) -> None:
             1.0,
         )
         out = status_text()
+
+        def fast_in(member: Member) -> int:
+            counters = member.vpn().get("counters")
+            assert isinstance(counters, dict)
+            return int(counters.get("in_fast", 0))
+
+        # on the direct path, b's replies are opened on a's TUN thread (no Trio round)
+        vlab.wait_until(
+            "b's ping replies reach a on the fast path",
+            lambda: vlab.ping(a, vlab.address(b, 4)) and fast_in(a) > 0,
+            MESH_TIMEOUT_S,
+            0.5,
+        )
         assert vlab.address(a, 4) in out
         assert f"member {vlab.key(b)[:16]}... {vlab.address(b, 4)}" in out
         assert "connected via udp" in out
