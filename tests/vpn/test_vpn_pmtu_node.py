@@ -11,23 +11,16 @@ Ports 52760-52799 (this file's share of 52700-52799).
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 import pytest
 import trio
 
-from tunnel.io.node_runner import load_or_create_profile
-from tunnel.io.vpn_node import VpnNode
-from tunnel.io.vpn_setup import build_membership, load_state
-from tunnel.node import Node
 from tunnel.testing.bootstrapd import Bootstrapd
-from tunnel.testing.node_options import loopback_options
 from tunnel.testing.ports import PortPool
-from tunnel.vpn.config import parse_vpn_config
 from tunnel.wire.vpn import MAX_IP_PACKET_BYTES
 
-from .vpn_stats import member_row, section
+from .vpn_loopback import member_row, section, two_members
 
 pytestmark = [pytest.mark.toxcore, pytest.mark.slow]
 
@@ -45,18 +38,9 @@ def port_pool() -> PortPool:
 async def test_probe_raises_the_cap_between_two_members(
     tmp_path: Path, port_pool: PortPool, bootstrapd: Bootstrapd
 ) -> None:
-    secret = secrets.token_hex(32)
-    profiles = [load_or_create_profile(tmp_path / f"{n}.tox") for n in ("a", "b")]
-    config_a = parse_vpn_config({"secret": secret, "ipv4_pool": "10.125.0.0/24", "mtu": LARGE_MTU})
-    config_b = parse_vpn_config(
-        {"invite": f"tunnel-vpn:{profiles[0].tox_id}:{secret}", "mtu": LARGE_MTU}
+    (node_a, node_b), vpns = two_members(
+        tmp_path, port_pool, bootstrapd, {"ipv4_pool": "10.125.0.0/24"}, mtu=LARGE_MTU
     )
-    node_a = Node(profiles[0], loopback_options(port_pool, bootstrapd))
-    node_b = Node(profiles[1], loopback_options(port_pool, bootstrapd))
-    vpns = [
-        VpnNode(node, config, build_membership(config, node.tox_id, load_state(None, config)), None)
-        for node, config in ((node_a, config_a), (node_b, config_b))
-    ]
     vpn_a, vpn_b = vpns
     async with trio.open_nursery() as nursery:
         for node in (node_a, node_b):

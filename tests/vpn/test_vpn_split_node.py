@@ -15,25 +15,18 @@ Ports 52600-52639 (this file's share of 52600-52699).
 from __future__ import annotations
 
 import ipaddress
-import secrets
 from pathlib import Path
 
 import pytest
 import trio
 
-from tunnel.io.node_runner import load_or_create_profile
 from tunnel.io.tun import PacketSlot
-from tunnel.io.vpn_node import VpnNode
-from tunnel.io.vpn_setup import build_membership, load_state
-from tunnel.node import Node
 from tunnel.testing.bootstrapd import Bootstrapd
-from tunnel.testing.node_options import loopback_options
 from tunnel.testing.ports import PortPool
-from tunnel.vpn.config import parse_vpn_config
 from tunnel.wire.vpn import MAX_IP_PACKET_BYTES
 
 from .test_vpn_ip import ipv4_packet, ipv6_packet
-from .vpn_stats import member_row, section
+from .vpn_loopback import member_row, section, two_members
 
 pytestmark = [pytest.mark.toxcore, pytest.mark.slow]
 
@@ -64,22 +57,10 @@ async def test_capped_route_carries_8000_byte_packets_as_fragments(
     monkeypatch: pytest.MonkeyPatch,
     path: str,
 ) -> None:
-    secret = secrets.token_hex(32)
-    profiles = [load_or_create_profile(tmp_path / f"{n}.tox") for n in ("a", "b")]
-    config_a = parse_vpn_config(
-        {"secret": secret, "ipv4_pool": "10.126.0.0/24", "ipv6_prefix": "fd7e::/64", "mtu": 9000}
+    network = {"ipv4_pool": "10.126.0.0/24", "ipv6_prefix": "fd7e::/64"}
+    (node_a, node_b), vpns = two_members(
+        tmp_path, port_pool, bootstrapd, network, mtu=LARGE_MTU, udp_b=path != "relayed"
     )
-    config_b = parse_vpn_config(
-        {"invite": f"tunnel-vpn:{profiles[0].tox_id}:{secret}", "mtu": LARGE_MTU}
-    )
-    node_a = Node(profiles[0], loopback_options(port_pool, bootstrapd))
-    node_b = Node(
-        profiles[1], loopback_options(port_pool, bootstrapd, udp_enabled=path != "relayed")
-    )
-    vpns = [
-        VpnNode(node, config, build_membership(config, node.tox_id, load_state(None, config)), None)
-        for node, config in ((node_a, config_a), (node_b, config_b))
-    ]
     received: dict[str, list[bytes]] = {"a": [], "b": []}
     arrived = {"a": trio.Event(), "b": trio.Event()}
 
