@@ -5,7 +5,10 @@ and lossy packets -> ``PacketReceived``, ``FriendRequest`` -> ``FriendRequestRec
 the send side to the node's non-blocking calls: ``free_slots`` is the node's send capacity,
 ``wait_send_space`` waits on the node's change notifications. Friends already online when the
 transport is created are reported first, so a driver started late misses nothing. Tunnel
-frames (lossless 0xA2) come on the node's fast path (:meth:`Node.enable_fast_lossless`).
+frames (lossless 0xA2) come on the node's fast path (:meth:`Node.enable_fast_lossless`), and
+while the driver has read every event before them they skip the channel too: the session's
+sink hands them to the driver's mux at once (:meth:`NodeTransport.set_direct`), with one
+driver kick per received batch.
 """
 
 from __future__ import annotations
