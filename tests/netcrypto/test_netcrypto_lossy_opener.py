@@ -112,3 +112,17 @@ def test_threads_share_the_replay_window_under_the_lock() -> None:
     via_session = [e.payload for e in b.nc.events() if isinstance(e, LossyPacket)]
     # each packet was taken exactly once, by one side or the other
     assert sorted(opened + via_session) == sent
+
+
+def test_an_opener_serves_its_session_until_the_receive_limit_grows() -> None:
+    a, b, a_pk, b_pk, _ = _setup()
+    opener = b.nc.lossy_opener(a_pk, VPN_ID)
+    assert opener is not None
+    session = b.nc.sessions[a_pk]
+    assert opener.serves(session)
+    assert not opener.serves(a.nc.sessions[b_pk])
+    session.set_lossy_limits(receive_bytes=9001, send_bytes=9001)
+    assert not opener.serves(session)  # its box is too small now: the caller builds another
+    fresh = b.nc.lossy_opener(a_pk, VPN_ID)
+    assert fresh is not None
+    assert fresh.serves(session)

@@ -482,9 +482,11 @@ class UdpDriver:
 
     def receive_batch(self, items: list[tuple[bytes, Addr]]) -> None:
         """Trio thread: feed datagrams read elsewhere to the core, as one receive batch."""
-        if not items:
-            return
-        self._feed(items, trio.current_time())
+        if items:
+            self._take_batch(items, trio.current_time())
+
+    def _take_batch(self, items: list[tuple[bytes, Addr]], now: float) -> None:
+        self._feed(items, now)
         self.received += len(items)
         self._after_batch()
 
@@ -519,10 +521,7 @@ class UdpDriver:
             if self.receiving_elsewhere():
                 continue  # handed over while we waited: the other thread reads it
             now = trio.current_time()
-            items = self.read_available()
-            self._feed(items, now)
-            self.received += len(items)
-            self._after_batch()
+            self._take_batch(self.read_available(), now)
 
     async def _timer_loop(self, sock: _socket.socket) -> None:
         core = self.core

@@ -143,7 +143,6 @@ class UdpReceiver:
         if not self.udp.running:
             return False
         self._token = trio.lowlevel.current_trio_token()
-        self.sync_clock()
         self.udp.hand_over_receive()
         self.pump.add_reader(self.udp.bound.sock.fileno(), self.on_readable)
         self.attached = True

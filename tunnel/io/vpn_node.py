@@ -489,7 +489,7 @@ class VpnNode:
             fast[public_key] = (sealer, udp.bound.wire_addr(addr))
             if receiver is not None:
                 route = receiver.routes.get(addr)
-                if route is None or route[1].session is not session:
+                if route is None or not route[1].serves(session):
                     session.rx_lock = self._rx_lock  # before its packets are opened elsewhere
                     opener = netcrypto.lossy_opener(public_key, VPN_DATA_PACKET_ID)
                     route = None if opener is None else (public_key, opener)

@@ -44,13 +44,19 @@ class LossyOpener:
     state directly (nonce base, size limits, windows): it is part of the session's data path.
     """
 
-    __slots__ = ("_box", "_path", "packet_id", "session")
+    __slots__ = ("_box", "_path", "max_payload", "packet_id", "session")
 
     def __init__(self, session: Session, key: bytes, path: UdpSeen, packet_id: int) -> None:
         self.session = session
         self.packet_id = packet_id
         self._path = path
-        self._box = DataBox(key, session._receive_max)
+        self.max_payload = session._receive_max
+        """The largest payload this opener's box takes (the session's limit when built)."""
+        self._box = DataBox(key, self.max_payload)
+
+    def serves(self, session: Session) -> bool:
+        """This opener is ``session``'s and still takes every size the session accepts."""
+        return self.session is session and self.max_payload == session._receive_max
 
     def open(self, data: bytes, now: float) -> bytes | None:
         """The payload ``[id][data]`` if this is a fresh lossy packet of our id that changes
