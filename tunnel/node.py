@@ -74,6 +74,7 @@ from tunnel.tcp_relay.connections import (
 )
 from tunnel.toxid import ToxId
 from tunnel.wire.ip_port import Addr, IPPort
+from tunnel.wire.large_lossless import TOXCORE_MAX_PAYLOAD_BYTES
 from tunnel.wire.netcrypto import (
     COOKIE_REQUEST_KIND,
     COOKIE_RESPONSE_KIND,
@@ -224,7 +225,9 @@ class Node(NodeGlue):
         dispatcher.register(DHT_PACKET_KINDS, self.dht)
         dispatcher.register(ONION_PACKET_KINDS, self.onion_stack)
         dispatcher.register(NETCRYPTO_PACKET_KINDS, self.messenger)
-        self.direct_paths = DirectPaths(rng, now, probing=opts.use_udp)  # issue 11: node_glue
+        self.direct_paths = DirectPaths(  # issue 11: node_glue
+            rng, now, probing=opts.use_udp, large_lossless=opts.large_lossless_bytes
+        )
         dispatcher.register((PROBE_KIND,), self.direct_paths)
         self._core = _Core(self, dispatcher)
         self.relays = RelayPoolDriver(
@@ -539,6 +542,13 @@ class Node(NodeGlue):
         )
         self._kick()
         return message_id
+
+    def lossless_limit(self, public_key: bytes) -> int:
+        """The size to build custom lossless packets for the friend up to now: 1373 bytes, or
+        the large limit agreed with a ``tunnel`` friend over a direct path proven to carry it
+        (issue 8). Packets built to it are never refused if the path changes meanwhile."""
+        session = self.netcrypto.sessions.get(public_key)
+        return TOXCORE_MAX_PAYLOAD_BYTES if session is None else session.lossless_payload_now
 
     def send_capacity(self, public_key: bytes) -> int:
         """Custom lossless packets that can be queued now without waiting (0: offline/full)."""

@@ -10,6 +10,7 @@ from typing import Literal
 
 from tunnel.config import BootstrapNode, NodeConfig, ProxyConfig, TcpRelayConfig
 from tunnel.io.udp import TOX_PORT_RANGE
+from tunnel.wire.large_lossless import DEFAULT_LARGE_LOSSLESS_BYTES
 
 Path = Literal["udp", "tcp"]
 
@@ -167,6 +168,10 @@ class NodeOptions:
     friends: tuple[bytes, ...] = field(default=())
     """Real public keys to keep as confirmed friends (no request needed)."""
     name: bytes = b"tunnel"
+    large_lossless_bytes: int = DEFAULT_LARGE_LOSSLESS_BYTES
+    """Lossless packets up to this size with friends that are ``tunnel`` nodes too, whole
+    over a direct path proven to carry them (issue 8, :mod:`tunnel.netcrypto.large`); 0: toxcore's
+    1373 bytes with everyone."""
 
     @property
     def use_udp(self) -> bool:

@@ -117,15 +117,19 @@ def test_nat_wire_random_bytes_only_bad_packet(data: bytes) -> None:
 
 
 def test_nat_wire_hello() -> None:
-    """0x9E | version 1 | flags 0; later versions' extra bytes are ignored."""
+    """0x9E | version 1 | flags 0 | [large_lossless u16]; later versions' extra bytes are
+    ignored, and so is a lone byte where the large limit would be."""
     assert Hello().encode() == bytes.fromhex("9e0100")
     assert Hello.decode(bytes.fromhex("9e0100")) == Hello()
-    assert Hello.decode(bytes.fromhex("9e0203ffff")) == Hello(2, 3)
+    assert Hello(large_lossless=16384).encode() == bytes.fromhex("9e01004000")
+    assert Hello.decode(bytes.fromhex("9e01004000")) == Hello(1, 0, 16384)
+    assert Hello.decode(bytes.fromhex("9e0203400000ff")) == Hello(2, 3, 0x4000)
+    assert Hello.decode(bytes.fromhex("9e0203ff")) == Hello(2, 3)
     for bad in (b"", b"\x9e", b"\x9e\x01", b"\x9f\x01\x00", b"\x9e\x00\x00"):
         with pytest.raises(BadPacket):
             Hello.decode(bad)
 
 
-@given(st.integers(1, 255), st.integers(0, 255))
-def test_nat_wire_hello_round_trip(version: int, flags: int) -> None:
-    assert Hello.decode(Hello(version, flags).encode()) == Hello(version, flags)
+@given(st.integers(1, 255), st.integers(0, 255), st.integers(0, 0xFFFF))
+def test_nat_wire_hello_round_trip(version: int, flags: int, large: int) -> None:
+    assert Hello.decode(Hello(version, flags, large).encode()) == Hello(version, flags, large)

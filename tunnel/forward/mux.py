@@ -74,8 +74,10 @@ from tunnel.forward.state import (
 from tunnel.wire.tuntox import (
     CAPS_KIND_ANSWER,
     CAPS_KIND_OFFER,
+    HEADER_SIZE_BYTES,
     MAGIC_V2,
-    MAX_FRAME_PAYLOAD_BYTES,
+    MAX_CUSTOM_PACKET_SIZE_BYTES,
+    MAX_LARGE_CUSTOM_PACKET_BYTES,
     MAX_UDP_PAYLOAD_BYTES,
     TUNTOX_PACKET_ID,
     UDP_LOSSY_PACKET_ID,
@@ -147,8 +149,15 @@ class ForwardMux:
             if peer.online and (peer.control or peer.ready or peer.lossy)
         ]
 
-    def packets_to_send(self, friend: FriendId, max_packets: int | None = None) -> list[bytes]:
-        """Up to ``max_packets`` lossless custom packets for ``friend``, in sending order.
+    def packets_to_send(
+        self,
+        friend: FriendId,
+        max_packets: int | None = None,
+        packet_bytes: int = MAX_CUSTOM_PACKET_SIZE_BYTES,
+    ) -> list[bytes]:
+        """Up to ``max_packets`` lossless custom packets for ``friend``, in sending order,
+        stream frames up to ``packet_bytes`` long (the transport's ``lossless_limit``: more
+        than 1373 only with a peer that agreed it, issue 8).
 
         Every packet returned MUST be handed to the transport in this order; if the transport
         cannot deliver (friend gone), call :meth:`friend_offline`.
@@ -157,6 +166,7 @@ class ForwardMux:
         if peer is None or not peer.online:
             return []
         budget = max_packets if max_packets is not None else 1 << 30
+        frame_payload = min(packet_bytes, MAX_LARGE_CUSTOM_PACKET_BYTES) - HEADER_SIZE_BYTES
         out: list[bytes] = []
         while peer.control and len(out) < budget:
             out.append(peer.control.popleft())
@@ -165,7 +175,7 @@ class ForwardMux:
             tunnel.in_ready = False
             if not tunnel.sendable():
                 continue
-            out.append(self._next_stream_frame(peer, tunnel))
+            out.append(self._next_stream_frame(peer, tunnel, frame_payload))
             if tunnel.sendable():
                 tunnel.in_ready = True
                 peer.ready.append(tunnel)
@@ -396,7 +406,7 @@ class ForwardMux:
                 data.startswith(_TCP_PREFIX)
                 and len(data) >= _TCP_HEADER.size
                 and len(data) - _TCP_HEADER.size == (length := (data[6] << 8) | data[7])
-                and length <= MAX_FRAME_PAYLOAD_BYTES
+                and length <= MAX_LARGE_CUSTOM_PACKET_BYTES - HEADER_SIZE_BYTES
             ):
                 # fast path of decode_frame_untrusted for stream data (same checks)
                 self._count("frames_received")
@@ -628,10 +638,10 @@ class ForwardMux:
         tunnel.in_ready = True
         peer.ready.append(tunnel)
 
-    def _next_stream_frame(self, peer: Peer, tunnel: Tunnel) -> bytes:
+    def _next_stream_frame(self, peer: Peer, tunnel: Tunnel, frame_payload: int) -> bytes:
         assert tunnel.wire_id is not None
         if tunnel.send_buf:
-            size = min(len(tunnel.send_buf), MAX_FRAME_PAYLOAD_BYTES)
+            size = min(len(tunnel.send_buf), frame_payload)
             if tunnel.send_credit is not None:
                 size = min(size, tunnel.send_credit)
                 tunnel.send_credit -= size

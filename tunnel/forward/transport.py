@@ -100,6 +100,11 @@ class FriendTransport(Protocol):
         offline)."""
         ...
 
+    def lossless_limit(self, public_key: bytes) -> int:
+        """The size to build custom lossless packets up to now (1373, or more with a peer
+        that agreed larger packets over a path that carries them)."""
+        ...
+
     async def wait_send_space(self, public_key: bytes) -> None:
         """Return once ``free_slots(public_key) > 0`` or the friend is offline."""
         ...

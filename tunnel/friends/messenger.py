@@ -315,18 +315,15 @@ class Messenger:
         return message_id
 
     def send_custom_lossless(self, friend: int, data: bytes, now: float) -> None:
-        """Send ``[160..191][data]`` (at most 1373 bytes) reliably and in order.
+        """Send ``[160..191][data]`` reliably and in order: at most 1373 bytes, or the large
+        limit agreed with a friend that is a ``tunnel`` node (issue 8).
 
         Raises:
             NotConnected: the friend is not online.
             SendQueueFull: back-pressure; wait for :meth:`send_capacity` and retry.
             ValueError: bad id or size.
         """
-        if not (
-            1 <= len(data) <= MAX_CUSTOM_PACKET_SIZE_BYTES
-            and CUSTOM_LOSSLESS_FIRST <= data[0] <= CUSTOM_LOSSLESS_LAST
-        ):
-            raise ValueError("custom lossless packets are [160..191][data], <= 1373 bytes")
+        self._check_custom_lossless(friend, data)
         record = self._online(friend)
         self.connections.send(record.real_pk, data, now, congestion=True)
         record.counters["custom_lossless_sent"] += 1
@@ -339,11 +336,7 @@ class Messenger:
             ValueError: a bad id or size (the packets before it may be queued).
         """
         for data in packets:
-            if not (
-                1 <= len(data) <= MAX_CUSTOM_PACKET_SIZE_BYTES
-                and CUSTOM_LOSSLESS_FIRST <= data[0] <= CUSTOM_LOSSLESS_LAST
-            ):
-                raise ValueError("custom lossless packets are [160..191][data], <= 1373 bytes")
+            self._check_custom_lossless(friend, data)
         record = self._online(friend)
         queued = self.connections.send_many(record.real_pk, packets, now)
         record.counters["custom_lossless_sent"] += queued
@@ -402,6 +395,17 @@ class Messenger:
         for record in self._by_pk.values():
             if record.state is FriendState.ONLINE:
                 self._control(record, payload, now)
+
+    def _check_custom_lossless(self, friend: int, data: bytes) -> None:
+        limit = MAX_CUSTOM_PACKET_SIZE_BYTES
+        if len(data) > limit:  # more only with a tunnel node that agreed it (issue 8)
+            session = self.netcrypto.sessions.get(self._friend(friend).real_pk)
+            if session is not None:
+                limit = session.max_lossless_payload
+        if not (
+            1 <= len(data) <= limit and CUSTOM_LOSSLESS_FIRST <= data[0] <= CUSTOM_LOSSLESS_LAST
+        ):
+            raise ValueError(f"custom lossless packets are [160..191][data], <= {limit} bytes")
 
     def _online(self, friend: int) -> _Friend:
         record = self._friend(friend)

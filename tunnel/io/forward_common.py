@@ -306,7 +306,7 @@ class MuxDriver:
             self._stash.pop(friend, None)
             slots = transport.free_slots(friend)
             if slots > 0:
-                packets = mux.packets_to_send(friend, slots)
+                packets = mux.packets_to_send(friend, slots, transport.lossless_limit(friend))
                 sent = transport.send_lossless_many(friend, packets) if packets else 0
                 if sent < len(packets):
                     self.count("lossless_send_refused")

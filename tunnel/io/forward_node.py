@@ -111,6 +111,9 @@ class NodeTransport:
     def is_friend(self, public_key: bytes) -> bool:
         return self.node.is_friend(public_key)
 
+    def lossless_limit(self, public_key: bytes) -> int:
+        return self.node.lossless_limit(public_key)
+
     def free_slots(self, public_key: bytes) -> int:
         if not self.node.is_online(public_key):
             return 0

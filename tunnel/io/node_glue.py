@@ -70,6 +70,7 @@ from tunnel.tcp_relay.connections import (
 )
 from tunnel.toxid import ToxId
 from tunnel.wire.ip_port import Addr
+from tunnel.wire.large_lossless import TOXCORE_MAX_PAYLOAD_BYTES
 from tunnel.wire.onion import ONION_DATA_DHTPK
 from tunnel.wire.packed_node import PackedNode
 from tunnel.wire.savedata import FRIEND_STATUS_CONFIRMED, SavedFriend
@@ -588,6 +589,8 @@ class NodeGlue:
             session = self.netcrypto.sessions.get(pk)
             if session is not None:  # the established session proves the friend's DHT key
                 self._set_friend_dht(pk, session.peer_dht_pk, now)
+                if self.direct_paths.large_lossless:  # before the Hello announces it
+                    session.enable_large_receive(self.direct_paths.large_lossless)
             self.onion.set_friend_online(pk, True)
             self._mark_confirmed(pk)
             path = self.friend_path(pk) or "tcp"
@@ -617,6 +620,10 @@ class NodeGlue:
             session = self.netcrypto.sessions.get(pk)
             if session is not None and pk in self.direct_paths.extension_peers:
                 session.congestion.peer_is_ours = True
+                theirs = self.direct_paths.peer_large_lossless.get(pk, 0)
+                ours = self.direct_paths.large_lossless
+                if theirs > TOXCORE_MAX_PAYLOAD_BYTES and ours > TOXCORE_MAX_PAYLOAD_BYTES:
+                    session.set_large_lossless(min(theirs, ours))
         elif isinstance(event, m.CustomLossy):
             self._emit(LossyPacket(pk, event.data))
         elif isinstance(event, m.FriendRelays):

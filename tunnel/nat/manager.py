@@ -100,10 +100,16 @@ def local_candidates(
 class DirectPaths:
     """Direct-path cores for every friend speaking the extension (module docstring)."""
 
-    def __init__(self, rng: Rng, now: float, *, probing: bool = True) -> None:
+    def __init__(
+        self, rng: Rng, now: float, *, probing: bool = True, large_lossless: int = 0
+    ) -> None:
         self._rng = rng
         self._now = now
         self.probing = probing
+        self.large_lossless = large_lossless
+        """The largest lossless payload we announce in our Hello (0: none beyond 1373)."""
+        self.peer_large_lossless: dict[bytes, int] = {}
+        """Extension peers' announced large lossless limits (absent: none)."""
         """False (UDP off): Hellos are still exchanged, so :attr:`extension_peers` is known,
         but no direct path is probed."""
         self.extension_peers: set[bytes] = set()
@@ -122,13 +128,15 @@ class DirectPaths:
     def friend_online(self, public_key: bytes, now: float) -> None:
         """The friend's Messenger connection is up: offer the extension."""
         self._online.add(public_key)
-        self._to_friend.append(ToFriend(public_key, Hello().encode(), extension=True))
+        hello = Hello(large_lossless=self.large_lossless)
+        self._to_friend.append(ToFriend(public_key, hello.encode(), extension=True))
         self.stats.hellos_sent += 1
 
     def friend_offline(self, public_key: bytes) -> None:
         """Forget the friend's core (a new one is negotiated when it is back)."""
         self._online.discard(public_key)
         self.extension_peers.discard(public_key)
+        self.peer_large_lossless.pop(public_key, None)
         core = self.cores.pop(public_key, None)
         if core is not None:
             self._by_token.pop(core.token, None)
@@ -139,13 +147,17 @@ class DirectPaths:
         if not data or data[0] != HELLO_PACKET_ID:
             return
         try:
-            Hello.decode(data)
+            hello = Hello.decode(data)
         except BadPacket:
             self.stats.bad_packets += 1
             return
         self.stats.hellos_received += 1
         if public_key in self._online:
             self.extension_peers.add(public_key)
+            if hello.large_lossless:
+                self.peer_large_lossless[public_key] = hello.large_lossless
+            else:
+                self.peer_large_lossless.pop(public_key, None)
             if self.probing:
                 self._core(public_key, now)
 

@@ -19,7 +19,12 @@ application (ids 16..159 it does not use; ``Messenger.c`` ``handle_custom_lossle
 
 Layouts (big endian)::
 
-    Hello:     0x9E | version u8 (1) | flags u8 (0) | (more bytes from later versions ignored)
+    Hello:     0x9E | version u8 (1) | flags u8 (0) | [large_lossless u16]
+               | (more bytes from later versions ignored)
+
+``large_lossless`` (absent or 0: none) is the largest lossless packet payload the sender
+accepts from us, whole or in fragments (issue 8, :mod:`tunnel.wire.large_lossless`); nodes
+that predate it stop after ``flags``, and their decoder ignores it.
 
     Endpoints: 0xB8 | 0x01 | generation u32 | token 8 | nat u8 | start_delay_ms u16
                | count u8 | count * (source u8 | packed IP_Port (tox-protocol.md 2.2))
@@ -164,9 +169,14 @@ class Hello:
 
     version: int = HELLO_VERSION
     flags: int = 0
+    large_lossless: int = 0
+    """The largest lossless payload we accept (0: toxcore's 1373, nothing larger)."""
 
     def encode(self) -> bytes:
-        return bytes([HELLO_PACKET_ID, self.version, self.flags])
+        head = bytes([HELLO_PACKET_ID, self.version, self.flags])
+        if not self.large_lossless:
+            return head
+        return head + self.large_lossless.to_bytes(2, "big")
 
     @classmethod
     def decode(cls, data: bytes) -> Hello:
@@ -178,4 +188,5 @@ class Hello:
         flags = r.u8()
         if version < 1:
             raise BadPacket("hello version 0")
-        return cls(version, flags)
+        large = r.u16() if r.remaining() >= 2 else 0
+        return cls(version, flags, large)

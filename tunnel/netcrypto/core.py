@@ -44,6 +44,7 @@ from tunnel.wire.netcrypto import (
     COOKIE_RESPONSE_KIND,
     DATA_KIND,
     HANDSHAKE_KIND,
+    MAX_CRYPTO_PACKET_SIZE_BYTES,
 )
 
 UDP_DIRECT_TIMEOUT_S = 8.0
@@ -184,6 +185,10 @@ class NetCrypto:
             return
         if path.udp_addr is not None and self._by_addr.get(path.udp_addr) == peer_pk:
             del self._by_addr[path.udp_addr]
+        if addr != path.udp_addr:
+            session = self.sessions.get(peer_pk)
+            if session is not None and session.large is not None:
+                session.large.path_changed()  # a large packet's proof holds for one path
         path.udp_addr = addr
         self._by_addr[addr] = peer_pk
         if direct:
@@ -453,6 +458,9 @@ class NetCrypto:
             direct = now - path.last_udp_recv < UDP_DIRECT_TIMEOUT_S
             via_tcp = not direct and (path.tcp or self.tcp_enabled)
             session.congestion.set_rate_cap(TCP_MAX_RATE_PKT_S if via_tcp else MAX_RATE_PKT_S)
+            large = session.large
+            if large is not None and large.direct != direct:
+                large.set_direct(direct)
             if session.closed:
                 self._route_everywhere(session, path)  # the kill packet
             else:
@@ -494,6 +502,13 @@ class NetCrypto:
             self._udp_out.append((path.udp_addr, packet))
             return
         if tcp:
+            if len(packet) > MAX_CRYPTO_PACKET_SIZE_BYTES:
+                # a large packet built for the direct path that just went away: relays take
+                # toxcore-sized packets only; its resend goes as fragments
+                self.counters["large_dropped_not_direct"] += 1
+                if session.large is not None:
+                    session.large.set_direct(False)
+                return
             self._tcp_out.append(TcpPacket(session.peer_dht_pk, packet))
         if path.udp_addr is None:
             return

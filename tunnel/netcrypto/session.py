@@ -43,6 +43,7 @@ from tunnel.errors import BadPacket, DecryptError
 from tunnel.netcrypto import handshake
 from tunnel.netcrypto.congestion import Congestion
 from tunnel.netcrypto.cookies import Identity
+from tunnel.netcrypto.large import LargeSend, Reassembly
 from tunnel.netcrypto.lossy_sealer import NONCE_MOD as _NONCE_MOD
 from tunnel.netcrypto.lossy_sealer import LossySealer
 from tunnel.netcrypto.replay import Replay, ReplayWindow
@@ -63,6 +64,12 @@ from tunnel.netcrypto.session_types import (
     SessionStats,
     SessionUp,
     State,
+)
+from tunnel.wire.large_lossless import (
+    LARGE_FRAGMENT_ID,
+    MAX_LARGE_LOSSLESS_BYTES,
+    LargeFragment,
+    split_fragments,
 )
 from tunnel.wire.netcrypto import (
     DATA_KIND,
@@ -132,7 +139,14 @@ class Session:
         self._box: DataBox | None = None  # seals/opens data packets once the key is known
         self._receive_max = MAX_CRYPTO_DATA_SIZE_BYTES
         self._receive_packet_max = data_packet_bytes(MAX_CRYPTO_DATA_SIZE_BYTES)
+        self._lossy_receive = 0  # set_lossy_limits
+        self._large_receive = 0  # enable_large_receive
         self.max_lossy_payload = MAX_CRYPTO_DATA_SIZE_BYTES
+        self.max_lossless_payload = MAX_CRYPTO_DATA_SIZE_BYTES
+        """Largest lossless ``[id][data]`` :meth:`send_lossless` takes (the agreed limit, see
+        :meth:`set_large_lossless`); :attr:`lossless_payload_now` is the size to build."""
+        self.large: LargeSend | None = None
+        self._reassembly: Reassembly | None = None
         """Largest lossy ``[id][data]`` :meth:`send_lossy` takes (see :meth:`set_lossy_limits`)."""
         self.lossy_sink: Callable[[bytes], bool] | None = None
         """Fast path for lossy packets: called with each ``[id][data]`` instead of queueing a
@@ -342,6 +356,9 @@ class Session:
             self._handle_lossless(packet_number, payload, now)
         elif PACKET_ID_LOSSY_START <= pid <= PACKET_ID_LOSSY_END:
             self._set_recv_end(packet_number)
+            if pid == LARGE_FRAGMENT_ID and self._reassembly is not None:
+                self._handle_fragment(payload, now)
+                return True
             self.delivered_lossy += 1
             sink = self.lossy_sink
             if sink is None or not sink(payload):
@@ -383,6 +400,9 @@ class Session:
         self.send_start = start
         self._last_activity = now
         self._tail_probes = 0
+        large = self.large
+        if large is not None and large.probe is not None:
+            large.acknowledged_to(start, now)
         if clean and newest is not None and newest.sent_time is not None:
             self.congestion.on_rtt_sample(now - newest.sent_time, now)
         return True
@@ -459,6 +479,33 @@ class Session:
         if now + REQUEST_FAST_INTERVAL_S < self._next_request:
             self._next_request = now + REQUEST_FAST_INTERVAL_S
 
+    def _handle_fragment(self, payload: bytes, now: float) -> None:
+        reassembly = self._reassembly
+        assert reassembly is not None
+        try:
+            fragment = LargeFragment.decode_untrusted(payload)
+        except BadPacket:
+            self.counters["large_fragment_malformed"] += 1
+            return
+        if fragment.total > self._receive_max:
+            self.counters["large_fragment_too_large"] += 1
+            return
+        offset = (fragment.number - self.recv_start) & _U32
+        number = self.recv_start + offset
+        if offset >= PACKET_BUFFER_SIZE or number in self._recv:
+            self.counters["large_fragment_stale"] += 1
+            return
+        whole = reassembly.add(
+            number, fragment.total, fragment.offset, fragment.data, self.recv_start
+        )
+        if whole is None:
+            return
+        if not PACKET_ID_LOSSLESS_START <= whole[0] <= PACKET_ID_LOSSLESS_END:
+            self.counters["large_fragment_invalid_id"] += 1
+            return
+        self.counters["large_reassembled"] += 1
+        self._handle_lossless(fragment.number, whole, now)
+
     def _deliver(self, payload: bytes) -> None:
         self.delivered_lossless += 1
         sink = self.lossless_sink
@@ -477,10 +524,13 @@ class Session:
             SendQueueFull: back-pressure; retry when :meth:`send_capacity` is positive.
             ValueError: bad id or size (a bug in the caller).
         """
-        if not 1 <= len(payload) <= MAX_CRYPTO_DATA_SIZE_BYTES or not (
+        if not 1 <= len(payload) <= self.max_lossless_payload or not (
             PACKET_ID_LOSSLESS_START <= payload[0] <= PACKET_ID_LOSSLESS_END
         ):
-            raise ValueError("lossless payload must be [16..191][data], at most 1373 bytes")
+            raise ValueError(
+                "lossless payload must be [16..191][data], "
+                f"at most {self.max_lossless_payload} bytes"
+            )
         if not isinstance(self.state, Established):
             raise NotConnected("session not established")
         if self.send_end - self.send_start >= MAX_SEND_BUFFER_PKTS:
@@ -510,19 +560,32 @@ class Session:
         room = self.send_capacity()
         queued = 0
         send = self._send
+        limit = self.max_lossless_payload
+        large = self.large
+        probed = False
+        if large is not None and room > 0 and (probe := large.probe_payload(now)) is not None:
+            # the probe goes out with the payloads (it is not counted in the result)
+            large.probe = self.send_end
+            send[self.send_end] = _Sent(probe)
+            self.send_end += 1
+            self.counters["large_probes"] += 1
+            room -= 1
+            probed = True
         try:
             for payload in payloads:
                 if queued >= room:
                     break
-                if not 1 <= len(payload) <= MAX_CRYPTO_DATA_SIZE_BYTES or not (
+                if not 1 <= len(payload) <= limit or not (
                     PACKET_ID_LOSSLESS_START <= payload[0] <= PACKET_ID_LOSSLESS_END
                 ):
-                    raise ValueError("lossless payload must be [16..191][data], <= 1373 bytes")
+                    raise ValueError(
+                        f"lossless payload must be [16..191][data], at most {limit} bytes"
+                    )
                 send[self.send_end] = _Sent(payload)
                 self.send_end += 1
                 queued += 1
         finally:
-            if queued:
+            if queued or probed:
                 self._pump(now)
         return queued
 
@@ -534,15 +597,52 @@ class Session:
         takes (only what the peer announced it accepts). Lossless packets, requests and
         everything toxcore peers see keep the 1373-byte limit.
         """
-        self._receive_max = max(MAX_CRYPTO_DATA_SIZE_BYTES, receive_bytes)
-        self._receive_packet_max = data_packet_bytes(self._receive_max)
+        self._lossy_receive = receive_bytes
         self.max_lossy_payload = max(MAX_CRYPTO_DATA_SIZE_BYTES, send_bytes)
+        self._limits_changed()
+
+    def enable_large_receive(self, payload_bytes: int) -> None:
+        """Accept lossless packets up to ``payload_bytes`` from the peer, whole or in
+        fragments (:mod:`tunnel.netcrypto.large`); set it before announcing it."""
+        if not MAX_CRYPTO_DATA_SIZE_BYTES < payload_bytes <= MAX_LARGE_LOSSLESS_BYTES:
+            raise ValueError(f"large lossless limit {payload_bytes} out of range")
+        self._large_receive = payload_bytes
+        if self._reassembly is None:
+            self._reassembly = Reassembly()
+        self._limits_changed()
+
+    def set_large_lossless(self, payload_bytes: int) -> None:
+        """Send lossless packets up to ``payload_bytes`` (what the peer announced it accepts,
+        capped by ours): whole over a proven direct path, else as fragments. Nothing changes
+        if the limit is the one already agreed."""
+        if not MAX_CRYPTO_DATA_SIZE_BYTES < payload_bytes <= MAX_LARGE_LOSSLESS_BYTES:
+            raise ValueError(f"large lossless limit {payload_bytes} out of range")
+        if self.large is not None and self.large.limit == payload_bytes:
+            return
+        direct = self.large.direct if self.large is not None else False
+        self.large = LargeSend(payload_bytes)
+        self.large.direct = direct
+        self.max_lossless_payload = max(self.max_lossless_payload, payload_bytes)
+        self._limits_changed()
+
+    @property
+    def lossless_payload_now(self) -> int:
+        """The size to build lossless packets up to now: the agreed large limit while the
+        direct path is proven to carry it, else toxcore's 1373 bytes."""
+        large = self.large
+        return MAX_CRYPTO_DATA_SIZE_BYTES if large is None else large.payload_now
+
+    def _limits_changed(self) -> None:
+        self._receive_max = max(
+            MAX_CRYPTO_DATA_SIZE_BYTES, self._lossy_receive, self._large_receive
+        )
+        self._receive_packet_max = data_packet_bytes(self._receive_max)
         state = self.state
         if isinstance(state, NotConfirmed | Established):
             self._box = self._make_box(state.data_key)
 
     def _make_box(self, key: bytes) -> DataBox:
-        wanted = max(self._receive_max, self.max_lossy_payload)
+        wanted = max(self._receive_max, self.max_lossy_payload, self.max_lossless_payload)
         box = self._box
         if box is not None and box.max_payload_bytes == wanted and box.key == key:
             return box
@@ -584,6 +684,8 @@ class Session:
         self._send.clear()
         self._recv.clear()
         self._resend.clear()
+        if self._reassembly is not None:
+            self._reassembly.clear()
         self.events.append(SessionDown(reason))
 
     # ------------------------------------------------------------------ output
@@ -599,10 +701,22 @@ class Session:
         self.outbox.append(packet)
 
     def _transmit(self, sent: _Sent, number: int, now: float) -> None:
-        if sent.sent_time is not None or sent.resent:
+        again = sent.sent_time is not None or sent.resent
+        if again:
             self.resent_packets += 1
         sent.sent_time = now
-        self._emit(sent.payload, number)
+        payload = sent.payload
+        if len(payload) <= MAX_CRYPTO_DATA_SIZE_BYTES:
+            self._emit(payload, number)
+        else:
+            large = self.large
+            if large is not None and large.send_whole(number, again):
+                self._emit(payload, number)
+            else:
+                self.counters["large_fragmented"] += 1
+                next_new = self._next_new
+                for fragment in split_fragments(number & _U32, payload):
+                    self._emit(fragment, next_new)
         if number == self._next_new:
             self._last_activity = now
             self._next_new += 1

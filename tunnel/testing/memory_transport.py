@@ -31,6 +31,7 @@ from tunnel.forward.transport import (
     TransportEvent,
 )
 from tunnel.toxid import ToxId
+from tunnel.wire.tuntox import MAX_CUSTOM_PACKET_SIZE_BYTES
 
 DEFAULT_LOSSLESS_SLOTS = 64
 
@@ -212,6 +213,9 @@ class MemoryTransport:
 
     def is_friend(self, public_key: bytes) -> bool:
         return public_key in self.friend_state
+
+    def lossless_limit(self, public_key: bytes) -> int:
+        return MAX_CUSTOM_PACKET_SIZE_BYTES
 
     def free_slots(self, public_key: bytes) -> int:
         if not self.is_online(public_key):

@@ -55,8 +55,8 @@ optional bounded list of :class:`TraceEntry` (``trace_limit``). ``trace=False`` 
 benchmarks.
 
 Drops are counted three ways: ``net.drops[reason]``, the sending host's ``stats`` and the NAT's
-``stats``. Reasons: ``blocked``, ``loss``, ``queue``, ``no_route``, ``port_unreachable``,
-``nat_filtered``, ``nat_ports``, ``hairpin``, ``no_ipv6``.
+``stats``. Reasons: ``blocked``, ``loss``, ``too_big``, ``queue``, ``no_route``,
+``port_unreachable``, ``nat_filtered``, ``nat_ports``, ``hairpin``, ``no_ipv6``.
 
 Addresses are strings as sockets give them (``Addr = (ip, port)``); IPv6 strings are normalised
 to the compressed form and IPv4-mapped IPv6 to IPv4. IPv6 is never NATed: a host behind a NAT
@@ -121,6 +121,8 @@ class LinkParams:
     """Serialisation rate of the directed pair; None is infinite."""
     max_queue_s: float = 1.0
     """With a bandwidth: packets that would wait longer than this are dropped (``queue``)."""
+    max_datagram_bytes: int | None = None
+    """Datagrams longer than this are dropped (``too_big``): a path that drops IP fragments."""
 
     def __post_init__(self) -> None:
         if self.latency_s < 0 or self.jitter_s < 0:
@@ -540,6 +542,9 @@ class SimNetwork:
         rng = self._link_rng
         if link.loss and rng.uniform() < link.loss:
             self._drop("loss", pkt)
+            return
+        if link.max_datagram_bytes is not None and len(data) > link.max_datagram_bytes:
+            self._drop("too_big", pkt)
             return
         now = self.now
         depart = now

@@ -9,7 +9,8 @@ id byte included, is the frame. Header (8 bytes, all big-endian, tuntox ``send_f
     offset 0  u16 magic        0xA26B (protocol v2; 0xA26A = v1, refused by tuntox)
     offset 2  u16 packet_type  see below
     offset 4  u16 connid       tunnel id, or the destination PORT in REQUESTTUNNEL
-    offset 6  u16 data_length  payload length, <= 1365 (1373-byte custom packet limit - 8)
+    offset 6  u16 data_length  payload length, <= 1365 (1373-byte custom packet limit - 8;
+                               TCP data between two of our peers: see MAX_LARGE_CUSTOM_PACKET_BYTES)
     offset 8  payload
 
 tuntox types and payloads (what tuntox writes):
@@ -56,6 +57,7 @@ from enum import IntEnum
 
 from tunnel.errors import BadPacket
 from tunnel.wire._reader import Reader
+from tunnel.wire.large_lossless import MAX_LARGE_LOSSLESS_BYTES
 
 TUNTOX_PACKET_ID = 0xA2
 """The toxcore custom lossless packet id tuntox frames travel under (= magic high byte)."""
@@ -65,6 +67,9 @@ HEADER_SIZE_BYTES = 8
 MAX_CUSTOM_PACKET_SIZE_BYTES = 1373
 """``TOX_MAX_CUSTOM_PACKET_SIZE``: packet id byte included."""
 MAX_FRAME_PAYLOAD_BYTES = MAX_CUSTOM_PACKET_SIZE_BYTES - HEADER_SIZE_BYTES  # 1365
+MAX_LARGE_CUSTOM_PACKET_BYTES = MAX_LARGE_LOSSLESS_BYTES
+"""TCP data frames between two of our peers that agreed large lossless packets (issue 8) may
+be this long; the mux reads them, every other frame keeps the 1365-byte payload limit."""
 FORWARD_ID_SIZE_BYTES = 4
 MAX_HOSTNAME_BYTES = MAX_FRAME_PAYLOAD_BYTES - FORWARD_ID_SIZE_BYTES  # 1361
 MAX_REASON_BYTES = 255
