@@ -25,6 +25,7 @@ from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.forward_harness import LOCALHOST, start_tcp_echo
 from tunnel.testing.node_options import loopback_options
 from tunnel.testing.ports import PortPool
+from tunnel.wire.large_lossless import DEFAULT_LARGE_LOSSLESS_BYTES
 
 pytestmark = [pytest.mark.toxcore, pytest.mark.slow]
 
@@ -133,6 +134,26 @@ async def test_forward_over_two_real_nodes(
         # Tunnel frames took the direct path from the session to the mux, both ways.
         assert server_node.direct_lossless > 0
         assert client_node.direct_lossless > 0
+        # Two of our nodes agreed large lossless packets (issue 8), and a probe proved the
+        # direct path carries them. A probe sent while the connection starts can be lost (the
+        # peer takes UDP data from our address only once it knows it); the next one follows
+        # within seconds, with the next data.
+        sessions = [
+            client_node.netcrypto.sessions[server_node.public_key],
+            server_node.netcrypto.sessions[client_node.public_key],
+        ]
+        with trio.fail_after(30):
+            while not all(s.large is not None and s.large.proven for s in sessions):
+                assert await _exchange(local_port, payload[:300_000]) == payload[:300_000]
+                await trio.sleep(0.5)  # the probe's backoff: data must flow after it
+        assert client_node.lossless_limit(server_node.public_key) == DEFAULT_LARGE_LOSSLESS_BYTES
+        assert server_node.lossless_limit(client_node.public_key) == DEFAULT_LARGE_LOSSLESS_BYTES
+        # the echo then goes in frames up to 16 KiB, both ways
+        before = [(s.received_packets, s.received_bytes) for s in sessions]
+        with trio.fail_after(30):
+            assert await _exchange(local_port, payload) == payload
+        for (packets, size), s in zip(before, sessions, strict=True):
+            assert s.received_bytes - size > 4000 * (s.received_packets - packets)
         # A failed connect on the server reaches the client as a reset, quickly.
         with trio.fail_after(5):
             stream = await trio.open_tcp_stream(LOCALHOST, bad_port)

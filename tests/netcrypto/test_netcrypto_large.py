@@ -210,7 +210,7 @@ def test_large_send_state_machine() -> None:
     large.acknowledged_to(8, 10.0)
     assert not large.proven
     assert large.retry_at == 10.0 + LARGE_RETRY_MIN_S
-    assert large.probe_payload(11.0) is None  # backing off
+    assert large.probe_payload(10.0 + LARGE_RETRY_MIN_S / 2) is None  # backing off
     assert large.probe_payload(10.0 + LARGE_RETRY_MIN_S) is not None
     large.probe = 20
     large.acknowledged_to(21, 20.0)

@@ -6,7 +6,10 @@ Send side (:class:`LargeSend`), per session, once both peers agreed a limit:
 * the path is **unproven** until a probe (a lossless packet as large as the limit, sent once
   whole over direct UDP) is acknowledged without a resend; a lost probe is resent as
   fragments, and the next probe waits ``LARGE_RETRY_MIN_S``, doubling up to
-  ``LARGE_RETRY_MAX_S`` (a path that drops IP fragments costs one probe per backoff period);
+  ``LARGE_RETRY_MAX_S`` (a path that drops IP fragments costs one probe per backoff period).
+  Probes also fail while a connection starts: "direct" means the peer's UDP reaches us,
+  and the peer may not take data from our address yet (it drops them as from an unknown
+  source, as toxcore does, until it learns the address), hence the short first wait;
 * while **proven**, first transmissions of large packets go whole; ``LARGE_LOSSES_DEMOTE``
   large packets lost since the proof make the path unproven again (re-probed at once), so a
   path whose MTU shrank stops taking whole large packets;
@@ -31,7 +34,7 @@ from tunnel.wire.large_lossless import (
     TOXCORE_MAX_PAYLOAD_BYTES,
 )
 
-LARGE_RETRY_MIN_S = 5.0
+LARGE_RETRY_MIN_S = 1.0
 LARGE_RETRY_MAX_S = 300.0
 LARGE_LOSSES_DEMOTE = 32
 MAX_PARTIAL_PACKETS = 64
