@@ -26,6 +26,7 @@ from tunnel.wire.netcrypto import (
     RequestReport,
     decode_request_untrusted,
     encode_request,
+    missing_runs,
     padding_size,
 )
 
@@ -314,3 +315,12 @@ def test_random_bytes_raise_only_bad_packet(data: bytes) -> None:
         except BadPacket:
             pass
     decode_request_untrusted(data, len(data) * 3)
+
+
+def test_missing_runs_of_a_receive_window() -> None:
+    """Holes of [start, end) as runs of offsets, cut off after max_holes holes."""
+    assert missing_runs(10, 20, {12, 13, 17}, 100) == [(0, 2), (4, 7), (8, 10)]
+    assert missing_runs(10, 20, {12, 13, 17}, 3) == [(0, 2), (4, 7)]
+    assert missing_runs(10, 13, {10, 11, 12}, 100) == []
+    assert missing_runs(10, 10, set(), 100) == []
+    assert missing_runs(10, 12, set(), 100) == [(0, 2)]

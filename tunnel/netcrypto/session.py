@@ -24,6 +24,10 @@ Theory of operation::
   what confirms the connection for toxcore) and every ``REQUEST_FAST_INTERVAL_S`` while data
   is arriving, sooner when a hole appears.
 
+* The handshake phase is :mod:`tunnel.netcrypto.session_handshake`; payload limits beyond
+  toxcore's (our own peers only) and large lossless packets' fragments are
+  :mod:`tunnel.netcrypto.session_limits` (both mixins of :class:`Session`).
+
 Bad input (undecryptable, malformed, out of window, replayed) is dropped and counted in
 ``counters``; :class:`~tunnel.errors.BadPacket` never leaves :meth:`Session.handle_data`.
 """
@@ -37,16 +41,17 @@ from collections.abc import Callable
 from dataclasses import replace
 from heapq import heappop, heappush
 
-from tunnel.crypto import KeyPair, random_nonce, shared_key
-from tunnel.crypto.databox import MIN_DATA_PACKET_BYTES, DataBox, data_packet_bytes
+from tunnel.crypto import KeyPair, random_nonce
+from tunnel.crypto.databox import MIN_DATA_PACKET_BYTES, DataBox
 from tunnel.errors import BadPacket, DecryptError
 from tunnel.netcrypto import handshake
 from tunnel.netcrypto.congestion import Congestion
 from tunnel.netcrypto.cookies import Identity
-from tunnel.netcrypto.large import LargeSend, Reassembly
 from tunnel.netcrypto.lossy_sealer import NONCE_MOD as _NONCE_MOD
 from tunnel.netcrypto.lossy_sealer import LossySealer
 from tunnel.netcrypto.replay import Replay, ReplayWindow
+from tunnel.netcrypto.session_handshake import SessionHandshake
+from tunnel.netcrypto.session_limits import SessionLimits
 from tunnel.netcrypto.session_types import (
     PACKET_BUFFER_SIZE,
     Closed,
@@ -67,8 +72,6 @@ from tunnel.netcrypto.session_types import (
 )
 from tunnel.wire.large_lossless import (
     LARGE_FRAGMENT_ID,
-    MAX_LARGE_LOSSLESS_BYTES,
-    LargeFragment,
     split_fragments,
 )
 from tunnel.wire.netcrypto import (
@@ -82,6 +85,7 @@ from tunnel.wire.netcrypto import (
     PACKET_ID_REQUEST,
     decode_request_untrusted,
     encode_request_runs,
+    missing_runs,
 )
 
 SEND_PACKET_INTERVAL_S = 1.0
@@ -114,7 +118,7 @@ class _Sent:
         self.resent = False
 
 
-class Session:
+class Session(SessionHandshake, SessionLimits):
     """A net_crypto connection. Create with :meth:`initiate` or :meth:`accept`."""
 
     def __init__(
@@ -137,17 +141,7 @@ class Session:
         self.state: State = Closed("not started")
         self.outbox: list[bytes] = []
         self._box: DataBox | None = None  # seals/opens data packets once the key is known
-        self._receive_max = MAX_CRYPTO_DATA_SIZE_BYTES
-        self._receive_packet_max = data_packet_bytes(MAX_CRYPTO_DATA_SIZE_BYTES)
-        self._lossy_receive = 0  # set_lossy_limits
-        self._large_receive = 0  # enable_large_receive
-        self.max_lossy_payload = MAX_CRYPTO_DATA_SIZE_BYTES
-        self.max_lossless_payload = MAX_CRYPTO_DATA_SIZE_BYTES
-        """Largest lossless ``[id][data]`` :meth:`send_lossless` takes (the agreed limit, see
-        :meth:`set_large_lossless`); :attr:`lossless_payload_now` is the size to build."""
-        self.large: LargeSend | None = None
-        self._reassembly: Reassembly | None = None
-        """Largest lossy ``[id][data]`` :meth:`send_lossy` takes (see :meth:`set_lossy_limits`)."""
+        self._init_limits()
         self.lossy_sink: Callable[[bytes], bool] | None = None
         """Fast path for lossy packets: called with each ``[id][data]`` instead of queueing a
         :class:`Lossy` event; returning False queues the event after all."""
@@ -203,24 +197,6 @@ class Session:
         self.outbox.append(packet)
         return self
 
-    def _make_handshake(self, their_cookie: bytes, now: float) -> bytes:
-        return handshake.make_handshake(
-            self.ident, self.peer_real_pk, self.peer_dht_pk,
-            self._base_sent_nonce.to_bytes(24, "big"), self.session_keys.public_key,
-            their_cookie, now,
-        )  # fmt: skip
-
-    def _enter_not_confirmed(
-        self, peer: PeerHandshake, packet: bytes, tries: int, last_sent: float
-    ) -> None:
-        self._recv_nonce = int.from_bytes(peer.base_nonce, "big")
-        self._replay_base = self._recv_nonce
-        self._replay = ReplayWindow()
-        key = shared_key(peer.session_pk, self.session_keys.secret_key)
-        self._box = self._make_box(key)
-        self.state = NotConfirmed(packet, tries, last_sent, key)
-        self._next_request = last_sent
-
     # ------------------------------------------------------------------ properties
 
     @property
@@ -266,41 +242,6 @@ class Session:
             cc.loss_events,
             dict(self.counters),
         )
-
-    # ------------------------------------------------------------------ handshake input
-
-    def handle_cookie_response(self, data: bytes, now: float) -> bool:
-        """A cookie response arrived on this session's path. Returns True if it was used."""
-        state = self.state
-        if not isinstance(state, CookieRequesting):
-            self.counters["cookie_response_unexpected"] += 1
-            return False
-        cookie = handshake.open_cookie_response(
-            self.ident, self.peer_dht_pk, state.echo_id, data, self.counters
-        )
-        if cookie is None:
-            return False
-        packet = self._make_handshake(cookie, now)
-        self.state = HandshakeSent(packet, 1, now)
-        self.outbox.append(packet)
-        return True
-
-    def handle_handshake(self, peer: PeerHandshake, now: float) -> bool:
-        """A verified handshake for this peer. Returns True if it was used.
-
-        The caller has checked ``peer.real_pk`` and ``peer.dht_pk`` against this session.
-        """
-        state = self.state
-        if isinstance(state, CookieRequesting):
-            packet = self._make_handshake(peer.other_cookie, now)
-            self.outbox.append(packet)
-            self._enter_not_confirmed(peer, packet, 1, now)
-            return True
-        if isinstance(state, HandshakeSent | NotConfirmed):
-            self._enter_not_confirmed(peer, state.packet, state.tries, state.last_sent)
-            return True
-        self.counters["handshake_ignored"] += 1
-        return False
 
     # ------------------------------------------------------------------ data input
 
@@ -479,33 +420,6 @@ class Session:
         if now + REQUEST_FAST_INTERVAL_S < self._next_request:
             self._next_request = now + REQUEST_FAST_INTERVAL_S
 
-    def _handle_fragment(self, payload: bytes, now: float) -> None:
-        reassembly = self._reassembly
-        assert reassembly is not None
-        try:
-            fragment = LargeFragment.decode_untrusted(payload)
-        except BadPacket:
-            self.counters["large_fragment_malformed"] += 1
-            return
-        if fragment.total > self._receive_max:
-            self.counters["large_fragment_too_large"] += 1
-            return
-        offset = (fragment.number - self.recv_start) & _U32
-        number = self.recv_start + offset
-        if offset >= PACKET_BUFFER_SIZE or number in self._recv:
-            self.counters["large_fragment_stale"] += 1
-            return
-        whole = reassembly.add(
-            number, fragment.total, fragment.offset, fragment.data, self.recv_start
-        )
-        if whole is None:
-            return
-        if not PACKET_ID_LOSSLESS_START <= whole[0] <= PACKET_ID_LOSSLESS_END:
-            self.counters["large_fragment_invalid_id"] += 1
-            return
-        self.counters["large_reassembled"] += 1
-        self._handle_lossless(fragment.number, whole, now)
-
     def _deliver(self, payload: bytes) -> None:
         self.delivered_lossless += 1
         sink = self.lossless_sink
@@ -588,65 +502,6 @@ class Session:
             if queued or probed:
                 self._pump(now)
         return queued
-
-    def set_lossy_limits(self, *, receive_bytes: int, send_bytes: int) -> None:
-        """Payload limits beyond toxcore's 1373 bytes, for two of our own peers only.
-
-        ``receive_bytes``: the largest data packet payload we accept from the peer (announce it
-        only after setting it); ``send_bytes``: the largest lossy payload :meth:`send_lossy`
-        takes (only what the peer announced it accepts). Lossless packets, requests and
-        everything toxcore peers see keep the 1373-byte limit.
-        """
-        self._lossy_receive = receive_bytes
-        self.max_lossy_payload = max(MAX_CRYPTO_DATA_SIZE_BYTES, send_bytes)
-        self._limits_changed()
-
-    def enable_large_receive(self, payload_bytes: int) -> None:
-        """Accept lossless packets up to ``payload_bytes`` from the peer, whole or in
-        fragments (:mod:`tunnel.netcrypto.large`); set it before announcing it."""
-        if not MAX_CRYPTO_DATA_SIZE_BYTES < payload_bytes <= MAX_LARGE_LOSSLESS_BYTES:
-            raise ValueError(f"large lossless limit {payload_bytes} out of range")
-        self._large_receive = payload_bytes
-        if self._reassembly is None:
-            self._reassembly = Reassembly()
-        self._limits_changed()
-
-    def set_large_lossless(self, payload_bytes: int) -> None:
-        """Send lossless packets up to ``payload_bytes`` (what the peer announced it accepts,
-        capped by ours): whole over a proven direct path, else as fragments. Nothing changes
-        if the limit is the one already agreed."""
-        if not MAX_CRYPTO_DATA_SIZE_BYTES < payload_bytes <= MAX_LARGE_LOSSLESS_BYTES:
-            raise ValueError(f"large lossless limit {payload_bytes} out of range")
-        if self.large is not None and self.large.limit == payload_bytes:
-            return
-        direct = self.large.direct if self.large is not None else False
-        self.large = LargeSend(payload_bytes)
-        self.large.direct = direct
-        self.max_lossless_payload = max(self.max_lossless_payload, payload_bytes)
-        self._limits_changed()
-
-    @property
-    def lossless_payload_now(self) -> int:
-        """The size to build lossless packets up to now: the agreed large limit while the
-        direct path is proven to carry it, else toxcore's 1373 bytes."""
-        large = self.large
-        return MAX_CRYPTO_DATA_SIZE_BYTES if large is None else large.payload_now
-
-    def _limits_changed(self) -> None:
-        self._receive_max = max(
-            MAX_CRYPTO_DATA_SIZE_BYTES, self._lossy_receive, self._large_receive
-        )
-        self._receive_packet_max = data_packet_bytes(self._receive_max)
-        state = self.state
-        if isinstance(state, NotConfirmed | Established):
-            self._box = self._make_box(state.data_key)
-
-    def _make_box(self, key: bytes) -> DataBox:
-        wanted = max(self._receive_max, self.max_lossy_payload, self.max_lossless_payload)
-        box = self._box
-        if box is not None and box.max_payload_bytes == wanted and box.key == key:
-            return box
-        return DataBox(key, wanted)
 
     def lossy_sealer(self) -> LossySealer | None:
         """A :class:`LossySealer` for this session, or None unless established."""
@@ -756,22 +611,8 @@ class Session:
         congestion.consume(sent_count)
 
     def _send_request(self, now: float) -> None:
-        start = self.recv_start
-        span = self.recv_end - start
-        runs: list[tuple[int, int]] = []
-        if span > 0:
-            pos = start
-            holes = 0
-            for have in sorted(self._recv):
-                if have > pos:
-                    runs.append((pos - start, have - start))
-                    holes += have - pos
-                    if holes >= MAX_REQUEST_HOLES:
-                        break
-                pos = have + 1
-            else:
-                if self.recv_end > pos:
-                    runs.append((pos - start, span))
+        span = self.recv_end - self.recv_start
+        runs = missing_runs(self.recv_start, self.recv_end, self._recv, MAX_REQUEST_HOLES)
         self._emit(encode_request_runs(runs, span), self._next_new)
 
     # ------------------------------------------------------------------ timers

@@ -24,7 +24,7 @@ and join bytes and raise nothing but :class:`BadPacket`.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tunnel.crypto.box import MAC_SIZE
@@ -448,6 +448,30 @@ def encode_request(missing: Sequence[int], span: int) -> bytes:
                 raise ValueError("missing offsets must be sorted, unique and inside the span")
             runs.append((offset, offset + 1))
     return encode_request_runs(runs, span)
+
+
+def missing_runs(
+    start: int, end: int, received: Iterable[int], max_holes: int
+) -> list[tuple[int, int]]:
+    """The empty slots of a receive window ``[start, end)`` as ``[a, b)`` runs of offsets from
+    ``start`` (for :func:`encode_request_runs`): every position not in ``received`` (the
+    packets held above ``start``), stopping once ``max_holes`` holes are listed."""
+    span = end - start
+    runs: list[tuple[int, int]] = []
+    if span <= 0:
+        return runs
+    pos = start
+    holes = 0
+    for have in sorted(received):
+        if have > pos:
+            runs.append((pos - start, have - start))
+            holes += have - pos
+            if holes >= max_holes:
+                return runs
+        pos = have + 1
+    if end > pos:
+        runs.append((pos - start, span))
+    return runs
 
 
 def encode_request_runs(runs: Sequence[tuple[int, int]], span: int) -> bytes:
