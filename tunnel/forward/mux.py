@@ -193,6 +193,11 @@ class ForwardMux:
         peer.lossy.clear()
         return out
 
+    @property
+    def bytes_sent(self) -> int:
+        """Stream bytes put into frames so far."""
+        return self._stats.get("bytes_sent", 0)
+
     def statistics(self) -> dict[str, int]:
         """A snapshot of the counters (drops, violations, frames)."""
         return dict(self._stats)

@@ -52,6 +52,7 @@ from tunnel.forward.transport import (
     TransportClosed,
     TransportEvent,
 )
+from tunnel.io.busy_poll import BUSY_POLL_WINDOW_S, BusyPoll
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +164,19 @@ class LocalStream(Protocol):
 class MuxDriver:
     """Runs one forwarding mux over one :class:`FriendTransport` (module docstring)."""
 
-    def __init__(self, mux: ForwardMux, transport: FriendTransport) -> None:
+    def __init__(
+        self,
+        mux: ForwardMux,
+        transport: FriendTransport,
+        *,
+        busy_poll_s: float = BUSY_POLL_WINDOW_S,
+    ) -> None:
         self.mux = mux
         self.transport = transport
+        self.bytes_in = 0
+        """Tunnel frame bytes received (with the mux's ``bytes_sent``: the busy poll's load)."""
+        self.busy_poll = BusyPoll(busy_poll_s, lambda: self.bytes_in + mux.bytes_sent)
+        """Keeps the loop warm for a moment after traffic (:mod:`tunnel.io.busy_poll`)."""
         self.pipes: dict[int, Pipe] = {}
         self._send_wake = trio.Event()
         self._timer_wake = trio.Event()
@@ -186,6 +197,7 @@ class MuxDriver:
             self._nursery = nursery
             nursery.start_soon(self._sender)
             nursery.start_soon(self._timer)
+            nursery.start_soon(self.busy_poll.run)
             set_direct = getattr(self.transport, "set_direct", None)
             if set_direct is not None:
                 set_direct(self._receive_direct, self.kick)
@@ -231,6 +243,7 @@ class MuxDriver:
                 handled = 0
                 while event is not None:
                     if type(event) is PacketReceived:
+                        self.bytes_in += len(event.data)
                         receive_packet(event.public_key, event.data, now)
                     else:
                         self.handle_transport_event(event)
@@ -245,6 +258,7 @@ class MuxDriver:
     def _receive_direct(self, friend: bytes, data: bytes, now: float) -> None:
         """A packet handed over straight from the transport's receive path (in order after
         every event read before); the transport calls :meth:`kick` after the batch."""
+        self.bytes_in += len(data)
         self.mux.receive_packet(friend, data, now)
 
     def handle_transport_event(self, event: TransportEvent) -> None:
@@ -356,6 +370,7 @@ class MuxDriver:
         """Dispatch the mux's events and wake the sender (call after every mux input);
         ``send_now``: do the sender's round here instead (local data just read: a request
         leaves without waiting for a scheduler round)."""
+        self.busy_poll.note()
         self.dispatch()
         if send_now:
             self._send_round()
