@@ -7,7 +7,13 @@ import trio
 import trio.testing
 
 from tunnel.forward.specs import parse_local_forward
-from tunnel.io.busy_poll import BULK_BYTES_PER_WINDOW, MAX_SPIN_ROUNDS, BusyPoll
+from tunnel.io.busy_poll import (
+    BULK_BYTES_PER_WINDOW,
+    MAX_SPIN_ROUNDS,
+    SPIN_BURST_S,
+    SPIN_SHARE,
+    BusyPoll,
+)
 from tunnel.testing.forward_harness import forward_pair, start_tcp_echo
 from tunnel.testing.ports import PortPool
 
@@ -63,6 +69,24 @@ async def test_bulk_traffic_makes_it_step_aside() -> None:
         moved[0] += 2 * BULK_BYTES_PER_WINDOW  # a bulk transfer's bytes within a window
         await _until(lambda: poll.rests == 1)
         nursery.cancel_scope.cancel()
+
+
+async def test_steady_traffic_spins_at_most_its_share_of_the_time() -> None:
+    """Notes every 2 ms for a second (a steady stream under the bulk threshold): the spinner
+    stops for want of budget after its burst and spins its share of the time afterwards."""
+    poll = BusyPoll(WINDOW_S)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll.run)
+        start = trio.current_time()
+        while trio.current_time() - start < 4 * SPIN_BURST_S:
+            poll.note()
+            await trio.sleep(0.002)
+        elapsed = trio.current_time() - start
+        await _until(lambda: not poll.spinning)
+        nursery.cancel_scope.cancel()
+    assert poll.starved > 0
+    # one scheduler round and one window of slack past the budget
+    assert poll.spun_s <= SPIN_BURST_S + SPIN_SHARE * elapsed + 2 * WINDOW_S
 
 
 async def test_a_clock_that_stands_still_cannot_make_it_spin_forever() -> None:

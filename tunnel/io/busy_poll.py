@@ -10,9 +10,11 @@ at once by a warm process. It is the idea of Linux's ``SO_BUSY_POLL`` and of DPD
 polling, in user space.
 
 Cost: CPU only within the window after sparse traffic, nothing while idle (the task waits on
-an event); during bulk transfers (more than ``BULK_BYTES_PER_WINDOW`` in a window) it
-steps aside, as the loop is busy anyway. ``bench/forward.py`` latency rounds:
-RTT overhead p50 0.80 ms with a 2 ms window against 1.10 ms without, back to back.
+an event); during bulk transfers (more than ``BULK_BYTES_PER_WINDOW`` in a window) it steps
+aside, as the loop is busy anyway; and at most ``SPIN_SHARE`` of the wall time goes to
+spinning over any stretch longer than ``SPIN_BURST_S`` (steady moderate streams).
+``bench/forward.py`` latency rounds: RTT overhead p50 0.87-0.89 ms with a 2 ms window against
+1.07-1.29 ms without, back to back, the same CPU per MB in bulk.
 A window spins at most ``MAX_SPIN_ROUNDS`` scheduler rounds, so a clock that does not move
 (Trio's ``MockClock`` in tests) cannot make it spin forever.
 """
@@ -31,6 +33,13 @@ is busy without us, and spinning between its batches would only burn CPU (the re
 CPU per MB rose by half) and take it from the other processes (2 cores: both tunnel ends and
 both applications compete); the spinner then rests ``BULK_REST_S``."""
 BULK_REST_S = 0.02
+SPIN_SHARE = 0.25
+"""At most this share of the wall time goes to spinning, averaged (a token bucket that fills
+at this rate): steady traffic below the bulk threshold (a 10 Mbit/s stream) would otherwise
+keep a core busy for as long as it lasts."""
+SPIN_BURST_S = 0.25
+"""The bucket's size: a burst of request/response traffic spins this long before the share
+applies."""
 
 
 class BusyPoll:
@@ -47,6 +56,12 @@ class BusyPoll:
         self.spin_rounds = 0
         self.rests = 0
         """How many windows ended early because traffic was bulk."""
+        self.starved = 0
+        """How many windows ended early (or did not start) for want of spin budget."""
+        self.spun_s = 0.0
+        """Seconds spent in windows (rests excluded)."""
+        self._budget_s = SPIN_BURST_S
+        self._budget_at = trio.current_time()
         self._notes = 0
         self._spinning = False
         self._wake = trio.Event()
@@ -76,25 +91,42 @@ class BusyPoll:
                 self._spinning = False
 
     async def _spin(self) -> None:
+        start = trio.current_time()
+        budget = min(SPIN_BURST_S, self._budget_s + (start - self._budget_at) * SPIN_SHARE)
+        bulk = await self._spin_until(start + budget)
+        end = trio.current_time()
+        self._budget_s = budget - (end - start)
+        self._budget_at = end
+        self.spun_s += end - start
+        if bulk:
+            self.rests += 1
+            await trio.sleep(BULK_REST_S)  # notes meanwhile do not wake us
+
+    async def _spin_until(self, budget_end: float) -> bool:
+        """Spin until a window passes without a note (or the budget is spent): False; or
+        until a window's traffic shows a bulk transfer: True."""
         window = self.window_s
         moved = self._moved
         seen = self._notes
         start_bytes = moved()
-        deadline = slice_end = trio.current_time() + window
+        now = trio.current_time()
+        deadline = slice_end = now + window
         for _ in range(MAX_SPIN_ROUNDS):
+            if now >= budget_end:
+                self.starved += 1
+                return False
             await trio.lowlevel.checkpoint()
             self.spin_rounds += 1
             now = trio.current_time()
             if now >= slice_end:  # the traffic of one window-long slice
                 now_bytes = moved()
                 if now_bytes - start_bytes > BULK_BYTES_PER_WINDOW:
-                    self.rests += 1
-                    await trio.sleep(BULK_REST_S)  # notes meanwhile do not wake us
-                    return
+                    return True
                 start_bytes = now_bytes
                 slice_end = now + window
             if self._notes != seen:
                 seen = self._notes
                 deadline = now + window
             elif now >= deadline:
-                return
+                return False
+        return False
