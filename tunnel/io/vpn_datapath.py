@@ -5,6 +5,7 @@ blocking I/O, as measured in the issue. This module holds:
 
 * :class:`TunWriter`: packets received from members are queued and written into the TUN
   device on a dedicated thread, so the kernel's receive processing overlaps with the rest;
+* :func:`crypto_warmer`: the pump's optional keep-warm tick;
 * :class:`UdpReceiver`: while the VPN runs, the node's UDP socket is read on the TUN pump's
   thread. Lossy VPN data from members on direct UDP is opened there
   (:class:`tunnel.netcrypto.lossy_opener.LossyOpener`) and goes into the TUN device at once;
@@ -23,6 +24,7 @@ from collections.abc import Callable
 
 import trio
 
+from tunnel.crypto.databox import DataBox
 from tunnel.io.tun import TunPump
 from tunnel.io.udp import RECEIVE_BATCH_DATAGRAMS, UdpDriver
 from tunnel.netcrypto.lossy_opener import LossyOpener
@@ -38,6 +40,9 @@ and counted (what the socket's own buffer would have done)."""
 INLINE_WRITE_MAX_PACKETS = 4
 """Inbound batches this small go into the TUN device on the thread that has them when the
 writer thread is idle (no wake-up: lower latency); larger ones overlap on the writer thread."""
+
+_NOT_MOVED, _WRITTEN, _QUEUED = 0, 1, 2
+"""What :meth:`UdpReceiver._handle` did with members' packets."""
 
 Route = tuple[bytes, LossyOpener]
 """A member on direct UDP: its public key and the opener of its VPN data packets."""
@@ -155,8 +160,9 @@ class UdpReceiver:
             self.udp.take_back_receive()
             self._deliver()
 
-    def on_readable(self) -> None:
-        """Pump thread: read what waits; open members' VPN data here, hand off the rest.
+    def on_readable(self) -> bool:
+        """Pump thread: read what waits; open members' VPN data here, hand off the rest;
+        True if VPN packets went into the TUN device (or to the writer thread).
 
         The first datagram is handled alone, and when it went into the TUN device whatever
         the kernel answered (a ping's reply) is read and sent at once, before the socket is
@@ -166,15 +172,17 @@ class UdpReceiver:
         read = self.udp.read_available
         items = read(1)
         if not items:
-            return
-        if self._handle(items):
+            return False
+        first = self._handle(items)
+        if first == _WRITTEN:
             self.pump.read_now()
         items = read(RECEIVE_BATCH_DATAGRAMS)
-        if items:
-            self._handle(items)
+        later = self._handle(items) if items else _NOT_MOVED
+        return first != _NOT_MOVED or later != _NOT_MOVED
 
-    def _handle(self, items: list[tuple[bytes, Addr]]) -> bool:
-        """Open and write (or hand off) datagrams; True if packets went into the device."""
+    def _handle(self, items: list[tuple[bytes, Addr]]) -> int:
+        """Open and write (or hand off) datagrams: :data:`_WRITTEN` if packets went into the
+        device, :data:`_QUEUED` to the writer thread, :data:`_NOT_MOVED` if none did."""
         now = time.perf_counter() + self._clock_offset
         routes = self.routes
         inbound = self.inbound
@@ -200,15 +208,16 @@ class UdpReceiver:
         if others:
             self._hand_off(others)
         if not packets:
-            return False
+            return _NOT_MOVED
         self.counters["in_fast"] += len(packets)
         writer = self.writer
         if len(packets) <= INLINE_WRITE_MAX_PACKETS and writer.idle():
             self.pump.write_packets(packets)
-            return True
+            return _WRITTEN
         if not writer.put(packets):
             self.counters["in_fast_dropped"] += len(packets)
-        return False
+            return _NOT_MOVED
+        return _QUEUED
 
     def _hand_off(self, items: list[tuple[bytes, Addr]]) -> None:
         if len(self._handoff) >= MAX_HANDOFF_DATAGRAMS:
@@ -232,3 +241,19 @@ class UdpReceiver:
         handoff = self._handoff
         items = [handoff.popleft() for _ in range(len(handoff))]
         self.udp.receive_batch(items)
+
+
+WARM_PAYLOAD = b"\xe4" + bytes(84)
+"""What :func:`crypto_warmer` seals: a lossy VPN payload the size of a ping."""
+
+
+def crypto_warmer() -> Callable[[], None]:
+    """A keep-warm tick for the pump (:class:`~tunnel.io.tun.TunPump` ``warm``): seals and
+    opens a dummy packet with a box of its own (a throwaway key: no session state, nonce or
+    counter changes), so the code and tables the next real packet needs stay in the caches."""
+    box = DataBox(bytes(32), len(WARM_PAYLOAD))
+
+    def warm() -> None:
+        box.open_untrusted(box.seal(0, 0, 0, WARM_PAYLOAD), 0)
+
+    return warm

@@ -11,23 +11,23 @@ onto the TUN device when they change; member records and revocations are saved n
 profile whenever they change (:mod:`tunnel.vpn.state`). Being revoked ends :meth:`run`.
 
 Data plane (data-path.md): the :class:`~tunnel.io.tun.TunPump` thread reads batches from the
-TUN device with blocking waits and routes them right there (``engine.outbound``: lock-free
-snapshots). To members reached by direct UDP it also seals the packets itself (a
-:class:`~tunnel.netcrypto.session.LossySealer` per member: its own buffers, nonces from the
-session's atomic counter) and sends each batch with UDP GSO (``UdpDriver.send_batch_now``);
-the Trio thread republishes that member snapshot on every control-plane change and every
-``PATH_CHECK_INTERVAL_S``. Packets to relayed members go to the Trio thread in batches (one
-``run_sync_soon``), straight to net_crypto, with one node glue round per batch. Inbound, the
-sessions of verified members hand their lossy 0xE4 packets (and 0xE6 path MTU probes, to
-:class:`~tunnel.io.vpn_large.LargePackets`) to a sink here (no node events):
-checked by ``engine.inbound`` (member, source address, size), collected per received batch
-and written to the TUN device (on the Trio thread for a few packets while the writer thread
-sleeps, else on the writer thread). Larger IP packets than toxcore's 1372 bytes are used
-with members whose HELLO announced a larger MTU, over direct UDP only and once a probe of
-that size made it over the path (:mod:`tunnel.io.vpn_large`, :mod:`tunnel.vpn.pmtu`); until
-then they go as toxcore-sized 0xE8 fragments (:mod:`tunnel.vpn.fragments`). Every packet
-that does not make it is counted (:meth:`VpnNode.statistics`).
-"""
+TUN device with blocking waits (after moving packets it busy-polls for ``busy_poll_us`` and,
+with ``keep_warm_ms``, keeps the crypto path warm for a while) and routes them right there
+(``engine.outbound``: lock-free snapshots). To members reached by direct UDP it also seals the
+packets itself (a :class:`~tunnel.netcrypto.session.LossySealer` per member: its own buffers,
+nonces from the session's atomic counter) and sends each batch with UDP GSO
+(``UdpDriver.send_batch_now``); the Trio thread republishes that member snapshot on every
+control-plane change and every ``PATH_CHECK_INTERVAL_S``. Packets to relayed members go to the
+Trio thread in batches (one ``run_sync_soon``), straight to net_crypto, with one node glue
+round per batch. Inbound, the sessions of verified members hand their lossy 0xE4 packets (and
+0xE6 path MTU probes, to :class:`~tunnel.io.vpn_large.LargePackets`) to a sink here (no node
+events): checked by ``engine.inbound`` (member, source address, size), collected per received
+batch and written to the TUN device (on the Trio thread for a few packets while the writer
+thread sleeps, else on the writer thread). Larger IP packets than toxcore's 1372 bytes are used
+with members whose HELLO announced a larger MTU, over direct UDP only and once a probe of that
+size made it over the path (:mod:`tunnel.io.vpn_large`, :mod:`tunnel.vpn.pmtu`); until then
+they go as toxcore-sized 0xE8 fragments (:mod:`tunnel.vpn.fragments`). Every packet that does
+not make it is counted (:meth:`VpnNode.statistics`)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ from tunnel.io.vpn_datapath import (
     Route,
     TunWriter,
     UdpReceiver,
+    crypto_warmer,
 )
 from tunnel.io.vpn_large import LargePackets
 from tunnel.io.vpn_setup import asdict_of, member_rows, network_fields
@@ -178,7 +179,13 @@ class VpnNode:
                 self._nursery = nursery
                 self._after_input()
                 if self.tun is not None:
-                    self.pump = TunPump(self.tun, self._on_tun_packets)
+                    self.pump = TunPump(
+                        self.tun,
+                        self._on_tun_packets,
+                        busy_poll_window_s=self.config.busy_poll_us / 1e6,
+                        warm=crypto_warmer(),
+                        warm_interval_ms=self.config.keep_warm_ms,
+                    )
                     self._writer = TunWriter(self.pump)
                     self._writer.start()
                     if self.node.udp is not None:

@@ -41,6 +41,11 @@ announce more than 1372 bytes use the smaller MTU), whole only over a direct UDP
 probe of that size crossed (:mod:`tunnel.vpn.pmtu`), else split into 1372-byte-sized VPN
 fragments (:mod:`tunnel.vpn.fragments`); toxcore peers: 1372 always."""
 MAX_IFNAME_LENGTH = 15
+DEFAULT_BUSY_POLL_WINDOW_US = 1000
+"""How long the TUN pump keeps polling without blocking after it moved packets
+(:class:`tunnel.io.tun.TunPump`); 0 turns busy polling off."""
+MAX_BUSY_POLL_WINDOW_US = 100_000
+MAX_KEEP_WARM_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,10 @@ class VpnConfig:
     ipv4: ipaddress.IPv4Address | None
     ipv6: ipaddress.IPv6Address | None
     members: tuple[VpnMember, ...]
+    busy_poll_us: int = DEFAULT_BUSY_POLL_WINDOW_US
+    """Busy-poll window of the TUN pump in microseconds (0: off)."""
+    keep_warm_ms: int = 0
+    """Keep-warm tick interval of the TUN pump in milliseconds (0: off, the default)."""
 
     def own_record(self, tox_id: ToxId, serial: int) -> MemberRecord:
         """Our member record: our Tox ID and pins. Raise ``serial`` whenever they change
@@ -249,6 +258,10 @@ def parse_vpn_config(mapping: object, base_dir: Path | None = None) -> VpnConfig
     if len(interface) > MAX_IFNAME_LENGTH or "/" in interface or " " in interface:
         raise ConfigError(f"interface: 1-{MAX_IFNAME_LENGTH} characters, no '/' or space")
     mtu = top.get_int("mtu", DEFAULT_MTU_BYTES, min_value=MIN_MTU_BYTES, max_value=MAX_MTU_BYTES)
+    busy_poll_us = top.get_int(
+        "busy_poll_us", DEFAULT_BUSY_POLL_WINDOW_US, min_value=0, max_value=MAX_BUSY_POLL_WINDOW_US
+    )
+    keep_warm_ms = top.get_int("keep_warm_ms", 0, min_value=0, max_value=MAX_KEEP_WARM_MS)
     user_value = top.raw("user")
     user = (
         None
@@ -267,7 +280,19 @@ def parse_vpn_config(mapping: object, base_dir: Path | None = None) -> VpnConfig
     top.finish()
     assert ipv4 is None or isinstance(ipv4, ipaddress.IPv4Address)
     assert ipv6 is None or isinstance(ipv6, ipaddress.IPv6Address)
-    return VpnConfig(secret, params, join, interface, mtu, user, ipv4, ipv6, members)
+    return VpnConfig(
+        secret,
+        params,
+        join,
+        interface,
+        mtu,
+        user,
+        ipv4,
+        ipv6,
+        members,
+        busy_poll_us,
+        keep_warm_ms,
+    )
 
 
 def load_vpn_config(path: str | Path) -> VpnConfig:

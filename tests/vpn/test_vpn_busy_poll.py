@@ -1,0 +1,237 @@
+"""The TUN pump's busy-poll window and keep-warm ticks (no root: a pipe stands in for the
+device, another pipe for the node's UDP socket). No timing assertions: the tests wait for
+counters with generous deadlines and check which counters move."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from tunnel.io.tun import PacketSlot, TunPump
+from tunnel.vpn.config import DEFAULT_BUSY_POLL_WINDOW_US, parse_vpn_config
+
+WAIT_S = 10.0
+LONG_WINDOW_S = 600.0  # "forever" within a test
+
+
+class FakeDevice:
+    """What TunPump needs of a TunDevice: a non-blocking fd that stays empty, and a name."""
+
+    name = "fake0"
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+
+    def fileno(self) -> int:
+        return self.r
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+
+class Feed:
+    """A pipe read on the pump thread; each byte read is one "packet". The callback returns
+    whether data moved (as UdpReceiver.on_readable does: control traffic returns False)."""
+
+    def __init__(self, moved: bool = True) -> None:
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        self.moved = moved
+        self.calls = 0
+
+    def send(self) -> None:
+        os.write(self.w, b"p")
+
+    def on_readable(self) -> bool:
+        os.read(self.r, 64)
+        self.calls += 1
+        return self.moved
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+
+def _ignore(slots: list[PacketSlot]) -> None:
+    pass
+
+
+@pytest.fixture
+def make_pump() -> Iterator[Callable[..., tuple[TunPump, Feed]]]:
+    made: list[tuple[TunPump, Feed, FakeDevice]] = []
+
+    def make(*, moved: bool = True, **kwargs: Any) -> tuple[TunPump, Feed]:
+        device = FakeDevice()
+        pump = TunPump(device, _ignore, batch_size=4, capacity=2048, **kwargs)  # type: ignore[arg-type]
+        feed = Feed(moved)
+        pump.add_reader(feed.r, feed.on_readable)
+        pump.start()
+        made.append((pump, feed, device))
+        return pump, feed
+
+    yield make
+    for pump, feed, device in made:
+        pump.stop()
+        feed.close()
+        device.close()
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.002)
+
+
+def settle(pump: TunPump) -> None:
+    """Wait until the pump thread has reached its first blocking wait."""
+    wait_for(lambda: pump.blocking_polls >= 1)
+
+
+def test_window_zero_blocks_right_after_data(
+    make_pump: Callable[..., tuple[TunPump, Feed]],
+) -> None:
+    pump, feed = make_pump(busy_poll_window_s=0.0)
+    settle(pump)
+    before = pump.blocking_polls
+    feed.send()
+    wait_for(lambda: feed.calls == 1 and pump.blocking_polls > before)
+    time.sleep(0.05)
+    assert pump.busy_windows == 0
+    assert pump.busy_polls == 0
+    assert pump.blocking_polls == before + 1  # straight back to one blocking wait
+
+
+def test_window_keeps_polling_and_serving(make_pump: Callable[..., tuple[TunPump, Feed]]) -> None:
+    pump, feed = make_pump(busy_poll_window_s=LONG_WINDOW_S)
+    settle(pump)
+    feed.send()
+    wait_for(lambda: feed.calls == 1)
+    blocking = pump.blocking_polls
+    wait_for(lambda: pump.busy_polls > 200)  # spinning, not sleeping
+    assert pump.busy_windows == 1
+    feed.send()  # served during the window, without a blocking wait
+    wait_for(lambda: feed.calls == 2)
+    polls = pump.busy_polls
+    wait_for(lambda: pump.busy_polls > polls + 200)
+    assert pump.blocking_polls == blocking
+    assert pump.busy_windows == 1  # the second packet extended the same window
+
+
+def test_trio_thread_runs_while_the_pump_spins(
+    make_pump: Callable[..., tuple[TunPump, Feed]],
+) -> None:
+    pump, feed = make_pump(busy_poll_window_s=LONG_WINDOW_S)
+    settle(pump)
+    feed.send()
+    wait_for(lambda: pump.busy_polls > 100)
+
+    async def work() -> int:
+        rounds = 0
+        for _ in range(50):  # timer wake-ups and thread hand-offs need the GIL back
+            await trio.sleep(0.001)
+            await trio.to_thread.run_sync(lambda: None)
+            rounds += 1
+        return rounds
+
+    polls = pump.busy_polls
+    assert trio.run(work) == 50
+    assert pump.busy_polls > polls  # and the pump kept spinning meanwhile
+    assert pump.busy_windows == 1
+
+
+def test_pump_blocks_again_after_the_window(
+    make_pump: Callable[..., tuple[TunPump, Feed]],
+) -> None:
+    pump, feed = make_pump(busy_poll_window_s=0.02)
+    settle(pump)
+    before = pump.blocking_polls
+    feed.send()
+    wait_for(lambda: pump.blocking_polls > before)  # the window ended: blocked again
+    assert pump.busy_windows == 1
+    assert pump.busy_polls > 0
+    polls = pump.busy_polls
+    time.sleep(0.1)
+    assert pump.busy_polls == polls  # no CPU spent while idle
+
+
+def test_control_traffic_starts_no_window(make_pump: Callable[..., tuple[TunPump, Feed]]) -> None:
+    pump, feed = make_pump(moved=False, busy_poll_window_s=LONG_WINDOW_S)
+    settle(pump)
+    before = pump.blocking_polls
+    feed.send()
+    wait_for(lambda: feed.calls == 1 and pump.blocking_polls > before)
+    time.sleep(0.05)
+    assert pump.busy_windows == 0
+    assert pump.busy_polls == 0
+
+
+def test_keep_warm_ticks_after_data_then_stop(
+    make_pump: Callable[..., tuple[TunPump, Feed]],
+) -> None:
+    ticks = threading.Event()
+    count = [0]
+
+    def warm() -> None:
+        count[0] += 1
+        if count[0] >= 5:
+            ticks.set()
+
+    pump, feed = make_pump(warm=warm, warm_interval_ms=1, warm_for_s=0.05)
+    settle(pump)
+    time.sleep(0.05)
+    assert count[0] == 0  # no traffic yet: no ticks
+    feed.send()
+    assert ticks.wait(WAIT_S)
+    wait_for(lambda: pump.warm_calls == count[0] and not _ticking(pump))
+    assert pump.busy_polls == 0  # busy polling is off here
+
+
+def _ticking(pump: TunPump) -> bool:
+    calls = pump.warm_calls
+    time.sleep(0.1)
+    return pump.warm_calls != calls
+
+
+def test_keep_warm_off_without_interval(make_pump: Callable[..., tuple[TunPump, Feed]]) -> None:
+    count = [0]
+
+    def warm() -> None:
+        count[0] += 1
+
+    pump, feed = make_pump(warm=warm, warm_interval_ms=0)
+    settle(pump)
+    feed.send()
+    wait_for(lambda: feed.calls == 1)
+    time.sleep(0.05)
+    assert count[0] == 0
+    assert pump.warm_calls == 0
+
+
+def test_negative_times_are_refused() -> None:
+    device = FakeDevice()
+    try:
+        with pytest.raises(ValueError):
+            TunPump(device, _ignore, busy_poll_window_s=-1.0)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            TunPump(device, _ignore, warm_interval_ms=-1)  # type: ignore[arg-type]
+    finally:
+        device.close()
+
+
+def test_config_keys() -> None:
+    base = {"secret": "00" * 32, "ipv4_pool": "10.77.0.0/16"}
+    config = parse_vpn_config(base)
+    assert config.busy_poll_us == DEFAULT_BUSY_POLL_WINDOW_US
+    assert config.keep_warm_ms == 0
+    config = parse_vpn_config({**base, "busy_poll_us": 0, "keep_warm_ms": 2})
+    assert config.busy_poll_us == 0
+    assert config.keep_warm_ms == 2
