@@ -14,6 +14,10 @@ per-round ratios tunnel/wg (the issue's goal: >= 1.5x wireguard-go throughput). 
 the tunnel processes' CPU time and drop counters. Nothing is asserted.
 
     sudo .venv/bin/python bench/vpn.py [--rounds 3] [--seconds 5] [--pings 50] [--json out.jsonl]
+        [--busy-poll-us US] [--keep-warm-ms MS]
+
+CPU ms/ping: both tunnel processes' CPU time during the ping run divided by the pings (it
+includes their idle background, about 1.5 ms per 50 ms interval; clock-tick resolution).
 
 Needs: iperf3, wireguard-go, wireguard-tools (wg), tox-bootstrapd, ping. Ports 52900-52999.
 
@@ -116,8 +120,16 @@ class Bench:
         self.tunnel_procs[name] = []
         for i, host in enumerate((self.a, self.b)):
             config = self.workdir / f"{name}-{i}.yaml"
+            extra = {
+                key: value
+                for key, value in (
+                    ("busy_poll_us", self.args.busy_poll_us),
+                    ("keep_warm_ms", self.args.keep_warm_ms),
+                )
+                if value is not None
+            }
             config.write_text(
-                yaml.safe_dump({"interface": f"tnlb{index}", "mtu": mtu, **networks[i]})
+                yaml.safe_dump({"interface": f"tnlb{index}", "mtu": mtu, **extra, **networks[i]})
             )
             status = self.workdir / f"{name}-{i}.sock"
             self.status[name].append(status)
@@ -234,6 +246,17 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="append per-round results (JSON lines)")
     parser.add_argument("--skip-wg", action="store_true")
     parser.add_argument(
+        "--busy-poll-us",
+        type=int,
+        help="busy_poll_us of the tunnel configs (TUN pump busy-poll window; default: the"
+        " config's default; 0 off)",
+    )
+    parser.add_argument(
+        "--keep-warm-ms",
+        type=int,
+        help="keep_warm_ms of the tunnel configs (TUN pump keep-warm ticks; default off)",
+    )
+    parser.add_argument(
         "--mtu",
         type=int,
         action="append",
@@ -282,13 +305,16 @@ def main() -> int:
                     tcp1 = bench.iperf(address, 1)
                     cpu1 = 100 * (bench.cpu_seconds(procs[name]) - cpu0) / args.seconds
                     tcp4 = bench.iperf(address, 4)
+                    cpu2 = bench.cpu_seconds(procs[name])
                     p50, p99 = bench.ping_rtts(address)
+                    ping_ms = 1000 * (bench.cpu_seconds(procs[name]) - cpu2) / args.pings
                     values = (
                         ("tcp1", tcp1),
                         ("tcp4", tcp4),
                         ("p50", p50),
                         ("p99", p99),
                         ("cpu", cpu1),
+                        ("ping_cpu", ping_ms),
                     )
                     for key, value in values:
                         row.setdefault(key, []).append(value)
@@ -300,6 +326,7 @@ def main() -> int:
                         "rtt_p50_ms": p50,
                         "rtt_p99_ms": p99,
                         "cpu_pct_tcp1": cpu1,
+                        "cpu_ms_per_ping": ping_ms,
                     }
                     print(json.dumps(line), flush=True)
                     if args.json is not None:
@@ -313,7 +340,7 @@ def main() -> int:
     print()
     print(
         f"{'system':12} {'TCP 1 Mbit/s':>13} {'TCP 4 Mbit/s':>13} {'RTT p50 ms':>11}"
-        f" {'RTT p99 ms':>11} {'CPU % (1)':>10} {'CPU %/Mbit':>11}"
+        f" {'RTT p99 ms':>11} {'CPU % (1)':>10} {'CPU %/Mbit':>11} {'CPU ms/ping':>12}"
     )
     for name, row in results.items():
         tcp1 = statistics.median(row["tcp1"])
@@ -323,6 +350,7 @@ def main() -> int:
             f"{name:12} {tcp1:13.0f} {statistics.median(row['tcp4']):13.0f}"
             f" {statistics.median(row['p50']):11.3f} {statistics.median(row['p99']):11.3f}"
             f" {cpu if name != 'raw' else float('nan'):10.0f} {per_mbit}"
+            f" {statistics.median(row['ping_cpu']) if name != 'raw' else float('nan'):12.3f}"
         )
     if "wg" in results:
         for name in tunnels:
@@ -337,6 +365,10 @@ def main() -> int:
                     f" ({goal}), rounds {[round(r, 2) for r in ratios]}"
                 )
     print("CPU % is both endpoint processes during TCP 1 stream, % of one core (box: 200 %)")
+    print(
+        "CPU ms/ping is both endpoint processes' CPU time during the ping run per ping"
+        " (clock ticks: 10 ms resolution over the run)"
+    )
     for name in tunnels:
         print(f"{name} CPU (both processes) idle: {idle[name]:.1f} % of one core")
         for i, vpn in enumerate(counters[name]):
