@@ -232,6 +232,6 @@ def test_config_keys() -> None:
     config = parse_vpn_config(base)
     assert config.busy_poll_us == DEFAULT_BUSY_POLL_WINDOW_US
     assert config.keep_warm_ms == 0
-    config = parse_vpn_config({**base, "busy_poll_us": 0, "keep_warm_ms": 2})
-    assert config.busy_poll_us == 0
+    config = parse_vpn_config({**base, "busy_poll_us": 1000, "keep_warm_ms": 2})
+    assert config.busy_poll_us == 1000
     assert config.keep_warm_ms == 2

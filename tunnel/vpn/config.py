@@ -41,7 +41,7 @@ announce more than 1372 bytes use the smaller MTU), whole only over a direct UDP
 probe of that size crossed (:mod:`tunnel.vpn.pmtu`), else split into 1372-byte-sized VPN
 fragments (:mod:`tunnel.vpn.fragments`); toxcore peers: 1372 always."""
 MAX_IFNAME_LENGTH = 15
-DEFAULT_BUSY_POLL_WINDOW_US = 1000
+DEFAULT_BUSY_POLL_WINDOW_US = 0
 """How long the TUN pump keeps polling without blocking after it moved packets
 (:class:`tunnel.io.tun.TunPump`); 0 turns busy polling off."""
 MAX_BUSY_POLL_WINDOW_US = 100_000
