@@ -17,6 +17,11 @@ Send side (:class:`LargeSend`), per session, once both peers agreed a limit:
   fragments, so retransmission never depends on the path that lost the packet;
 * a path change (direct <-> relayed, a new UDP address) forgets the proof.
 
+The congestion controller counts lossless packets, whole or fragmented alike (its delivery
+samples do; charging a fragmented packet per datagram made the rate spiral down in the
+relayed-path test). Fragments are transient: packets built large while the path was proven,
+resent or caught by a path change; new packets are built toxcore-sized meanwhile.
+
 :attr:`LargeSend.payload_now` is what a sender should build packets up to: the agreed limit on
 a proven path, toxcore's 1373 bytes otherwise (packets already queued larger than that are
 fragmented, never refused).
