@@ -1,8 +1,11 @@
-"""``tunnel status`` text for a VPN: members, their paths and the probed packet size."""
+"""``tunnel status`` text: friends (and their packet size), a VPN's members, their paths and
+the probed packet size."""
 
 from __future__ import annotations
 
-from tunnel.commands.status import format_vpn
+from pathlib import Path
+
+from tunnel.commands.status import format_status, format_vpn
 
 
 def _vpn(*members: dict[str, object]) -> dict[str, object]:
@@ -75,3 +78,18 @@ def test_members_show_path_and_probed_packet_size() -> None:
     )
     assert lines[5] == f"  member {'DD' * 8}... 10.77.0.5 offline"
     assert lines[-1] == "  packets dropped_offline 2"
+
+
+def test_friends_show_large_packets_only_when_agreed() -> None:
+    friend = {"public_key": "AB" * 32, "online": True, "path": "udp", "rtt_ms": 0.4}
+    status = {
+        "role": "connect",
+        "friends": [
+            {**friend, "packet_limit": 16384, "sent_bytes": 5, "received_bytes": 7},
+            {**friend, "packet_limit": 1373, "sent_bytes": 1, "received_bytes": 2},
+        ],
+    }
+    text = format_status(Path("/run/t.sock"), status)
+    large, small = (line for line in text.splitlines() if "friend ABAB" in line)
+    assert ", packets up to 16384 B," in large
+    assert "packets up to" not in small

@@ -27,12 +27,14 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tunnel.testing.bootstrapd import Bootstrapd
 from tunnel.testing.netlab import Host, NetLab, unavailable_reason
+from tunnel.wire.large_lossless import DEFAULT_LARGE_LOSSLESS_BYTES
 
 pytestmark = [
     pytest.mark.root,
@@ -244,6 +246,29 @@ def test_02_large_transfer_both_ways(world: World) -> None:
     got = world.lab.call_in(world.cli, lambda: _exchange(L_ECHO, payload, 120))
     assert len(got) == len(payload)
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+
+
+def test_02b_a_path_that_starts_dropping_ip_fragments(world: World) -> None:
+    """Large lossless packets (issue 8) went whole over the proven direct path; when the path
+    starts dropping IP fragments (the datagrams above its 1500-byte MTU), the lost ones come
+    again in toxcore-sized fragments, the proof is withdrawn, the next probe fails, and the
+    stream arrives whole all along."""
+    lab = world.lab
+    payload = os.urandom(2_000_000)
+    assert lab.call_in(world.cli, lambda: _exchange(L_ECHO, payload, 60)) == payload
+    (friend,) = _status(world, world.cli, "connect")["friends"]  # type: ignore[misc]
+    assert friend["packet_limit"] == DEFAULT_LARGE_LOSSLESS_BYTES
+    lab.drop_ip_fragments(world.cli)
+    try:
+        for _ in range(3):
+            data = os.urandom(2_000_000)
+            assert lab.call_in(world.cli, partial(_exchange, L_ECHO, data, 60)) == data
+        (friend,) = _status(world, world.cli, "connect")["friends"]  # type: ignore[misc]
+        assert friend["packet_limit"] == 1373  # no probe gets through any more
+        dropped = friend["session"]["dropped"]
+        assert dropped.get("large_fragmented", 0) > 0  # lost large packets, resent in pieces
+    finally:
+        lab.drop_ip_fragments(world.cli, drop=False)
 
 
 def test_03_fifty_concurrent_connections(world: World) -> None:

@@ -64,9 +64,11 @@ def format_status(path: Path, status: dict[str, object]) -> str:
             continue
         state = f"online via {friend.get('path')}" if friend.get("online") else "offline"
         rtt = friend.get("rtt_ms")
+        limit = friend.get("packet_limit")
         lines.append(
             f"  friend {str(friend.get('public_key'))[:16]}... {state}"
             + (f", rtt {rtt} ms" if rtt is not None else "")
+            + (f", packets up to {limit} B" if isinstance(limit, int) and limit > 1373 else "")
             + f", sent {friend.get('sent_bytes')} B, received {friend.get('received_bytes')} B"
         )
     vpn = status.get("vpn")

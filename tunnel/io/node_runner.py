@@ -298,6 +298,9 @@ def node_status(role: str, node: Node) -> dict[str, object]:
                 "rtt_ms": None if f.rtt_s is None else round(f.rtt_s * 1000, 1),
                 "sent_bytes": f.sent_bytes,
                 "received_bytes": f.received_bytes,
+                # issue 8: the largest lossless packet sent now (1373; up to 16384 to a
+                # tunnel node over a direct path a probe proved)
+                "packet_limit": node.lossless_limit(f.public_key),
                 "session": _session_status(node.netcrypto.statistics(f.public_key)),
             }
             for f in stats.friends

@@ -249,6 +249,7 @@ class NetLab:
         self._inet: str | None = None
         self._closed = False
         self._udp_blocks: list[tuple[str, str | None]] = []
+        self._fragment_blocks: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -494,6 +495,9 @@ class NetLab:
             else:
                 for src, dst in ((address, peer_address), (peer_address, address)):
                     rules.append(f"ip saddr {src} ip daddr {dst} meta l4proto udp counter drop")
+        for address in self._fragment_blocks:
+            for direction in ("saddr", "daddr"):
+                rules.append(f"ip {direction} {address} ip frag-off & 0x3fff != 0 counter drop")
         ruleset = (
             f"table bridge {FILTER_TABLE}\n"
             f"delete table bridge {FILTER_TABLE}\n"
@@ -516,6 +520,17 @@ class NetLab:
         """
         peer_address = None if peer is None else peer.public_address
         self._udp_blocks.append((host.public_address, peer_address))
+        self._write_filter()
+
+    def drop_ip_fragments(self, host: Host, drop: bool = True) -> None:
+        """Silently drop IP fragments to and from ``host``'s public address on the internet
+        (a path that black-holes datagrams larger than its MTU); ``drop=False`` lets them
+        through again. The internet switch sees them before any reassembly."""
+        address = host.public_address
+        if drop and address not in self._fragment_blocks:
+            self._fragment_blocks.append(address)
+        elif not drop and address in self._fragment_blocks:
+            self._fragment_blocks.remove(address)
         self._write_filter()
 
     def unblock_udp(self, host: Host, peer: Host | None = None) -> None:
