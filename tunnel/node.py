@@ -74,12 +74,12 @@ from tunnel.tcp_relay.connections import (
 )
 from tunnel.toxid import ToxId
 from tunnel.wire.ip_port import Addr, IPPort
-from tunnel.wire.large_lossless import TOXCORE_MAX_PAYLOAD_BYTES
 from tunnel.wire.netcrypto import (
     COOKIE_REQUEST_KIND,
     COOKIE_RESPONSE_KIND,
     DATA_KIND,
     HANDSHAKE_KIND,
+    MAX_CRYPTO_DATA_SIZE_BYTES,
 )
 from tunnel.wire.packed_node import PackedNode
 from tunnel.wire.savedata import (
@@ -548,7 +548,7 @@ class Node(NodeGlue):
         the large limit agreed with a ``tunnel`` friend over a direct path proven to carry it
         (issue 8). Packets built to it are never refused if the path changes meanwhile."""
         session = self.netcrypto.sessions.get(public_key)
-        return TOXCORE_MAX_PAYLOAD_BYTES if session is None else session.lossless_payload_now
+        return MAX_CRYPTO_DATA_SIZE_BYTES if session is None else session.lossless_payload_now
 
     def send_capacity(self, public_key: bytes) -> int:
         """Custom lossless packets that can be queued now without waiting (0: offline/full)."""

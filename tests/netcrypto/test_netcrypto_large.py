@@ -43,9 +43,11 @@ def _stream(size: int, seed: int = 0) -> bytes:
     return bytes((i * 7 + seed + (i >> 8)) & 0xFF for i in range(size))
 
 
-def _send_stream(net: SimNetwork, a: App, b: App, b_pk: bytes, data: bytes) -> bytearray:
+def _send_stream(
+    net: SimNetwork, a: App, b: App, b_pk: bytes, data: bytes
+) -> tuple[bytearray, list[int]]:
     """Send ``data`` from a to b in packets as large as the session allows at each moment;
-    returns what b received (in order)."""
+    returns what b received (in order) and the sizes of the packets a queued."""
     got = bytearray()
     pending = bytearray(data)
     sizes: list[int] = []
@@ -72,8 +74,7 @@ def _send_stream(net: SimNetwork, a: App, b: App, b_pk: bytes, data: bytes) -> b
 
     net.call_later(0.0, pump)
     net.run_until(lambda: len(got) >= len(data), timeout=120)
-    _send_stream.sizes = sizes  # type: ignore[attr-defined]
-    return got
+    return got, sizes
 
 
 def test_probe_proves_the_path_then_large_packets_carry_the_stream() -> None:
@@ -81,9 +82,8 @@ def test_probe_proves_the_path_then_large_packets_carry_the_stream() -> None:
     session = a.nc.sessions[b_pk]
     assert session.lossless_payload_now == 1373  # not proven yet
     data = _stream(3_000_000)
-    got = _send_stream(net, a, b, b_pk, data)
+    got, sizes = _send_stream(net, a, b, b_pk, data)
     assert bytes(got) == data
-    sizes: list[int] = _send_stream.sizes  # type: ignore[attr-defined]
     assert session.lossless_payload_now == LIMIT_BYTES
     assert session.counters["large_probes"] == 1
     large_bytes = sum(s for s in sizes if s == LIMIT_BYTES)
@@ -100,7 +100,7 @@ def test_a_path_that_drops_large_datagrams_keeps_toxcore_sizes_and_loses_nothing
     net, a, b, a_pk, b_pk = _agreed(62, link)
     session = a.nc.sessions[b_pk]
     data = _stream(400_000, seed=3)
-    got = _send_stream(net, a, b, b_pk, data)
+    got, _ = _send_stream(net, a, b, b_pk, data)
     assert bytes(got) == data
     assert session.lossless_payload_now == 1373
     assert session.counters["large_probes"] == 1
@@ -114,7 +114,7 @@ def test_a_path_that_drops_large_datagrams_keeps_toxcore_sizes_and_loses_nothing
     # after the backoff the next burst of data tries once more, and fails again
     net.run_for(LARGE_RETRY_MIN_S + 1)
     more = _stream(50_000, seed=4)
-    got = _send_stream(net, a, b, b_pk, more)
+    got, _ = _send_stream(net, a, b, b_pk, more)
     assert bytes(got) == more
     assert session.counters["large_probes"] == 2
     assert session.lossless_payload_now == 1373
@@ -144,7 +144,7 @@ def test_large_packets_in_flight_when_the_path_goes_relayed_arrive_as_fragments(
     session = a.nc.sessions[b_pk]
     data = _stream(3_000_000, seed=5)
     net.call_later(0.6, lambda: net.block("11.0.0.2"))
-    got = _send_stream(net, a, b, b_pk, data)
+    got, _ = _send_stream(net, a, b, b_pk, data)
     assert bytes(got) == data
     assert relayed_sizes
     assert max(relayed_sizes) <= 1400

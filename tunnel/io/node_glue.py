@@ -70,7 +70,7 @@ from tunnel.tcp_relay.connections import (
 )
 from tunnel.toxid import ToxId
 from tunnel.wire.ip_port import Addr
-from tunnel.wire.large_lossless import TOXCORE_MAX_PAYLOAD_BYTES
+from tunnel.wire.netcrypto import MAX_CRYPTO_DATA_SIZE_BYTES
 from tunnel.wire.onion import ONION_DATA_DHTPK
 from tunnel.wire.packed_node import PackedNode
 from tunnel.wire.savedata import FRIEND_STATUS_CONFIRMED, SavedFriend
@@ -622,7 +622,7 @@ class NodeGlue:
                 session.congestion.peer_is_ours = True
                 theirs = self.direct_paths.peer_large_lossless.get(pk, 0)
                 ours = self.direct_paths.large_lossless
-                if theirs > TOXCORE_MAX_PAYLOAD_BYTES and ours > TOXCORE_MAX_PAYLOAD_BYTES:
+                if theirs > MAX_CRYPTO_DATA_SIZE_BYTES and ours > MAX_CRYPTO_DATA_SIZE_BYTES:
                     session.set_large_lossless(min(theirs, ours))
         elif isinstance(event, m.CustomLossy):
             self._emit(LossyPacket(pk, event.data))

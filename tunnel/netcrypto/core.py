@@ -503,11 +503,10 @@ class NetCrypto:
             return
         if tcp:
             if len(packet) > MAX_CRYPTO_PACKET_SIZE_BYTES:
-                # a large packet built for the direct path that just went away: relays take
-                # toxcore-sized packets only; its resend goes as fragments
+                # a large packet built for the direct path that just went away (_flush told
+                # session.large so): relays take toxcore-sized packets only; its resend goes
+                # as fragments
                 self.counters["large_dropped_not_direct"] += 1
-                if session.large is not None:
-                    session.large.set_direct(False)
                 return
             self._tcp_out.append(TcpPacket(session.peer_dht_pk, packet))
         if path.udp_addr is None:

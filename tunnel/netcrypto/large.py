@@ -33,11 +33,8 @@ first), then the session takes the packet as the lossless packet it is.
 
 from __future__ import annotations
 
-from tunnel.wire.large_lossless import (
-    FRAGMENT_DATA_BYTES,
-    LARGE_PROBE_ID,
-    TOXCORE_MAX_PAYLOAD_BYTES,
-)
+from tunnel.wire.large_lossless import FRAGMENT_DATA_BYTES, LARGE_PROBE_ID
+from tunnel.wire.netcrypto import MAX_CRYPTO_DATA_SIZE_BYTES
 
 LARGE_RETRY_MIN_S = 1.0
 LARGE_RETRY_MAX_S = 300.0
@@ -71,7 +68,7 @@ class LargeSend:
 
     @property
     def payload_now(self) -> int:
-        return self.limit if self.proven and self.direct else TOXCORE_MAX_PAYLOAD_BYTES
+        return self.limit if self.proven and self.direct else MAX_CRYPTO_DATA_SIZE_BYTES
 
     def set_direct(self, direct: bool) -> None:
         """The session's packets now go (or no longer go) over direct UDP."""
@@ -174,10 +171,6 @@ class Reassembly:
         while len(partials) >= MAX_PARTIAL_PACKETS:
             del partials[next(iter(partials))]
             self.evicted += 1
-
-    def discard_below(self, low: int) -> None:
-        for number in [n for n in self._partials if n < low]:
-            del self._partials[number]
 
     def clear(self) -> None:
         self._partials.clear()

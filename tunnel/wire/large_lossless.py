@@ -27,17 +27,17 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from tunnel.crypto.databox import MAX_DATA_PAYLOAD_BYTES
 from tunnel.errors import BadPacket
+from tunnel.wire.netcrypto import MAX_CRYPTO_DATA_SIZE_BYTES
 
 LARGE_FRAGMENT_ID = 0xEA
 """Lossy data-packet id of a fragment (custom lossy range; only ever sent to our peers)."""
 LARGE_PROBE_ID = 0x9D
 """Lossless extension id of the proof probe (ids 0x90..0x9F: toxcore drops them silently)."""
-TOXCORE_MAX_PAYLOAD_BYTES = 1373
-"""The largest data-packet payload (packet id included) a toxcore peer sends or accepts."""
 FRAGMENT_HEADER_BYTES = 9
-FRAGMENT_DATA_BYTES = TOXCORE_MAX_PAYLOAD_BYTES - FRAGMENT_HEADER_BYTES  # 1364
-MAX_LARGE_LOSSLESS_BYTES = 65_400
+FRAGMENT_DATA_BYTES = MAX_CRYPTO_DATA_SIZE_BYTES - FRAGMENT_HEADER_BYTES  # 1364
+MAX_LARGE_LOSSLESS_BYTES = MAX_DATA_PAYLOAD_BYTES
 """The largest lossless payload two of our peers may agree (one data packet in one datagram)."""
 
 DEFAULT_LARGE_LOSSLESS_BYTES = 16_384
@@ -66,7 +66,7 @@ class LargeFragment:
         kind, number, total, offset = _HEADER.unpack_from(data)
         if kind != LARGE_FRAGMENT_ID:
             raise BadPacket("not a large fragment")
-        if total <= TOXCORE_MAX_PAYLOAD_BYTES:
+        if total <= MAX_CRYPTO_DATA_SIZE_BYTES:
             raise BadPacket(f"large fragment of a {total}-byte packet (not a large one)")
         if offset % FRAGMENT_DATA_BYTES or offset >= total:
             raise BadPacket(f"large fragment offset {offset} of {total} bytes")
@@ -76,7 +76,7 @@ class LargeFragment:
         return cls(number, total, offset, piece)
 
 
-def encode_fragment(number: int, total: int, offset: int, data: bytes) -> bytes:
+def encode_fragment(number: int, total: int, offset: int, data: bytes | memoryview) -> bytes:
     """The fragment's bytes (``LargeFragment(...).encode()`` without the object)."""
     return _HEADER.pack(LARGE_FRAGMENT_ID, number, total, offset) + data
 
@@ -84,11 +84,10 @@ def encode_fragment(number: int, total: int, offset: int, data: bytes) -> bytes:
 def split_fragments(number: int, payload: bytes) -> list[bytes]:
     """Every fragment of lossless packet ``number`` (wire form) carrying ``payload``."""
     total = len(payload)
-    if not TOXCORE_MAX_PAYLOAD_BYTES < total <= MAX_LARGE_LOSSLESS_BYTES:
+    if not MAX_CRYPTO_DATA_SIZE_BYTES < total <= MAX_LARGE_LOSSLESS_BYTES:
         raise ValueError(f"a {total}-byte packet is not a large one")
     view = memoryview(payload)
     return [
-        _HEADER.pack(LARGE_FRAGMENT_ID, number, total, offset)
-        + view[offset : offset + FRAGMENT_DATA_BYTES]
+        encode_fragment(number, total, offset, view[offset : offset + FRAGMENT_DATA_BYTES])
         for offset in range(0, total, FRAGMENT_DATA_BYTES)
     ]
