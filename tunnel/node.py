@@ -54,9 +54,9 @@ from tunnel.nat.manager import DirectPaths
 from tunnel.nat.wire import PROBE_KIND
 from tunnel.netcrypto.core import NetCrypto
 from tunnel.netcrypto.session import NotConnected, SendQueueFull
+from tunnel.node_stats import node_statistics
 from tunnel.node_types import (
     GRACEFUL_SHUTDOWN_S,
-    FriendStatistics,
     NodeEvent,
     NodeOptions,
     NodeStatistics,
@@ -667,42 +667,7 @@ class Node(NodeGlue):
 
     def statistics(self) -> NodeStatistics:
         """A snapshot of the node and every friend (path, RTT, rates)."""
-        now = trio.current_time()
-        friends: list[FriendStatistics] = []
-        for saved in self.profile.friends:
-            pk = saved.public_key
-            session = self.netcrypto.statistics(pk)
-            online = self.is_online(pk)
-            friends.append(
-                FriendStatistics(
-                    public_key=pk,
-                    online=online,
-                    path=self.friend_path(pk),
-                    dht_public_key=self._friend_dht.get(pk),
-                    rtt_s=session.srtt_s if session is not None else None,
-                    send_rate_pkt_s=session.rate_pkt_s if session is not None else 0.0,
-                    delivery_rate_pkt_s=(
-                        session.delivery_rate_pkt_s if session is not None else 0.0
-                    ),
-                    sent_bytes=session.sent_bytes if session is not None else 0,
-                    received_bytes=session.received_bytes if session is not None else 0,
-                    resent_packets=session.resent_packets if session is not None else 0,
-                    send_queue=session.send_queue if session is not None else 0,
-                )
-            )
-        dht_stats = self.dht.statistics()
-        return NodeStatistics(
-            udp_port=self.udp_port,
-            dht_connected=self.options.use_udp and self.dht.is_connected(now),
-            dht_close_nodes=dht_stats.close_nodes,
-            onion_connected=self.onion.connected,
-            tcp_relays_connected=len(self.relays.pool.connected_relays()),
-            udp_datagrams_sent=self.udp.sent if self.udp is not None else 0,
-            udp_datagrams_received=self.udp.received if self.udp is not None else 0,
-            tcp_send_failures=self.tcp_send_failures,
-            glue_errors=self.glue_errors,
-            friends=tuple(friends),
-        )
+        return node_statistics(self, trio.current_time())
 
 
 __all__ += ["NodeClosed", "NotConnected"]
