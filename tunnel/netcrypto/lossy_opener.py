@@ -21,12 +21,12 @@ from tunnel.crypto.databox import MIN_DATA_PACKET_BYTES, DataBox
 from tunnel.errors import BadPacket, DecryptError
 from tunnel.netcrypto.lossy_sealer import NONCE_MOD
 from tunnel.netcrypto.session_types import PACKET_BUFFER_SIZE, Established
+from tunnel.netcrypto.session_types import PACKET_NUMBER_MASK as _U32
 from tunnel.wire.netcrypto import DATA_KIND
 
 if TYPE_CHECKING:
     from tunnel.netcrypto.session import Session
 
-_U32 = 0xFFFFFFFF
 DROPPED = b""
 """What :meth:`LossyOpener.open` returns for a replayed packet: taken (and counted), dropped."""
 

@@ -26,7 +26,8 @@ Theory of operation::
 
 * The handshake phase is :mod:`tunnel.netcrypto.session_handshake`; payload limits beyond
   toxcore's (our own peers only) and large lossless packets' fragments are
-  :mod:`tunnel.netcrypto.session_limits` (both mixins of :class:`Session`).
+  :mod:`tunnel.netcrypto.session_limits`; acknowledgements, request packets and tail probes
+  are :mod:`tunnel.netcrypto.session_recovery` (all mixins of :class:`Session`).
 
 Bad input (undecryptable, malformed, out of window, replayed) is dropped and counted in
 ``counters``; :class:`~tunnel.errors.BadPacket` never leaves :meth:`Session.handle_data`.
@@ -39,7 +40,7 @@ import itertools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
-from heapq import heappop, heappush
+from heapq import heappop
 
 from tunnel.crypto import KeyPair, random_nonce
 from tunnel.crypto.databox import MIN_DATA_PACKET_BYTES, DataBox
@@ -52,6 +53,7 @@ from tunnel.netcrypto.lossy_sealer import LossySealer
 from tunnel.netcrypto.replay import Replay, ReplayWindow
 from tunnel.netcrypto.session_handshake import SessionHandshake
 from tunnel.netcrypto.session_limits import SessionLimits
+from tunnel.netcrypto.session_recovery import SessionRecovery
 from tunnel.netcrypto.session_types import (
     PACKET_BUFFER_SIZE,
     Closed,
@@ -70,6 +72,7 @@ from tunnel.netcrypto.session_types import (
     SessionUp,
     State,
 )
+from tunnel.netcrypto.session_types import PACKET_NUMBER_MASK as _U32
 from tunnel.wire.large_lossless import (
     LARGE_FRAGMENT_ID,
     split_fragments,
@@ -83,7 +86,6 @@ from tunnel.wire.netcrypto import (
     PACKET_ID_LOSSY_END,
     PACKET_ID_LOSSY_START,
     PACKET_ID_REQUEST,
-    decode_request_untrusted,
     encode_request_runs,
     missing_runs,
 )
@@ -98,12 +100,7 @@ MAX_SEND_BUFFER_PKTS = PACKET_BUFFER_SIZE - 1
 MIN_SEND_QUEUE_PKTS = 128
 SEND_QUEUE_S = 0.25
 MAX_REQUEST_HOLES = MAX_CRYPTO_DATA_SIZE_BYTES - 1
-LOSS_RECENT_S = 0.25
-TAIL_PROBE_MIN_S = 0.2
-TAIL_PROBE_ACK_DELAY_S = 0.05
-TAIL_PROBE_MAX_S = 2.0
 
-_U32 = 0xFFFFFFFF
 _KEYED_STATES = (NotConfirmed, Established)
 _NO_LOCK: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
 """The default :attr:`Session.rx_lock` (shared: it holds nothing)."""
@@ -118,7 +115,7 @@ class _Sent:
         self.resent = False
 
 
-class Session(SessionHandshake, SessionLimits):
+class Session(SessionHandshake, SessionLimits, SessionRecovery):
     """A net_crypto connection. Create with :meth:`initiate` or :meth:`accept`."""
 
     def __init__(
@@ -318,74 +315,6 @@ class Session(SessionHandshake, SessionLimits):
         if diff > 2 * DATA_NUM_THRESHOLD:
             self._recv_nonce = (self._recv_nonce + DATA_NUM_THRESHOLD) % _NONCE_MOD
         return True
-
-    def _handle_ack(self, wire_start: int, now: float) -> bool:
-        ahead = (wire_start - self.send_start) & _U32
-        if ahead == 0 or ahead >= 1 << 31:
-            return True  # nothing new, or an older ack overtaken by a newer packet
-        start = self.send_start + ahead
-        if start > self._next_new:
-            return False
-        newest: _Sent | None = None
-        clean = True  # Karn: no RTT sample from a range that needed a resend
-        count = 0
-        for n in range(self.send_start, start):
-            sent = self._send.pop(n, None)
-            if sent is not None:
-                count += 1
-                newest = sent
-                clean = clean and not sent.resent
-        if start > self._acked_high:
-            self.congestion.on_delivered(start - max(self._acked_high, self.send_start))
-            self._acked_high = start
-        self.send_start = start
-        self._last_activity = now
-        self._tail_probes = 0
-        large = self.large
-        if large is not None and large.probe is not None:
-            large.acknowledged_to(start, now)
-        if clean and newest is not None and newest.sent_time is not None:
-            self.congestion.on_rtt_sample(now - newest.sent_time, now)
-        return True
-
-    def _handle_request(self, body: bytes, now: float) -> None:
-        report = decode_request_untrusted(body, self._next_new - self.send_start)
-        top = self.send_start + report.covered
-        base = max(self._acked_high, self.send_start)
-        if top > base:
-            newly_missing = sum(1 for offset in report.missing if self.send_start + offset >= base)
-            self.congestion.on_delivered(max(0, top - base - newly_missing))
-            self._acked_high = top
-            self._last_activity = now
-            self._tail_probes = 0
-            # RTT from the newest packet the report shows received (if it was sent once):
-            # unlike cumulative acks, this does not wait for holes to be filled.
-            newest = self._send.get(top - 1)
-            if (
-                newest is not None
-                and newest.sent_time is not None
-                and not newest.resent
-                and (not report.missing or self.send_start + report.missing[-1] != top - 1)
-            ):
-                self.congestion.on_rtt_sample(now - newest.sent_time, now)
-        delay = self.congestion.resend_delay_s
-        recent = 2 * delay + LOSS_RECENT_S
-        lost = 0
-        for offset in report.missing:
-            n = self.send_start + offset
-            sent = self._send.get(n)
-            if sent is None or sent.sent_time is None:
-                continue
-            if sent.sent_time + delay < now:
-                # Only recent losses say something about congestion; packets that vanished
-                # in an outage long ago (blackout, path switch) are just resent.
-                if now - sent.sent_time < recent:
-                    lost += 1
-                sent.sent_time = None
-                sent.resent = True
-                heappush(self._resend, n)
-        if lost:
-            self.congestion.on_loss(lost)
 
     def _set_recv_end(self, wire_number: int) -> None:
         number = self.recv_start + ((wire_number - self.recv_start) & _U32)
@@ -637,34 +566,6 @@ class Session(SessionHandshake, SessionLimits):
         if probe is not None:
             deadline = min(deadline, probe)
         return deadline
-
-    def _tail_probe_at(self) -> float | None:
-        """When to probe the tail: packets are out, none reported, nothing new for a while.
-
-        The peer reports holes only below the highest packet it received, so packets lost at
-        the end of a burst (a TCP relay refused them while its queue was full, or a burst of
-        loss with nothing sent after it) are never requested; once the inflight cap or the
-        application stops new sends, the stream would stall. Resending the newest packet in
-        flight after ``2 * srtt`` plus the peer's acknowledgement delay (at least
-        ``TAIL_PROBE_MIN_S``, doubling per unanswered probe up to ``TAIL_PROBE_MAX_S``) makes
-        the peer see the hole and request the rest.
-        """
-        if self._next_new <= max(self._acked_high, self.send_start):
-            return None
-        pto = max(TAIL_PROBE_MIN_S, 2 * self.congestion.srtt + TAIL_PROBE_ACK_DELAY_S)
-        return self._last_activity + min(pto * (1 << self._tail_probes), TAIL_PROBE_MAX_S)
-
-    def _tail_probe(self, now: float) -> None:
-        n = self._next_new - 1
-        entry = self._send.get(n)
-        self._tail_probes = min(self._tail_probes + 1, 8)
-        self._last_activity = now
-        if entry is None or entry.sent_time is None:
-            return  # already queued for a resend (or acknowledged meanwhile)
-        entry.resent = True  # Karn: no RTT sample from a packet sent twice
-        self.counters["tail_probes"] += 1
-        self._transmit(entry, n, now)
-        self.congestion.consume(1)
 
     def handle_timer(self, now: float) -> None:
         """Resend the temp packet, send request packets, pace queued data."""

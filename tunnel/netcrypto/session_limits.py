@@ -20,14 +20,13 @@ from tunnel.netcrypto.session_types import (
     NotConfirmed,
     State,
 )
+from tunnel.netcrypto.session_types import PACKET_NUMBER_MASK as _U32
 from tunnel.wire.large_lossless import MAX_LARGE_LOSSLESS_BYTES, LargeFragment
 from tunnel.wire.netcrypto import (
     MAX_CRYPTO_DATA_SIZE_BYTES,
     PACKET_ID_LOSSLESS_END,
     PACKET_ID_LOSSLESS_START,
 )
-
-_U32 = 0xFFFFFFFF
 
 
 class SessionLimits:

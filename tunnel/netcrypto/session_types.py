@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 PACKET_BUFFER_SIZE = 32768
 """Packets a session's send and receive windows hold (toxcore CRYPTO_PACKET_BUFFER_SIZE)."""
+PACKET_NUMBER_MASK = 0xFFFFFFFF
+"""Lossless packet numbers go on the wire mod 2**32 (a session counts them unbounded)."""
 
 
 class SendQueueFull(Exception):
