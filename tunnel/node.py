@@ -47,6 +47,7 @@ from tunnel.dht.core import PACKET_KINDS as DHT_PACKET_KINDS
 from tunnel.dht.core import DhtCore
 from tunnel.errors import ConfigError
 from tunnel.friends import messenger as m
+from tunnel.io.node_bootstrap import NodeBootstrap
 from tunnel.io.node_glue import NodeGlue
 from tunnel.io.tcp_relay import RelayPoolDriver
 from tunnel.io.udp import BoundSocket, PacketDispatcher, UdpDriver, open_udp_socket
@@ -73,7 +74,7 @@ from tunnel.tcp_relay.connections import (
     PoolEvent,
 )
 from tunnel.toxid import ToxId
-from tunnel.wire.ip_port import Addr, IPPort
+from tunnel.wire.ip_port import Addr
 from tunnel.wire.netcrypto import (
     COOKIE_REQUEST_KIND,
     COOKIE_RESPONSE_KIND,
@@ -81,7 +82,6 @@ from tunnel.wire.netcrypto import (
     HANDSHAKE_KIND,
     MAX_CRYPTO_DATA_SIZE_BYTES,
 )
-from tunnel.wire.packed_node import PackedNode
 from tunnel.wire.savedata import (
     FRIEND_STATUS_CONFIRMED,
     FRIEND_STATUS_REQUESTED,
@@ -95,8 +95,6 @@ SHUTDOWN_FLUSH_S = 0.05
 """How long :meth:`Node.aclose` lets the UDP and relay drivers send the kill packets."""
 SHUTDOWN_RELAY_DRAIN_S = 1.0
 """At most this long more for relay streams that still have queued output (kill packets)."""
-SAVED_NODES = 8
-"""DHT nodes and TCP relays kept in the profile (toxcore saves up to 8 of each kind too)."""
 
 log = logging.getLogger("tunnel.node")
 _T = TypeVar("_T")
@@ -158,7 +156,7 @@ class _Core:
         self._node._process(now)
 
 
-class Node(NodeGlue):
+class Node(NodeGlue, NodeBootstrap):
     """One Tox identity on the network (see the module docstring).
 
     Args:
@@ -383,62 +381,6 @@ class Node(NodeGlue):
             with trio.move_on_at(deadline if deadline is not None else math.inf):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
-
-    async def _resolve(self, host: str, port: int) -> list[IPPort]:
-        try:
-            return [IPPort.parse(host, port)]
-        except ValueError:
-            pass
-        try:
-            infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
-        except OSError as exc:
-            log.warning("cannot resolve %s: %s", host, exc)
-            return []
-        out: list[IPPort] = []
-        for family, *_, sockaddr in infos:
-            if family == trio.socket.AF_INET6 and not self.options.ipv6:
-                continue
-            ip_port = IPPort.parse(str(sockaddr[0]), int(sockaddr[1]))
-            if ip_port not in out:
-                out.append(ip_port)
-        return out
-
-    def _remember_network(self) -> None:
-        """Keep good DHT nodes and connected relays in the profile for the next start."""
-        saved = self.profile.savedata
-        nodes: tuple[PackedNode, ...] = ()
-        if self.options.use_udp:
-            now = trio.current_time()
-            nodes = tuple(
-                self.dht.get_close_nodes(self.dht_keys.public_key, SAVED_NODES, True, now)
-            )
-        relays = tuple(self._connected_relay_nodes()[:SAVED_NODES])
-        self.profile.update(
-            dht_nodes=nodes or saved.dht_nodes, tcp_relays=relays or saved.tcp_relays
-        )
-
-    async def _bootstrap(self) -> None:
-        opts = self.options
-        now = trio.current_time()
-        saved = self.profile.savedata
-        for packed in saved.dht_nodes[:SAVED_NODES] if opts.use_udp else ():
-            self.dht.bootstrap(packed.public_key, packed.ip_port, now)
-        for packed in saved.tcp_relays[:SAVED_NODES]:
-            host, port = packed.ip_port.to_addr()
-            self.relays.add_relay(host, port, packed.public_key)
-        for node in opts.bootstrap:
-            for ip_port in await self._resolve(node.host, node.port):
-                if opts.use_udp:
-                    self.dht.bootstrap(node.public_key, ip_port, now)
-                self.onion.add_bootstrap_node(PackedNode(ip_port, node.public_key))
-            for tcp_port in node.tcp_ports:
-                for ip_port in (await self._resolve(node.host, tcp_port))[:1]:
-                    host, port = ip_port.to_addr()
-                    self.relays.add_relay(host, port, node.public_key)
-        for relay in opts.tcp_relays:
-            for ip_port in (await self._resolve(relay.host, relay.port))[:1]:
-                host, port = ip_port.to_addr()
-                self.relays.add_relay(host, port, relay.public_key)
 
     # ======================================================================= public API
 
