@@ -14,12 +14,15 @@ per-round ratios tunnel/wg (the issue's goal: >= 1.5x wireguard-go throughput). 
 the tunnel processes' CPU time and drop counters. Nothing is asserted.
 
     sudo .venv/bin/python bench/vpn.py [--rounds 3] [--seconds 5] [--pings 50] [--json out.jsonl]
-        [--busy-poll-us US] [--keep-warm-ms MS]
+        [--busy-poll-us US] [--keep-warm-ms MS] [--ping-only] [--ping-interval S]
+        [--variant NAME:mtu=1372,keep_warm_ms=2,src=/path/to/other/checkout ...]
 
 CPU ms/ping: both tunnel processes' CPU time during the ping run divided by the pings (it
 includes their idle background, about 1.5 ms per 50 ms interval; clock-tick resolution).
 
 Needs: iperf3, wireguard-go, wireguard-tools (wg), tox-bootstrapd, ping. Ports 52900-52999.
+
+``--ping-only`` with several ``--variant`` pairs compares RTTs in one lab, interleaved.
 
 Measured 2026-11-22 on the 2-vCPU dev VM (3 rounds x 5 s, medians; shared, noisy host):
 
@@ -49,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -61,7 +65,8 @@ from tunnel.testing.netlab import NetLab, unavailable_reason
 from tunnel.testing.wireguard import iperf3_mbit, start_wireguard_pair
 
 BSD_UDP, BSD_TCP = 52900, 52901
-TUNNEL_PORT_BASE = 52910  # pair k: 52910 + 2k, 52911 + 2k
+TUNNEL_PORT_BASE = 52930  # pair k: 52930 + 2k, 52931 + 2k (k < 10)
+MAX_TUNNEL_PAIRS = 10
 WG_PORTS = (52920, 52921)
 IPERF_PORT = 52950
 WG_ADDRS = ("10.125.0.1", "10.125.0.2")
@@ -69,6 +74,41 @@ WG_MTU = 1420
 DEFAULT_TUNNEL_MTUS = (1372, 9000)
 CONNECT_TIMEOUT_S = 90.0
 IDLE_SECONDS = 3.0
+
+
+VARIANT_KEYS = {"mtu": int, "busy_poll_us": int, "keep_warm_ms": int, "src": str}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ``tunnel vpn`` pair of the run: network-file keys, and optionally another source
+    tree (``src``: its ``tunnel`` package is run instead of this one, for A/B runs of code)."""
+
+    config: dict[str, int]
+    src: str | None = None
+
+
+def parse_variant(text: str) -> tuple[str, Variant]:
+    """``NAME:key=value,...`` (keys: mtu, busy_poll_us, keep_warm_ms, src)."""
+    name, _, rest = text.partition(":")
+    if not name:
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: no name")
+    config: dict[str, int] = {}
+    src = None
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in VARIANT_KEYS:
+            raise argparse.ArgumentTypeError(
+                f"--variant {text!r}: {key!r} is not one of {sorted(VARIANT_KEYS)}"
+            )
+        if key == "src":
+            src = str(Path(value).resolve())
+            continue
+        try:
+            config[key] = int(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"--variant {text!r}: {key} wants a number") from exc
+    return name, Variant(config, src)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -106,7 +146,7 @@ class Bench:
         self.procs.extend(self.wg_procs)
         return WG_ADDRS[1]
 
-    def setup_tunnel(self, bsd: Bootstrapd, name: str, index: int, mtu: int) -> str:
+    def setup_tunnel(self, bsd: Bootstrapd, name: str, index: int, variant: Variant) -> str:
         """Start one ``tunnel vpn`` pair (own interface, pool, ports); its address in b."""
         secret = os.urandom(32).hex()
         profiles = [self.workdir / f"{name}-{i}.tox" for i in range(2)]
@@ -120,21 +160,15 @@ class Bench:
         self.tunnel_procs[name] = []
         for i, host in enumerate((self.a, self.b)):
             config = self.workdir / f"{name}-{i}.yaml"
-            extra = {
-                key: value
-                for key, value in (
-                    ("busy_poll_us", self.args.busy_poll_us),
-                    ("keep_warm_ms", self.args.keep_warm_ms),
-                )
-                if value is not None
-            }
             config.write_text(
-                yaml.safe_dump({"interface": f"tnlb{index}", "mtu": mtu, **extra, **networks[i]})
+                yaml.safe_dump({"interface": f"tnlb{index}", **variant.config, **networks[i]})
             )
             status = self.workdir / f"{name}-{i}.sock"
             self.status[name].append(status)
             log = (self.workdir / f"{name}-{i}.log").open("ab")
+            env = ["env", "-C", variant.src, f"PYTHONPATH={variant.src}"] if variant.src else []
             argv = [
+                *env,
                 sys.executable,
                 "-m",
                 "tunnel",
@@ -199,9 +233,12 @@ class Bench:
     def ping_rtts(self, address: str) -> tuple[float, float]:
         result = self.lab.run(
             self.a,
-            ["ping", "-n", "-c", str(self.args.pings), "-i", "0.05", "-W", "1", address],
+            [
+                *("ping", "-n", "-c", str(self.args.pings)),
+                *("-i", str(self.args.ping_interval), "-W", "1", address),
+            ],
             check=False,
-            timeout=self.args.pings + 30,
+            timeout=self.args.pings * (self.args.ping_interval + 1) + 30,
         )
         rtts = [
             float(part.split("=")[1])
@@ -262,8 +299,37 @@ def main() -> int:
         action="append",
         help=f"TUN MTU of a tunnel pair (repeatable; default {list(DEFAULT_TUNNEL_MTUS)})",
     )
+    parser.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        help="a tunnel pair NAME:key=value,... (keys mtu, busy_poll_us, keep_warm_ms, src=a"
+        " source tree to run instead of this one); repeatable, replaces --mtu",
+    )
+    parser.add_argument(
+        "--ping-only",
+        action="store_true",
+        help="no iperf3: each round pings every system, in an order that rotates per round",
+    )
+    parser.add_argument("--ping-interval", type=float, default=0.05, help="ping -i (seconds)")
     args = parser.parse_args()
-    mtus = args.mtu or list(DEFAULT_TUNNEL_MTUS)
+    if args.variant:
+        tunnels: dict[str, Variant] = dict(args.variant)
+    else:
+        common = {
+            key: value
+            for key, value in (
+                ("busy_poll_us", args.busy_poll_us),
+                ("keep_warm_ms", args.keep_warm_ms),
+            )
+            if value is not None
+        }
+        tunnels = {
+            (f"tunnel-{mtu}" if mtu != 1372 else "tunnel"): Variant({"mtu": mtu, **common})
+            for mtu in args.mtu or DEFAULT_TUNNEL_MTUS
+        }
+    if len(tunnels) > MAX_TUNNEL_PAIRS:
+        parser.error(f"at most {MAX_TUNNEL_PAIRS} tunnel pairs")
     reason = unavailable_reason()
     if reason is not None:
         print(f"cannot run: {reason}", file=sys.stderr)
@@ -278,7 +344,6 @@ def main() -> int:
             print(f"cannot run: {tool} is not installed", file=sys.stderr)
             return 2
     results: dict[str, dict[str, list[float]]] = {}
-    tunnels = {(f"tunnel-{mtu}" if mtu != 1372 else "tunnel"): mtu for mtu in mtus}
     with tempfile.TemporaryDirectory(prefix="bench-vpn-") as tmp, NetLab(prefix="bvpn") as lab:
         workdir = Path(tmp)
         bench = Bench(lab, workdir, args)
@@ -290,21 +355,30 @@ def main() -> int:
             if not args.skip_wg:
                 targets["wg"] = bench.setup_wg()
                 procs["wg"] = bench.wg_procs
-            for index, (name, mtu) in enumerate(tunnels.items()):
-                targets[name] = bench.setup_tunnel(bsd, name, index, mtu)
+            for index, (name, variant) in enumerate(tunnels.items()):
+                targets[name] = bench.setup_tunnel(bsd, name, index, variant)
                 procs[name] = bench.tunnel_procs[name]
             idle: dict[str, float] = {}
             idle0 = {name: bench.cpu_seconds(procs[name]) for name in tunnels}
             time.sleep(IDLE_SECONDS)
             for name in tunnels:
                 idle[name] = 100 * (bench.cpu_seconds(procs[name]) - idle0[name]) / IDLE_SECONDS
+            names = list(targets)
             for round_no in range(args.rounds):
-                for name, address in targets.items():
+                if args.ping_only:  # rotate: no system always pings right after another
+                    shift = round_no % len(names)
+                    order = names[shift:] + names[:shift]
+                else:
+                    order = names
+                for name in order:
+                    address = targets[name]
                     row = results.setdefault(name, {})
-                    cpu0 = bench.cpu_seconds(procs[name])
-                    tcp1 = bench.iperf(address, 1)
-                    cpu1 = 100 * (bench.cpu_seconds(procs[name]) - cpu0) / args.seconds
-                    tcp4 = bench.iperf(address, 4)
+                    tcp1 = tcp4 = cpu1 = float("nan")
+                    if not args.ping_only:
+                        cpu0 = bench.cpu_seconds(procs[name])
+                        tcp1 = bench.iperf(address, 1)
+                        cpu1 = 100 * (bench.cpu_seconds(procs[name]) - cpu0) / args.seconds
+                        tcp4 = bench.iperf(address, 4)
                     cpu2 = bench.cpu_seconds(procs[name])
                     p50, p99 = bench.ping_rtts(address)
                     ping_ms = 1000 * (bench.cpu_seconds(procs[name]) - cpu2) / args.pings
@@ -345,7 +419,7 @@ def main() -> int:
     for name, row in results.items():
         tcp1 = statistics.median(row["tcp1"])
         cpu = statistics.median(row["cpu"])
-        per_mbit = f"{cpu / tcp1:11.3f}" if name != "raw" and tcp1 else f"{'-':>11}"
+        per_mbit = f"{cpu / tcp1:11.3f}" if name != "raw" and tcp1 > 0 else f"{'-':>11}"
         print(
             f"{name:12} {tcp1:13.0f} {statistics.median(row['tcp4']):13.0f}"
             f" {statistics.median(row['p50']):11.3f} {statistics.median(row['p99']):11.3f}"
@@ -354,7 +428,7 @@ def main() -> int:
         )
     if "wg" in results:
         for name in tunnels:
-            for key in ("tcp1", "tcp4", "p50"):
+            for key in ("p50",) if args.ping_only else ("tcp1", "tcp4", "p50"):
                 ratios = [
                     t / w if w else float("nan")
                     for t, w in zip(results[name][key], results["wg"][key], strict=True)
