@@ -76,7 +76,13 @@ CONNECT_TIMEOUT_S = 90.0
 IDLE_SECONDS = 3.0
 
 
-VARIANT_KEYS = {"mtu": int, "busy_poll_us": int, "keep_warm_ms": int, "src": str}
+VARIANT_KEYS = {
+    "mtu": int,
+    "busy_poll_us": int,
+    "keep_warm_ms": int,
+    "warm_ahead_us": int,
+    "src": str,
+}
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class Variant:
 
 
 def parse_variant(text: str) -> tuple[str, Variant]:
-    """``NAME:key=value,...`` (keys: mtu, busy_poll_us, keep_warm_ms, src)."""
+    """``NAME:key=value,...`` (keys: :data:`VARIANT_KEYS`)."""
     name, _, rest = text.partition(":")
     if not name:
         raise argparse.ArgumentTypeError(f"--variant {text!r}: no name")

@@ -1,6 +1,6 @@
-"""The TUN pump's busy-poll window and keep-warm ticks (no root: a pipe stands in for the
-device, another pipe for the node's UDP socket). No timing assertions: the tests wait for
-counters with generous deadlines and check which counters move."""
+"""The TUN pump's busy-poll window, keep-warm ticks and warm-ups ahead (no root: a pipe
+stands in for the device, another pipe for the node's UDP socket). No timing assertions: the
+tests wait for counters with generous deadlines and check which counters move."""
 
 from __future__ import annotations
 
@@ -13,8 +13,15 @@ from typing import Any
 import pytest
 import trio
 
+from tunnel.errors import ConfigError
 from tunnel.io.tun import PacketSlot, TunPump
-from tunnel.vpn.config import DEFAULT_BUSY_POLL_WINDOW_US, parse_vpn_config
+from tunnel.io.warm_ahead import LATE_MAX_S, TICK_S, WarmAhead
+from tunnel.vpn.config import (
+    DEFAULT_BUSY_POLL_WINDOW_US,
+    DEFAULT_WARM_AHEAD_US,
+    MAX_WARM_AHEAD_US,
+    parse_vpn_config,
+)
 
 WAIT_S = 10.0
 LONG_WINDOW_S = 600.0  # "forever" within a test
@@ -216,6 +223,44 @@ def test_keep_warm_off_without_interval(make_pump: Callable[..., tuple[TunPump, 
     assert pump.warm_calls == 0
 
 
+def test_warm_ahead_warms_up_before_a_regular_flow_then_stops(
+    make_pump: Callable[..., tuple[TunPump, Feed]],
+) -> None:
+    count = [0]
+
+    def warm() -> None:
+        count[0] += 1
+
+    lead_s = 0.005
+    pump, feed = make_pump(warm=warm, warm_ahead=WarmAhead(lead_s))
+    settle(pump)
+    for _ in range(6):  # the rhythm is the input: a packet every 30 ms
+        feed.send()
+        time.sleep(0.03)
+    wait_for(lambda: count[0] >= 1)  # warmed up ahead of a next packet, which never comes
+    wait_for(lambda: not _ticking(pump))  # the window ended: blocked without ticks
+    per_window = int((lead_s + 0.001 + LATE_MAX_S) / TICK_S) + 1
+    assert 1 <= pump.warm_calls == count[0] <= 4 * per_window  # a window per expected packet
+    assert pump.busy_polls == 0
+
+
+def test_warm_ahead_needs_a_rhythm(make_pump: Callable[..., tuple[TunPump, Feed]]) -> None:
+    count = [0]
+
+    def warm() -> None:
+        count[0] += 1
+
+    pump, feed = make_pump(warm=warm, warm_ahead=WarmAhead(0.005))
+    settle(pump)
+    for gap in (0.01, 0.08, 0.02):  # no two periods alike
+        feed.send()
+        time.sleep(gap)
+    feed.send()
+    wait_for(lambda: feed.calls == 4)
+    time.sleep(0.15)  # longer than any period above: a predicted warm-up would have run
+    assert count[0] == 0
+
+
 def test_negative_times_are_refused() -> None:
     device = FakeDevice()
     try:
@@ -232,6 +277,11 @@ def test_config_keys() -> None:
     config = parse_vpn_config(base)
     assert config.busy_poll_us == DEFAULT_BUSY_POLL_WINDOW_US
     assert config.keep_warm_ms == 0
-    config = parse_vpn_config({**base, "busy_poll_us": 1000, "keep_warm_ms": 2})
+    assert config.warm_ahead_us == DEFAULT_WARM_AHEAD_US > 0
+    config = parse_vpn_config({**base, "busy_poll_us": 1000, "keep_warm_ms": 2, "warm_ahead_us": 0})
     assert config.busy_poll_us == 1000
     assert config.keep_warm_ms == 2
+    assert config.warm_ahead_us == 0
+    for bad in (-1, MAX_WARM_AHEAD_US + 1, "soon"):
+        with pytest.raises(ConfigError, match="warm_ahead_us"):
+            parse_vpn_config({**base, "warm_ahead_us": bad})

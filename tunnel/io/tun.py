@@ -51,6 +51,11 @@ last data packets moved, the blocking wait times out every ``warm_interval_ms`` 
 caches for the next real packet). It costs CPU (up to about 100 us per tick, counting the
 wake-up) only while traffic is sparse and recent.
 
+Warming up ahead (``warm_ahead``, a :class:`~tunnel.io.warm_ahead.WarmAhead`, with ``warm``):
+when data packets move at a steady interval, the blocking wait times out shortly before the
+next one is due and ``warm()`` runs then (a few times at most, while the packet is late);
+one warm-up or two per period instead of ticks all the time.
+
 The control plane stays on Trio; only the per-packet path lives on these threads.
 """
 
@@ -74,6 +79,7 @@ from typing import Self
 
 import pytun
 
+from tunnel.io.warm_ahead import WarmAhead
 from tunnel.vpn.ip import Buffer
 
 DEFAULT_BATCH_SIZE = 64
@@ -234,12 +240,15 @@ class TunPump:
         warm: Callable[[], None] | None = None,
         warm_interval_ms: int = 0,
         warm_for_s: float = DEFAULT_WARM_FOR_S,
+        warm_ahead: WarmAhead | None = None,
     ) -> None:
         if busy_poll_window_s < 0 or warm_interval_ms < 0 or warm_for_s < 0:
             raise ValueError("busy-poll window and keep-warm times must be >= 0")
         self.device = device
         self.busy_poll_window_s = busy_poll_window_s
         self._warm = warm if warm_interval_ms > 0 and warm_for_s > 0 else None
+        self._warm_fn = warm
+        self.warm_ahead = warm_ahead if warm is not None else None
         self.warm_interval_ms = warm_interval_ms
         self.warm_for_s = warm_for_s
         self._on_packets = on_packets
@@ -330,6 +339,8 @@ class TunPump:
         warm = self._warm
         warm_ms = self.warm_interval_ms
         warm_until = 0.0  # keep-warm ticks until then (clock time)
+        ahead = self.warm_ahead
+        warm_fn = self._warm_fn
         while not self._stopping and self.failure is None:
             for extra in readers.keys() - polled:
                 poller.register(extra, select.POLLIN)
@@ -357,6 +368,18 @@ class TunPump:
                             except Exception:
                                 self.callback_errors += 1
                                 log.exception("pump warm callback failed")
+                        continue
+                elif ahead is not None and (wait_s := ahead.wait_s(clock())) is not None:
+                    self.blocking_polls += 1
+                    ready = poller.poll(int(wait_s * 1000))  # ms, rounded down: early
+                    if not ready and warm_fn is not None:
+                        ahead.fired(clock())
+                        self.warm_calls += 1
+                        try:
+                            warm_fn()
+                        except Exception:
+                            self.callback_errors += 1
+                            log.exception("pump warm callback failed")
                         continue
                 else:
                     self.blocking_polls += 1
@@ -387,6 +410,8 @@ class TunPump:
                     busy_until = now + window
                 if warm is not None:
                     warm_until = now + self.warm_for_s
+                if ahead is not None:
+                    ahead.moved(now)
 
     def read_now(self) -> int:
         """Pump thread only: read what the device has and hand it to the callback; returns

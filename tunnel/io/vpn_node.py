@@ -11,8 +11,9 @@ onto the TUN device when they change; member records and revocations are saved n
 profile whenever they change (:mod:`tunnel.vpn.state`). Being revoked ends :meth:`run`.
 
 Data plane (data-path.md): the :class:`~tunnel.io.tun.TunPump` thread reads batches from the
-TUN device with blocking waits (after moving packets it busy-polls for ``busy_poll_us`` and,
-with ``keep_warm_ms``, keeps the crypto path warm for a while) and routes them right there
+TUN device with blocking waits (after moving packets it busy-polls for ``busy_poll_us``;
+with ``keep_warm_ms`` it keeps the crypto path warm for a while, and with ``warm_ahead_us``
+warms it up just before the next packet of a regular flow is due) and routes them right there
 (``engine.outbound``: lock-free snapshots). To members reached by direct UDP it also seals the
 packets itself (a :class:`~tunnel.netcrypto.session.LossySealer` per member: its own buffers,
 nonces from the session's atomic counter) and sends each batch with UDP GSO
@@ -53,6 +54,7 @@ from tunnel.io.vpn_datapath import (
 )
 from tunnel.io.vpn_large import LargePackets
 from tunnel.io.vpn_setup import asdict_of, member_rows, network_fields
+from tunnel.io.warm_ahead import WarmAhead
 from tunnel.netcrypto.session import LossySealer, NotConnected, Session
 from tunnel.node import Node, NodeClosed
 from tunnel.node_types import (
@@ -185,6 +187,11 @@ class VpnNode:
                         busy_poll_window_s=self.config.busy_poll_us / 1e6,
                         warm=crypto_warmer(),
                         warm_interval_ms=self.config.keep_warm_ms,
+                        warm_ahead=(
+                            WarmAhead(self.config.warm_ahead_us / 1e6)
+                            if self.config.warm_ahead_us
+                            else None
+                        ),
                     )
                     self._writer = TunWriter(self.pump)
                     self._writer.start()

@@ -46,6 +46,8 @@ DEFAULT_BUSY_POLL_WINDOW_US = 0
 (:class:`tunnel.io.tun.TunPump`); 0 turns busy polling off."""
 MAX_BUSY_POLL_WINDOW_US = 100_000
 MAX_KEEP_WARM_MS = 1000
+DEFAULT_WARM_AHEAD_US = 1000
+MAX_WARM_AHEAD_US = 100_000
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,9 @@ class VpnConfig:
     """Busy-poll window of the TUN pump in microseconds (0: off)."""
     keep_warm_ms: int = 0
     """Keep-warm tick interval of the TUN pump in milliseconds (0: off, the default)."""
+    warm_ahead_us: int = DEFAULT_WARM_AHEAD_US
+    """How long before the next packet of a regular flow is due the TUN pump warms the data
+    path up, in microseconds (0: never; :mod:`tunnel.io.warm_ahead`)."""
 
     def own_record(self, tox_id: ToxId, serial: int) -> MemberRecord:
         """Our member record: our Tox ID and pins. Raise ``serial`` whenever they change
@@ -262,6 +267,9 @@ def parse_vpn_config(mapping: object, base_dir: Path | None = None) -> VpnConfig
         "busy_poll_us", DEFAULT_BUSY_POLL_WINDOW_US, min_value=0, max_value=MAX_BUSY_POLL_WINDOW_US
     )
     keep_warm_ms = top.get_int("keep_warm_ms", 0, min_value=0, max_value=MAX_KEEP_WARM_MS)
+    warm_ahead_us = top.get_int(
+        "warm_ahead_us", DEFAULT_WARM_AHEAD_US, min_value=0, max_value=MAX_WARM_AHEAD_US
+    )
     user_value = top.raw("user")
     user = (
         None
@@ -292,6 +300,7 @@ def parse_vpn_config(mapping: object, base_dir: Path | None = None) -> VpnConfig
         members,
         busy_poll_us,
         keep_warm_ms,
+        warm_ahead_us,
     )
 
 
