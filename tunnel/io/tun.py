@@ -364,24 +364,14 @@ class TunPump:
                         if clock() >= warm_until:
                             warm_until = 0.0  # traffic stopped: block without ticks
                         else:
-                            self.warm_calls += 1
-                            try:
-                                warm()
-                            except Exception:
-                                self.callback_errors += 1
-                                log.exception("pump warm callback failed")
+                            self._warm_up(warm)
                         continue
                 elif ahead is not None and (wait_s := ahead.wait_s(clock())) is not None:
                     self.blocking_polls += 1
                     ready = poller.poll(int(wait_s * 1000))  # ms, rounded down: early
                     if not ready and warm_fn is not None:
                         ahead.fired(clock())
-                        self.warm_calls += 1
-                        try:
-                            warm_fn()
-                        except Exception:
-                            self.callback_errors += 1
-                            log.exception("pump warm callback failed")
+                        self._warm_up(warm_fn)
                         continue
                 else:
                     self.blocking_polls += 1
@@ -414,6 +404,14 @@ class TunPump:
                     warm_until = now + self.warm_for_s
                 if ahead is not None:
                     ahead.moved(now)
+
+    def _warm_up(self, warm: Callable[[], None]) -> None:
+        self.warm_calls += 1
+        try:
+            warm()
+        except Exception:
+            self.callback_errors += 1
+            log.exception("pump warm callback failed")
 
     def read_now(self) -> int:
         """Pump thread only: read what the device has and hand it to the callback; returns
