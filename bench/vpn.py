@@ -77,13 +77,8 @@ CONNECT_TIMEOUT_S = 90.0
 IDLE_SECONDS = 3.0
 
 
-VARIANT_KEYS = {
-    "mtu": int,
-    "busy_poll_us": int,
-    "keep_warm_ms": int,
-    "warm_ahead_us": int,
-    "src": str,
-}
+VARIANT_KEYS = frozenset({"mtu", "busy_poll_us", "keep_warm_ms", "warm_ahead_us", "src"})
+"""What ``--variant`` takes: network-file keys (numbers), and ``src`` (a source tree)."""
 
 
 @dataclass(frozen=True)

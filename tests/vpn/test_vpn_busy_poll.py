@@ -15,7 +15,7 @@ import trio
 
 from tunnel.errors import ConfigError
 from tunnel.io.tun import PacketSlot, TunPump
-from tunnel.io.warm_ahead import LATE_MAX_S, TICK_S, WarmAhead
+from tunnel.io.warm_ahead import LATE_MAX_S, TICK_S
 from tunnel.vpn.config import (
     DEFAULT_BUSY_POLL_WINDOW_US,
     DEFAULT_WARM_AHEAD_US,
@@ -69,6 +69,20 @@ class Feed:
 
 def _ignore(slots: list[PacketSlot]) -> None:
     pass
+
+
+class WarmCalls:
+    """A warm-up callback that counts its calls (``reached`` is set at ``target`` calls)."""
+
+    def __init__(self, target: int = 0) -> None:
+        self.calls = 0
+        self.target = target
+        self.reached = threading.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.target and self.calls >= self.target:
+            self.reached.set()
 
 
 @pytest.fixture
@@ -184,21 +198,14 @@ def test_control_traffic_starts_no_window(make_pump: Callable[..., tuple[TunPump
 def test_keep_warm_ticks_after_data_then_stop(
     make_pump: Callable[..., tuple[TunPump, Feed]],
 ) -> None:
-    ticks = threading.Event()
-    count = [0]
-
-    def warm() -> None:
-        count[0] += 1
-        if count[0] >= 5:
-            ticks.set()
-
+    warm = WarmCalls(target=5)
     pump, feed = make_pump(warm=warm, warm_interval_ms=1, warm_for_s=0.05)
     settle(pump)
     time.sleep(0.05)
-    assert count[0] == 0  # no traffic yet: no ticks
+    assert warm.calls == 0  # no traffic yet: no ticks
     feed.send()
-    assert ticks.wait(WAIT_S)
-    wait_for(lambda: pump.warm_calls == count[0] and not _ticking(pump))
+    assert warm.reached.wait(WAIT_S)
+    wait_for(lambda: pump.warm_calls == warm.calls and not _ticking(pump))
     assert pump.busy_polls == 0  # busy polling is off here
 
 
@@ -209,48 +216,36 @@ def _ticking(pump: TunPump) -> bool:
 
 
 def test_keep_warm_off_without_interval(make_pump: Callable[..., tuple[TunPump, Feed]]) -> None:
-    count = [0]
-
-    def warm() -> None:
-        count[0] += 1
-
+    warm = WarmCalls()
     pump, feed = make_pump(warm=warm, warm_interval_ms=0)
     settle(pump)
     feed.send()
     wait_for(lambda: feed.calls == 1)
     time.sleep(0.05)
-    assert count[0] == 0
+    assert warm.calls == 0
     assert pump.warm_calls == 0
 
 
 def test_warm_ahead_warms_up_before_a_regular_flow_then_stops(
     make_pump: Callable[..., tuple[TunPump, Feed]],
 ) -> None:
-    count = [0]
-
-    def warm() -> None:
-        count[0] += 1
-
+    warm = WarmCalls(target=1)
     lead_s = 0.005
-    pump, feed = make_pump(warm=warm, warm_ahead=WarmAhead(lead_s))
+    pump, feed = make_pump(warm=warm, warm_ahead_lead_s=lead_s)
     settle(pump)
     for _ in range(6):  # the rhythm is the input: a packet every 30 ms
         feed.send()
         time.sleep(0.03)
-    wait_for(lambda: count[0] >= 1)  # warmed up ahead of a next packet, which never comes
+    assert warm.reached.wait(WAIT_S)  # warmed up ahead of a next packet, which never comes
     wait_for(lambda: not _ticking(pump))  # the window ended: blocked without ticks
     per_window = int((lead_s + 0.001 + LATE_MAX_S) / TICK_S) + 1
-    assert 1 <= pump.warm_calls == count[0] <= 4 * per_window  # a window per expected packet
+    assert 1 <= pump.warm_calls == warm.calls <= 4 * per_window  # a window per expected packet
     assert pump.busy_polls == 0
 
 
 def test_warm_ahead_needs_a_rhythm(make_pump: Callable[..., tuple[TunPump, Feed]]) -> None:
-    count = [0]
-
-    def warm() -> None:
-        count[0] += 1
-
-    pump, feed = make_pump(warm=warm, warm_ahead=WarmAhead(0.005))
+    warm = WarmCalls()
+    pump, feed = make_pump(warm=warm, warm_ahead_lead_s=0.005)
     settle(pump)
     for gap in (0.01, 0.08, 0.02):  # no two periods alike
         feed.send()
@@ -258,7 +253,7 @@ def test_warm_ahead_needs_a_rhythm(make_pump: Callable[..., tuple[TunPump, Feed]
     feed.send()
     wait_for(lambda: feed.calls == 4)
     time.sleep(0.15)  # longer than any period above: a predicted warm-up would have run
-    assert count[0] == 0
+    assert warm.calls == 0
 
 
 def test_negative_times_are_refused() -> None:

@@ -51,7 +51,7 @@ last data packets moved, the blocking wait times out every ``warm_interval_ms`` 
 caches for the next real packet). It costs CPU (up to about 100 us per tick, counting the
 wake-up) only while traffic is sparse and recent.
 
-Warming up ahead (``warm_ahead``, a :class:`~tunnel.io.warm_ahead.WarmAhead`, with ``warm``):
+Warming up ahead (``warm_ahead_lead_s`` > 0, with ``warm``; :mod:`tunnel.io.warm_ahead`):
 when data packets move at a steady interval, the blocking wait times out shortly before the
 next one is due and ``warm()`` runs then (a few times at most, while the packet is late);
 one warm-up or two per period instead of ticks all the time.
@@ -240,15 +240,15 @@ class TunPump:
         warm: Callable[[], None] | None = None,
         warm_interval_ms: int = 0,
         warm_for_s: float = DEFAULT_WARM_FOR_S,
-        warm_ahead: WarmAhead | None = None,
+        warm_ahead_lead_s: float = 0.0,
     ) -> None:
-        if busy_poll_window_s < 0 or warm_interval_ms < 0 or warm_for_s < 0:
-            raise ValueError("busy-poll window and keep-warm times must be >= 0")
+        if min(busy_poll_window_s, warm_interval_ms, warm_for_s, warm_ahead_lead_s) < 0:
+            raise ValueError("busy-poll window and warm-up times must be >= 0")
         self.device = device
         self.busy_poll_window_s = busy_poll_window_s
-        self._warm = warm if warm_interval_ms > 0 and warm_for_s > 0 else None
-        self._warm_fn = warm
-        self.warm_ahead = warm_ahead if warm is not None else None
+        self._warm = warm
+        self._ticks = warm_interval_ms > 0 and warm_for_s > 0
+        self.warm_ahead = WarmAhead(warm_ahead_lead_s) if warm_ahead_lead_s > 0 else None
         self.warm_interval_ms = warm_interval_ms
         self.warm_for_s = warm_for_s
         self._on_packets = on_packets
@@ -339,10 +339,10 @@ class TunPump:
         sched_yield = os.sched_yield
         busy_until = 0.0  # polling without blocking until then (clock time)
         warm = self._warm
+        ticks = warm is not None and self._ticks
         warm_ms = self.warm_interval_ms
         warm_until = 0.0  # keep-warm ticks until then (clock time)
-        ahead = self.warm_ahead
-        warm_fn = self._warm_fn
+        ahead = self.warm_ahead if warm is not None else None
         while not self._stopping and self.failure is None:
             for extra in readers.keys() - polled:
                 poller.register(extra, select.POLLIN)
@@ -357,21 +357,21 @@ class TunPump:
                         else:
                             sched_yield()  # let a thread waiting for this CPU run
                         continue
-                elif warm is not None and warm_until:
+                elif ticks and warm_until:
                     self.blocking_polls += 1
                     ready = poller.poll(warm_ms)
                     if not ready:
                         if clock() >= warm_until:
                             warm_until = 0.0  # traffic stopped: block without ticks
-                        else:
+                        elif warm is not None:
                             self._warm_up(warm)
                         continue
                 elif ahead is not None and (wait_s := ahead.wait_s(clock())) is not None:
                     self.blocking_polls += 1
                     ready = poller.poll(int(wait_s * 1000))  # ms, rounded down: early
-                    if not ready and warm_fn is not None:
+                    if not ready and warm is not None:
                         ahead.fired(clock())
-                        self._warm_up(warm_fn)
+                        self._warm_up(warm)
                         continue
                 else:
                     self.blocking_polls += 1
@@ -400,7 +400,7 @@ class TunPump:
                     if not busy_until:
                         self.busy_windows += 1
                     busy_until = now + window
-                if warm is not None:
+                if ticks:
                     warm_until = now + self.warm_for_s
                 if ahead is not None:
                     ahead.moved(now)

@@ -150,7 +150,6 @@ class UdpReceiver:
         if not self.udp.running:
             return False
         self._token = trio.lowlevel.current_trio_token()
-        self._poll = select.poll()
         self._poll.register(self.udp.bound.sock.fileno(), select.POLLIN)
         self.udp.hand_over_receive()
         self.pump.add_reader(self.udp.bound.sock.fileno(), self.on_readable)

@@ -54,7 +54,6 @@ from tunnel.io.vpn_datapath import (
 )
 from tunnel.io.vpn_large import LargePackets
 from tunnel.io.vpn_setup import asdict_of, member_rows, network_fields
-from tunnel.io.warm_ahead import WarmAhead
 from tunnel.netcrypto.session import LossySealer, NotConnected, Session
 from tunnel.node import Node, NodeClosed
 from tunnel.node_types import (
@@ -187,11 +186,7 @@ class VpnNode:
                         busy_poll_window_s=self.config.busy_poll_us / 1e6,
                         warm=crypto_warmer(),
                         warm_interval_ms=self.config.keep_warm_ms,
-                        warm_ahead=(
-                            WarmAhead(self.config.warm_ahead_us / 1e6)
-                            if self.config.warm_ahead_us
-                            else None
-                        ),
+                        warm_ahead_lead_s=self.config.warm_ahead_us / 1e6,
                     )
                     self._writer = TunWriter(self.pump)
                     self._writer.start()

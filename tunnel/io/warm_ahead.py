@@ -45,7 +45,6 @@ class WarmAhead:
     """Predicts the next start of a regular flow (see module docstring)."""
 
     __slots__ = (
-        "_due",
         "_last_move",
         "_last_start",
         "_next_tick",
@@ -62,9 +61,8 @@ class WarmAhead:
         self._last_move = float("-inf")
         self._last_start = float("-inf")
         self._period = 0.0
-        self._due = False
         self._next_tick = 0.0
-        self._until = 0.0
+        self._until = 0.0  # the end of the warm-up window; 0: none is due
         self.warmups = 0
         """Warm-ups the pump ran on this predictor's advice (:meth:`fired`)."""
 
@@ -73,12 +71,11 @@ class WarmAhead:
         if now - self._last_move >= MIN_GAP_S:
             period = now - self._last_start
             previous = self._period
-            self._due = False
+            self._until = 0.0
             if period <= MAX_PERIOD_S:
                 shorter, longer = sorted((period, previous))
                 if shorter and longer - shorter <= RHYTHM_FRACTION * longer:
                     expected = now + shorter
-                    self._due = True
                     self._next_tick = expected - self.lead_s
                     late = min(LATE_MAX_S, max(LATE_MIN_S, LATE_FRACTION * shorter))
                     self._until = expected + late
@@ -91,10 +88,10 @@ class WarmAhead:
     def wait_s(self, now: float) -> float | None:
         """How long to wait before the next warm-up (0: now), or None: none is due (wait for
         packets only)."""
-        if not self._due:
+        if not self._until:
             return None
         if self._next_tick > self._until:
-            self._due = False
+            self._until = 0.0
             return None
         return max(0.0, self._next_tick - now)
 
